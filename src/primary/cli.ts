@@ -1,0 +1,41 @@
+/** Command-line parsing: `--config FILE` (or BRIDGE_CONFIG), `check-config FILE`, `--help`. */
+
+export type Command =
+  | { readonly kind: 'run'; readonly configFile: string | undefined }
+  | { readonly kind: 'check-config'; readonly configFile: string }
+  | { readonly kind: 'help' }
+  | { readonly kind: 'usage-error'; readonly message: string };
+
+export const USAGE = `Usage:
+  xml-amqp-bridge --config FILE        run the bridge (or set BRIDGE_CONFIG=FILE)
+  xml-amqp-bridge check-config FILE    validate FILE: exit 0, or list every problem and exit 2
+  xml-amqp-bridge --help
+
+Environment overrides: BRIDGE_LISTEN (host:port), BRIDGE_ADMIN_LISTEN (host:port),
+BRIDGE_WORKERS (number or auto), BRIDGE_AMQP_URLS (comma separated, tried in order).
+`;
+
+export function parseArgs(argv: readonly string[]): Command {
+  const [first, ...rest] = argv;
+  if (first === 'check-config') {
+    const file = rest[0];
+    if (file === undefined || rest.length > 1) return { kind: 'usage-error', message: 'check-config takes exactly one FILE' };
+    return { kind: 'check-config', configFile: file };
+  }
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') return { kind: 'help' };
+    if (arg === '--config' || arg === '-c') {
+      const value = argv[i + 1];
+      if (value === undefined) return { kind: 'usage-error', message: `${arg} needs a FILE` };
+      configFile = value;
+      i++;
+    } else if (arg?.startsWith('--config=')) {
+      configFile = arg.slice('--config='.length);
+    } else {
+      return { kind: 'usage-error', message: `unknown argument: ${arg}` };
+    }
+  }
+  return { kind: 'run', configFile };
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+/**
+ * Primary entry and the `xml-amqp-bridge` bin: parses the command line, validates the config,
+ * checks the port and uWS, forks the workers, serves the admin port and handles signals.
+ */
+import { fileURLToPath } from 'node:url';
+import process from 'node:process';
+import { configPathFromEnv, fallbackAllowedByEnv, loadConfig, resolveWorkerCount, splitHostPort } from '../shared/config.js';
+import type { Config } from '../shared/config-schema.js';
+import { ConfigError } from '../shared/errors.js';
+import { createLogger } from '../shared/log.js';
+import { redactUrl } from '../shared/redact.js';
+import { createAdminServer, listenAdmin } from './admin-server.js';
+import { parseArgs, USAGE } from './cli.js';
+import { preflightPort } from './port-preflight.js';
+import { readiness } from './readiness.js';
+import { Supervisor } from './supervisor.js';
+import { loadUws } from '../shared/uws.js';
+
+const log = createLogger({ role: 'primary' });
+const WORKER_SCRIPT = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+
+function printProblems(err: ConfigError, write: (line: string) => void): void {
+  for (const p of err.problems) write(`${p.path}: ${p.message}\n`);
+}
+
+function checkConfig(file: string): number {
+  try {
+    const config = loadConfig(file);
+    process.stdout.write(`${file}: OK (${config.routes.length} routes, ${resolveWorkerCount(config)} workers)\n`);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${file}: ${err.problems.length} problem(s)\n`);
+    printProblems(err, (line) => process.stderr.write(`  ${line}`));
+    return 2;
+  }
+}
+
+async function run(file: string): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(file);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    log.fatal('invalid config', { file, problems: err.problems });
+    process.exit(2);
+  }
+  if (!loadUws().native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
+    log.fatal(
+      'uWebSockets.js native binary did not load on this Node.js (needs Node 20, glibc); refusing its slow JS fallback. ' +
+        'Set allowUwsFallback: true (or BRIDGE_ALLOW_UWS_FALLBACK=1) to run anyway.',
+      { node: process.version, abi: process.versions.modules },
+    );
+    process.exit(1);
+  }
+
+  const { host, port: wantedPort } = splitHostPort(config.listen);
+  let port: number;
+  try {
+    port = await preflightPort(host, wantedPort);
+  } catch (err) {
+    log.fatal('cannot take the partner port', { err });
+    process.exit(1);
+  }
+
+  const count = resolveWorkerCount(config);
+  const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count }, config, port);
+  const admin = createAdminServer({ readiness: () => readiness(supervisor.views) });
+  const adminAddr = splitHostPort(config.admin);
+  let adminPort: number;
+  try {
+    adminPort = await listenAdmin(admin, adminAddr.host, adminAddr.port);
+  } catch (err) {
+    log.fatal('cannot listen on the admin port', { err });
+    process.exit(1);
+  }
+
+  supervisor.on('worker-exit', (info: Record<string, unknown>) =>
+    (info['expected'] === true ? log.info : log.warn)('worker exited', info),
+  );
+  supervisor.on('refork', (info: Record<string, unknown>) => log.warn('reforking worker', info));
+  supervisor.on('refork-failed', (info: Record<string, unknown>) => log.error('refork failed', info));
+  supervisor.on('crash-loop', () => {
+    log.fatal('workers are crash-looping (5 deaths in 30 s); exiting so systemd restarts us');
+    supervisor.killAll();
+    process.exit(1);
+  });
+
+  let stopping = false;
+  let reloading = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal });
+    const clean = await supervisor.stop(config.shutdownTimeoutMs + 2000);
+    admin.close();
+    log.info('stopped', { clean });
+    process.exit(clean ? 0 : 1);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    if (reloading) {
+      log.warn('reload already in progress; SIGHUP ignored');
+      return;
+    }
+    void (async () => {
+      let next: Config;
+      try {
+        next = loadConfig(file);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        log.error('reload refused: invalid config; keeping the running one', { file, problems: err.problems });
+        return;
+      }
+      reloading = true;
+      try {
+        const nextHostPort = splitHostPort(next.listen);
+        const nextPort =
+          next.listen === config.listen ? port : await preflightPort(nextHostPort.host, nextHostPort.port);
+        if (resolveWorkerCount(next) !== count) {
+          log.warn('workers count changes need a restart; keeping the current count', { count });
+        }
+        if (next.admin !== config.admin) log.warn('admin address changes need a restart');
+        log.info('reloading: rolling restart of workers', { file });
+        await supervisor.reload(next, nextPort);
+        config = next;
+        port = nextPort;
+        log.info('reloaded', { port });
+      } catch (err) {
+        log.error('reload failed; remaining workers keep the previous config', { err });
+      } finally {
+        reloading = false;
+      }
+    })();
+  });
+
+  try {
+    await supervisor.start();
+  } catch (err) {
+    log.fatal('workers failed to start', { err });
+    supervisor.killAll();
+    process.exit(1);
+  }
+  log.info('ready to serve', {
+    listen: `${host}:${port}`,
+    port,
+    admin: `${adminAddr.host}:${adminPort}`,
+    adminPort,
+    workers: count,
+    amqp: config.amqp.urls.map(redactUrl),
+  });
+}
+
+const command = parseArgs(process.argv.slice(2));
+switch (command.kind) {
+  case 'help':
+    process.stdout.write(USAGE);
+    break;
+  case 'usage-error':
+    process.stderr.write(`${command.message}\n\n${USAGE}`);
+    process.exitCode = 2;
+    break;
+  case 'check-config':
+    process.exitCode = checkConfig(command.configFile);
+    break;
+  case 'run': {
+    const file = command.configFile ?? configPathFromEnv();
+    if (file === undefined) {
+      process.stderr.write(`no config: pass --config FILE or set BRIDGE_CONFIG\n\n${USAGE}`);
+      process.exitCode = 2;
+      break;
+    }
+    run(file).catch((err: unknown) => {
+      log.fatal('primary crashed', { err });
+      process.exit(1);
+    });
+    break;
+  }
+  default: {
+    const unknownCommand: never = command;
+    throw new TypeError(`unhandled command ${JSON.stringify(unknownCommand)}`);
+  }
+}

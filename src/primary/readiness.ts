@@ -1,0 +1,39 @@
+/** Derives /readyz from the workers' reported states. */
+import type { WorkerStatus } from '../shared/ipc.js';
+
+export interface SlotView {
+  readonly slot: number;
+  readonly pid: number | undefined;
+  readonly status: WorkerStatus | undefined;
+}
+
+export interface WorkerReadiness {
+  readonly slot: number;
+  readonly pid: number | undefined;
+  readonly ready: boolean;
+  readonly reasons: readonly string[];
+}
+
+export interface Readiness {
+  readonly ready: boolean;
+  readonly workers: readonly WorkerReadiness[];
+}
+
+export function workerReadiness(view: SlotView): WorkerReadiness {
+  const reasons: string[] = [];
+  const s = view.status;
+  if (view.pid === undefined) reasons.push('not running');
+  else if (s === undefined) reasons.push('starting');
+  else {
+    if (!s.listening) reasons.push('not listening');
+    if (s.amqp === 'blocked') reasons.push('broker blocked (memory or disk alarm)');
+    else if (s.amqp !== 'connected') reasons.push(`broker ${s.amqp}`);
+    if (s.draining) reasons.push('draining');
+  }
+  return { slot: view.slot, pid: view.pid, ready: reasons.length === 0, reasons };
+}
+
+export function readiness(views: readonly SlotView[]): Readiness {
+  const workers = views.map(workerReadiness);
+  return { ready: workers.length > 0 && workers.every((w) => w.ready), workers };
+}

@@ -1,0 +1,198 @@
+/**
+ * Worker supervision with node:cluster: one worker per slot, refork with exponential back-off,
+ * crash-loop detection, rolling replacement on reload (new worker listening before the old one
+ * drains, so the port never goes unserved), and the graceful stop.
+ *
+ * Events: `worker-status` (slot), `worker-exit` ({slot, pid, code, signal, expected}),
+ * `refork` ({slot, delayMs}), `crash-loop`, `fatal` (detail).
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { EventEmitter } from 'node:events';
+import type { Config } from '../shared/config-schema.js';
+import { isWorkerToPrimary, type PrimaryToWorker, type WorkerStatus } from '../shared/ipc.js';
+import { CrashLoopDetector, reforkDelayMs } from './backoff.js';
+import type { SlotView } from './readiness.js';
+
+/** A worker that lived this long before dying resets its slot's back-off. */
+const STABLE_AFTER_MS = 30_000;
+/** How long a new worker may take to listen during a start or a roll. */
+const LISTEN_DEADLINE_MS = 15_000;
+
+interface Slot {
+  readonly index: number;
+  worker: Worker | undefined;
+  status: WorkerStatus | undefined;
+  startedAt: number;
+  failures: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export interface SupervisorOptions {
+  readonly workerScript: string;
+  readonly count: number;
+}
+
+export class Supervisor extends EventEmitter {
+  readonly #slots: Slot[];
+  readonly #crashLoop = new CrashLoopDetector();
+  /** Workers we asked to exit (retired by a roll, or stopping): their exit is not a crash. */
+  readonly #retiring = new Set<Worker>();
+  #config: Config;
+  #port: number;
+  #stopping = false;
+
+  constructor(options: SupervisorOptions, config: Config, port: number) {
+    super();
+    this.#config = config;
+    this.#port = port;
+    cluster.setupPrimary({ exec: options.workerScript });
+    this.#slots = Array.from({ length: options.count }, (_, index) => ({
+      index,
+      worker: undefined,
+      status: undefined,
+      startedAt: 0,
+      failures: 0,
+      timer: undefined,
+    }));
+  }
+
+  get views(): SlotView[] {
+    return this.#slots.map((s) => ({ slot: s.index, pid: s.worker?.process.pid, status: s.status }));
+  }
+
+  /** Forks every slot; resolves when all listen, rejects if one cannot. */
+  async start(): Promise<void> {
+    await Promise.all(this.#slots.map((slot) => this.#launch(slot)));
+  }
+
+  /** Forks a worker for `slot` and resolves once it listens. */
+  #launch(slot: Slot): Promise<Worker> {
+    const worker = cluster.fork({ BRIDGE_WORKER_SLOT: String(slot.index) });
+    return new Promise<Worker>((resolve, reject) => {
+      let listening = false;
+      const deadline = setTimeout(() => {
+        if (!listening) {
+          this.#retire(worker);
+          reject(new Error(`worker ${slot.index} did not listen within ${LISTEN_DEADLINE_MS} ms`));
+        }
+      }, LISTEN_DEADLINE_MS);
+      worker.on('message', (msg: unknown) => {
+        if (!isWorkerToPrimary(msg)) return;
+        switch (msg.type) {
+          case 'bridge:hello': {
+            const start: PrimaryToWorker = { type: 'bridge:start', config: this.#config, slot: slot.index, port: this.#port };
+            worker.send(start);
+            break;
+          }
+          case 'bridge:status':
+            if (slot.worker === worker || (!listening && msg.status.listening)) {
+              if (!listening && msg.status.listening) {
+                listening = true;
+                clearTimeout(deadline);
+                // The new worker takes over the slot only once it serves the port.
+                slot.worker = worker;
+                slot.startedAt = Date.now();
+                resolve(worker);
+              }
+              if (slot.worker === worker) {
+                slot.status = msg.status;
+                this.emit('worker-status', slot.index);
+              }
+            }
+            break;
+          case 'bridge:listen-failed':
+          case 'bridge:fatal':
+            clearTimeout(deadline);
+            this.#retire(worker);
+            reject(new Error(`worker ${slot.index}: ${msg.detail}`));
+            this.emit('fatal', msg.detail);
+            break;
+          default: {
+            const unknownMsg: never = msg;
+            throw new TypeError(`unhandled IPC message ${JSON.stringify(unknownMsg)}`);
+          }
+        }
+      });
+      worker.on('exit', (code, signal) => {
+        clearTimeout(deadline);
+        const expected = this.#retiring.delete(worker) || this.#stopping;
+        this.emit('worker-exit', { slot: slot.index, pid: worker.process.pid, code, signal, expected });
+        if (!listening) reject(new Error(`worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`));
+        if (slot.worker !== worker) return;
+        slot.worker = undefined;
+        slot.status = undefined;
+        if (!expected) this.#onCrash(slot);
+      });
+    });
+  }
+
+  #onCrash(slot: Slot): void {
+    if (this.#crashLoop.record(Date.now())) {
+      this.emit('crash-loop');
+      return;
+    }
+    slot.failures = Date.now() - slot.startedAt > STABLE_AFTER_MS ? 1 : slot.failures + 1;
+    const delayMs = reforkDelayMs(slot.failures);
+    this.emit('refork', { slot: slot.index, delayMs });
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined;
+      if (this.#stopping || slot.worker !== undefined) return;
+      this.#launch(slot).catch((err: unknown) => this.emit('refork-failed', { slot: slot.index, err }));
+    }, delayMs);
+  }
+
+  #retire(worker: Worker): void {
+    this.#retiring.add(worker);
+    const drain: PrimaryToWorker = { type: 'bridge:drain' };
+    if (worker.isConnected()) worker.send(drain);
+    else worker.process.kill('SIGTERM');
+  }
+
+  /** Waits for a worker's exit; SIGKILLs it after `deadlineMs`. Resolves with its exit code. */
+  #awaitExit(worker: Worker, deadlineMs: number): Promise<number | null> {
+    if (worker.isDead()) return Promise.resolve(worker.process.exitCode);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => worker.process.kill('SIGKILL'), deadlineMs);
+      worker.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+  }
+
+  /**
+   * Rolling restart with a new config, one slot at a time: fork the replacement, wait until it
+   * listens on the (SO_REUSEPORT) port, then drain the old worker. A replacement that fails to
+   * listen aborts the roll and leaves the remaining old workers serving.
+   */
+  async reload(config: Config, port: number): Promise<void> {
+    this.#config = config;
+    this.#port = port;
+    for (const slot of this.#slots) {
+      if (this.#stopping) return;
+      const old = slot.worker;
+      await this.#launch(slot);
+      if (old !== undefined) {
+        this.#retire(old);
+        await this.#awaitExit(old, config.shutdownTimeoutMs + 2000);
+      }
+    }
+  }
+
+  /** Drains every worker; resolves true when all exited 0 within the deadline. */
+  async stop(deadlineMs: number): Promise<boolean> {
+    this.#stopping = true;
+    for (const slot of this.#slots) if (slot.timer) clearTimeout(slot.timer);
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    for (const w of workers) this.#retire(w);
+    const codes = await Promise.all(workers.map((w) => this.#awaitExit(w, deadlineMs)));
+    return codes.every((c) => c === 0);
+  }
+
+  /** Kills every worker at once (crash loop, fatal start error). */
+  killAll(): void {
+    this.#stopping = true;
+    for (const slot of this.#slots) if (slot.timer) clearTimeout(slot.timer);
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+  }
+}

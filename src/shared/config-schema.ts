@@ -1,0 +1,219 @@
+/**
+ * The configuration schema: the one place that states every key, its type, its default and its
+ * limits. Unknown keys are errors (strict objects), like Fastify's `additionalProperties: false`.
+ */
+import { z } from 'zod';
+
+/** Headers the bridge sets itself or that RabbitMQ interprets (sender-selected distribution). */
+const RESERVED_FORWARD_HEADERS = new Set([
+  'cc',
+  'bcc',
+  'x-http-method',
+  'x-http-path',
+  'x-http-query',
+  'x-remote-addr',
+  'x-request-id',
+  'x-xml-root',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+]);
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const XML_NAME = /^[A-Za-z_:\u00C0-\uFFEF][\w.:\u00B7\u00C0-\uFFEF-]*$/;
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:8080')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535');
+
+const amqpUrl = z
+  .string()
+  .regex(/^amqps?:\/\/[^\s]+$/, 'must be an amqp:// or amqps:// URL')
+  .refine((s) => URL.canParse(s), 'is not a valid URL');
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+const headerName = z
+  .string()
+  .regex(HEADER_NAME, 'is not a valid HTTP header name')
+  .transform((s) => s.toLowerCase());
+
+const forwardHeaderName = headerName.refine(
+  (s) => !RESERVED_FORWARD_HEADERS.has(s),
+  'is reserved: CC/BCC re-route messages in RabbitMQ and x-http-*/x-request-id/x-xml-root are set by the bridge',
+);
+
+/**
+ * `{/xml/MsgType}` placeholders: each an absolute element path from the root, with an optional
+ * final `@attribute`. Literal text must be a valid routing-key fragment.
+ */
+const routingKeyTemplate = z
+  .string()
+  .max(255)
+  .superRefine((template, ctx) => {
+    for (const match of template.matchAll(/\{([^}]*)\}/g)) {
+      const path = match[1] ?? '';
+      const steps = path.split('/');
+      const ok =
+        steps[0] === '' &&
+        steps.length >= 2 &&
+        steps.slice(1).every((s, i, all) =>
+          i === all.length - 1 && s.startsWith('@') ? XML_NAME.test(s.slice(1)) : XML_NAME.test(s),
+        );
+      if (!ok) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `placeholder {${path}} must be an absolute element path like {/xml/MsgType} (optionally ending in /@attribute)`,
+        });
+      }
+    }
+    if (/[{}]/.test(template.replace(/\{[^}]*\}/g, ''))) {
+      ctx.addIssue({ code: 'custom', message: 'has an unbalanced { or }' });
+    }
+  });
+
+const routePath = z
+  .string()
+  .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/, 'must start with / and contain only URL path characters')
+  .refine((s) => !s.includes('*'), 'wildcards are not supported: list each path');
+
+const routeCommon = {
+  path: routePath,
+  /** Name used in metrics labels and logs; defaults to the path. */
+  name: z.string().regex(/^[A-Za-z0-9_./-]{1,64}$/).optional(),
+  forwardHeaders: z.array(forwardHeaderName).max(16).default([]),
+};
+
+const publishRoute = z.strictObject({
+  ...routeCommon,
+  mode: z.literal('publish'),
+  exchange: z.string().max(255).default(''),
+  routingKey: routingKeyTemplate,
+  response: z
+    .strictObject({
+      status: int(200, 299).default(202),
+      contentType: z.string().min(1).max(255).optional(),
+      body: z.string().max(65536).default(''),
+    })
+    .optional(),
+});
+
+const rpcRoute = z.strictObject({
+  ...routeCommon,
+  mode: z.literal('rpc'),
+  exchange: z.string().max(255).default(''),
+  routingKey: routingKeyTemplate,
+  timeoutMs: int(1, 600_000).default(5000),
+  replyHeaders: z.array(headerName).max(32).default([]),
+});
+
+const celeryRoute = z.strictObject({
+  ...routeCommon,
+  mode: z.literal('celery'),
+  task: z.string().min(1).max(255),
+  queue: z.string().min(1).max(255).default('celery'),
+  exchange: z.string().max(255).optional(),
+  routingKey: z.string().max(255).optional(),
+  wait: z.boolean().default(true),
+  timeoutMs: int(1, 600_000).default(5000),
+});
+
+const route = z.discriminatedUnion('mode', [publishRoute, rpcRoute, celeryRoute]);
+
+const exchangeDecl = z.strictObject({
+  name: z.string().min(1).max(255),
+  type: z.enum(['direct', 'topic', 'fanout', 'headers']),
+  durable: z.boolean().default(true),
+  autoDelete: z.boolean().default(false),
+  internal: z.boolean().default(false),
+  arguments: z.record(z.string(), z.unknown()).default({}),
+});
+
+const queueDecl = z.strictObject({
+  name: z.string().min(1).max(255),
+  durable: z.boolean().default(true),
+  autoDelete: z.boolean().default(false),
+  arguments: z.record(z.string(), z.unknown()).default({}),
+});
+
+const bindingDecl = z.strictObject({
+  queue: z.string().min(1).max(255),
+  exchange: z.string().min(1).max(255),
+  routingKey: z.string().max(255).default(''),
+  arguments: z.record(z.string(), z.unknown()).default({}),
+});
+
+export const configSchema = z
+  .strictObject({
+    listen: hostPort.default('0.0.0.0:8080'),
+    admin: hostPort.default('127.0.0.1:9464'),
+    workers: z.union([z.literal('auto'), int(1, 256)]).default('auto'),
+    shutdownTimeoutMs: int(100, 600_000).default(10_000),
+    /** Run on uWebSockets.js' pure-JS fallback when the native binary does not load. */
+    allowUwsFallback: z.boolean().default(false),
+    amqp: z
+      .strictObject({
+        urls: z.array(amqpUrl).min(1).default(['amqp://guest:guest@127.0.0.1:5672/']),
+        heartbeatSeconds: int(0, 600).default(10),
+        reconnectSeconds: z.number().min(0.1).max(600).default(2),
+        maxInFlight: int(1, 1_000_000).default(10_000),
+        confirmTimeoutMs: int(1, 600_000).default(5000),
+      })
+      .prefault({}),
+    topology: z
+      .strictObject({
+        exchanges: z.array(exchangeDecl).default([]),
+        queues: z.array(queueDecl).default([]),
+        bindings: z.array(bindingDecl).default([]),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        maxBodyBytes: int(1, 512 * 1024 * 1024).default(1_048_576),
+        maxXmlDepth: int(1, 10_000).default(256),
+        allowDoctype: z.boolean().default(false),
+        requestTimeoutMs: int(100, 600_000).default(10_000),
+        /** Largest value of a forwarded header; longer ones are refused with 400. */
+        maxHeaderValueBytes: int(1, 4096).default(2048),
+      })
+      .prefault({}),
+    routes: z.array(route).min(1),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Map<string, number>();
+    config.routes.forEach((r, i) => {
+      const first = seen.get(r.path);
+      if (first !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'path'],
+          message: `duplicates routes[${first}].path`,
+        });
+      }
+      seen.set(r.path, i);
+    });
+    const names = new Set<string>();
+    config.routes.forEach((r, i) => {
+      const name = r.name ?? r.path;
+      if (names.has(name)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `name "${name}" is used twice` });
+      }
+      names.add(name);
+    });
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+type Parsed = z.output<typeof configSchema>;
+
+type DeepReadonly<T> = T extends (infer U)[]
+  ? readonly DeepReadonly<U>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+export type Config = DeepReadonly<Parsed>;
+export type RouteConfig = Config['routes'][number];
+export type PublishRouteConfig = Extract<RouteConfig, { mode: 'publish' }>;
+export type RpcRouteConfig = Extract<RouteConfig, { mode: 'rpc' }>;
+export type CeleryRouteConfig = Extract<RouteConfig, { mode: 'celery' }>;

@@ -1,0 +1,41 @@
+/**
+ * The typed messages between primary and workers over node:cluster IPC, with type guards for
+ * the receiving side (IPC payloads are `unknown` until narrowed).
+ */
+import type { Config } from './config-schema.js';
+
+export type AmqpState = 'connecting' | 'connected' | 'disconnected' | 'blocked';
+
+/** What a worker tells the primary about itself; the primary derives /readyz from it. */
+export interface WorkerStatus {
+  readonly listening: boolean;
+  readonly amqp: AmqpState;
+  readonly draining: boolean;
+}
+
+export type PrimaryToWorker =
+  | { readonly type: 'bridge:start'; readonly config: Config; readonly slot: number; readonly port: number }
+  | { readonly type: 'bridge:drain' };
+
+export type WorkerToPrimary =
+  /** Sent once the worker's listener is attached: messages sent before that would be lost. */
+  | { readonly type: 'bridge:hello' }
+  | { readonly type: 'bridge:status'; readonly status: WorkerStatus }
+  | { readonly type: 'bridge:listen-failed'; readonly detail: string }
+  | { readonly type: 'bridge:fatal'; readonly detail: string };
+
+function hasType(msg: unknown): msg is { type: string } {
+  return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string';
+}
+
+export function isPrimaryToWorker(msg: unknown): msg is PrimaryToWorker {
+  return hasType(msg) && (msg.type === 'bridge:start' || msg.type === 'bridge:drain');
+}
+
+export function isWorkerToPrimary(msg: unknown): msg is WorkerToPrimary {
+  return (
+    hasType(msg) &&
+    (msg.type === 'bridge:hello' ||
+      msg.type === 'bridge:status' || msg.type === 'bridge:listen-failed' || msg.type === 'bridge:fatal')
+  );
+}

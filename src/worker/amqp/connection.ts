@@ -1,0 +1,190 @@
+/**
+ * The worker's broker link: amqp-connection-manager keeps the connection (failover across URLs,
+ * heartbeats, reconnect); this module owns the one confirm channel on it, re-opens that channel
+ * after a channel-level error, asserts topology on every (re)open and tracks connected/blocked.
+ *
+ * We deliberately do not publish through ChannelWrapper: its offline queue is unbounded and it
+ * never recreates a channel closed by a channel error (PITFALLS #4, #5; ACM issues #190, #347).
+ */
+import { EventEmitter } from 'node:events';
+import amqp, { type AmqpConnectionManager } from 'amqp-connection-manager';
+import type { ChannelModel, ConfirmChannel } from 'amqplib';
+import type { Config } from '../../shared/config-schema.js';
+import type { AmqpState } from '../../shared/ipc.js';
+import { assertTopology } from './topology.js';
+import { socketOf, WriteCoalescer } from './write-coalescer.js';
+
+export interface BrokerLinkOptions {
+  readonly amqp: Config['amqp'];
+  readonly topology: Config['topology'];
+  /** Shown in the management UI's connection list. */
+  readonly connectionName: string;
+}
+
+/** Server-side reason a channel was closed (AMQP reply code, e.g. 404 NOT_FOUND). */
+export interface ChannelCloseInfo {
+  readonly replyCode: number | undefined;
+  readonly message: string;
+}
+
+/**
+ * Events: `state` (AmqpState), `channel` (ConfirmChannel: a fresh channel is ready, topology
+ * asserted), `channel-closed` (ChannelCloseInfo | undefined), `error` is never emitted:
+ * problems are reported as `problem` ({ what, err }) for main.ts to log.
+ */
+export class BrokerLink extends EventEmitter {
+  #state: AmqpState = 'connecting';
+  #channel: ConfirmChannel | undefined;
+  #model: ChannelModel | undefined;
+  #coalescer: WriteCoalescer | undefined;
+  #manager: AmqpConnectionManager | undefined;
+  #closing: Promise<void> | undefined;
+  #reopenTimer: NodeJS.Timeout | undefined;
+  #reopenAttempts = 0;
+  readonly #closeInfo = new WeakMap<ConfirmChannel, ChannelCloseInfo>();
+  readonly #options: BrokerLinkOptions;
+
+  constructor(options: BrokerLinkOptions) {
+    super();
+    this.#options = options;
+  }
+
+  get state(): AmqpState {
+    return this.#state;
+  }
+
+  /** The open confirm channel, or undefined while there is none (then: answer 503). */
+  get channel(): ConfirmChannel | undefined {
+    return this.#channel;
+  }
+
+  /** True when a publish now would reach an unblocked broker on an open channel. */
+  get ready(): boolean {
+    return this.#state === 'connected' && this.#channel !== undefined;
+  }
+
+  /** Batches the frames of one event-loop turn into one socket write (see write-coalescer.ts). */
+  coalesceWrites(): void {
+    this.#coalescer?.hold();
+  }
+
+  start(): void {
+    const { amqp: opts, connectionName } = this.#options;
+    const manager = amqp.connect([...opts.urls], {
+      heartbeatIntervalInSeconds: opts.heartbeatSeconds,
+      reconnectTimeInSeconds: opts.reconnectSeconds,
+      connectionOptions: {
+        // Nagle's algorithm cost RPC round trips 35x here (PITFALLS #11).
+        noDelay: true,
+        clientProperties: { connection_name: connectionName },
+      },
+    });
+    this.#manager = manager;
+    manager.on('connect', ({ connection }) => {
+      // ACM types the connection as amqplib's Connection; at runtime it is the ChannelModel.
+      this.#model = connection as unknown as ChannelModel;
+      this.#coalescer = WriteCoalescer.forSocket(socketOf(this.#model));
+      this.#reopenAttempts = 0;
+      void this.#openChannel(this.#model);
+    });
+    manager.on('disconnect', ({ err }) => {
+      this.#model = undefined;
+      this.#coalescer = undefined;
+      this.#dropChannel(undefined);
+      this.#setState('disconnected');
+      this.emit('problem', { what: 'broker connection lost', err });
+    });
+    manager.on('connectFailed', ({ err }) => {
+      this.#setState('disconnected');
+      this.emit('problem', { what: 'broker connection failed', err });
+    });
+    manager.on('blocked', ({ reason }) => {
+      this.#setState('blocked');
+      this.emit('problem', { what: 'broker blocked publishing', err: new Error(reason) });
+    });
+    manager.on('unblocked', () => {
+      this.#setState(this.#channel ? 'connected' : 'connecting');
+    });
+  }
+
+  async #openChannel(model: ChannelModel): Promise<void> {
+    let channel: ConfirmChannel | undefined;
+    let closeInfo: ChannelCloseInfo | undefined;
+    try {
+      channel = await model.createConfirmChannel();
+      channel.on('error', (err: Error & { code?: unknown }) => {
+        // amqplib emits 'error' before rejecting the channel's pending confirms, so the reason
+        // is known when those callbacks run; the listener also stops amqplib from tearing
+        // down the whole connection over one channel error (PITFALLS #5).
+        closeInfo = { replyCode: typeof err.code === 'number' ? err.code : undefined, message: err.message };
+        if (channel) this.#closeInfo.set(channel, closeInfo);
+      });
+      const opened = channel;
+      channel.on('close', () => {
+        if (this.#channel === opened) this.#dropChannel(closeInfo);
+        if (this.#model === model && this.#closing === undefined) this.#scheduleReopen(model);
+      });
+      await assertTopology(channel, this.#options.topology);
+      if (this.#model !== model || this.#closing !== undefined) {
+        await channel.close().catch(() => undefined);
+        return;
+      }
+      this.#channel = channel;
+      this.#reopenAttempts = 0;
+      this.#setState(this.#state === 'blocked' ? 'blocked' : 'connected');
+      this.emit('channel', channel);
+    } catch (err) {
+      this.emit('problem', { what: 'opening the confirm channel failed (topology?)', err });
+      // A failed topology assertion closes the channel; its 'close' handler schedules a retry.
+      if (channel === undefined && this.#model === model) this.#scheduleReopen(model);
+    }
+  }
+
+  /** Why the broker closed this channel, if it did (undefined for a connection loss). */
+  closeInfoOf(channel: ConfirmChannel): ChannelCloseInfo | undefined {
+    return this.#closeInfo.get(channel);
+  }
+
+  #dropChannel(info: ChannelCloseInfo | undefined): void {
+    if (this.#channel === undefined) return;
+    this.#channel = undefined;
+    if (this.#state === 'connected') this.#setState('connecting');
+    this.emit('channel-closed', info);
+  }
+
+  #scheduleReopen(model: ChannelModel): void {
+    if (this.#reopenTimer !== undefined) return;
+    // First retry at once (a 404 from one bad publish should cost milliseconds), then back off
+    // so a persistent topology error does not spin.
+    const delayMs = Math.min(this.#options.amqp.reconnectSeconds * 1000, 25 * 2 ** this.#reopenAttempts - 25);
+    this.#reopenAttempts += 1;
+    this.#reopenTimer = setTimeout(() => {
+      this.#reopenTimer = undefined;
+      if (this.#model === model && this.#closing === undefined) void this.#openChannel(model);
+    }, delayMs);
+  }
+
+  #setState(state: AmqpState): void {
+    if (state === this.#state) return;
+    this.#state = state;
+    this.emit('state', state);
+  }
+
+  /** Closes channel and connection; idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#reopenTimer) clearTimeout(this.#reopenTimer);
+      const channel = this.#channel;
+      this.#channel = undefined;
+      try {
+        await channel?.close();
+      } catch {
+        // already closed by the broker: nothing left to release
+      }
+      await this.#manager?.close();
+      this.#model = undefined;
+      this.#setState('disconnected');
+    })();
+    return this.#closing;
+  }
+}

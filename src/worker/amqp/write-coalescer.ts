@@ -1,0 +1,49 @@
+/**
+ * Sends every AMQP frame produced in one event-loop turn as one socket write.
+ *
+ * amqplib's mux writes each frame to the socket separately on a setImmediate; with noDelay that
+ * is one TCP segment per publish, which cost the broker 5-35% more CPU per message than a bursty
+ * publisher (PERFORMANCE.md). Corking the socket for the turn and uncorking after the mux has run
+ * coalesced them and brought the bridge to the raw publisher's rate.
+ */
+import { Socket } from 'node:net';
+import type { ChannelModel } from 'amqplib';
+
+/** The TCP socket under an amqplib connection, when amqplib still keeps it where we expect. */
+export function socketOf(model: ChannelModel): Socket | undefined {
+  // amqplib's typings hide the transport; its Connection object keeps it as `stream`.
+  const stream = (model.connection as unknown as { stream?: unknown }).stream;
+  return stream instanceof Socket ? stream : undefined;
+}
+
+export class WriteCoalescer {
+  #held = false;
+  readonly #socket: Socket;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  /** A coalescer for the socket, or undefined when there is none to hold (writes go out as-is). */
+  static forSocket(socket: Socket | undefined): WriteCoalescer | undefined {
+    return socket ? new WriteCoalescer(socket) : undefined;
+  }
+
+  /**
+   * Holds writes until the end of this turn. Call before publishing. The release runs in a
+   * setImmediate queued from a nextTick, i.e. after amqplib's own setImmediate that flushes the
+   * frames (queued when its channel stream turns readable, itself a nextTick) -- so the frames
+   * land in the corked socket and leave in one writev.
+   */
+  hold(): void {
+    if (this.#held) return;
+    this.#held = true;
+    this.#socket.cork();
+    process.nextTick(() =>
+      setImmediate(() => {
+        this.#held = false;
+        this.#socket.uncork();
+      }),
+    );
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * The request pipeline: route → method → draining → Content-Type → declared size → admission
+ * (all answered before a byte of body is read), then streamed body + XML check, then the route's
+ * mode. Every failure is a BridgeError rendered by respond.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Config } from '../../shared/config-schema.js';
+import { BridgeError } from '../../shared/errors.js';
+import type { Publisher } from '../amqp/publisher.js';
+import type { RequestFacts } from '../amqp/message.js';
+import { XmlChecker } from '../xml/check.js';
+import { ClientGoneError, receiveBody, type ReceivedBody } from './body.js';
+import { parseContentType } from './content-type.js';
+import { HttpExchange } from './request.js';
+import { problemResponse, type ResponseSpec, writeResponse } from './respond.js';
+import { ALLOWED_METHODS, type CompiledRoute, type RouteTable } from './routes.js';
+
+/** Runs one route mode once the body is in; resolves with the success response or throws BridgeError. */
+export type ModeRunner = (route: CompiledRoute, facts: RequestFacts, received: ReceivedBody) => Promise<ResponseSpec>;
+
+/** What the pipeline reports per finished request (for metrics and debug logs). */
+export interface RequestRecord {
+  readonly route: string;
+  readonly status: number;
+  readonly bodyBytes: number;
+  readonly durationMs: number;
+  readonly error: BridgeError | undefined;
+}
+
+export interface PipelineDeps {
+  readonly routes: RouteTable;
+  readonly limits: Config['limits'];
+  readonly publisher: Publisher;
+  readonly run: ModeRunner;
+  readonly isDraining: () => boolean;
+  /** An admitted request started streaming; `onSettled` follows exactly once. */
+  readonly onRequestStart: () => void;
+  readonly onSettled: () => void;
+  readonly onRequestEnd: (record: RequestRecord) => void;
+  /** A bug surfaced while handling a request (answered 500). */
+  readonly onBug: (err: unknown) => void;
+}
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
+const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
+const decoder = new TextDecoder();
+
+function immediate(res: HttpResponse, spec: ResponseSpec): void {
+  // Synchronous answers happen inside the handler, where uWS has the socket corked already.
+  writeResponse(res, spec);
+}
+
+/** Builds the uWS handler for every path and method. */
+export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: HttpRequest) => void {
+  const { routes, limits, publisher } = deps;
+
+  return (res, req) => {
+    const requestId = randomUUID();
+    const path = req.getUrl();
+    const route = routes.match(path);
+    if (route === undefined) {
+      immediate(res, problemResponse(new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), requestId));
+      deps.onRequestEnd({ route: 'unmatched', status: 404, bodyBytes: 0, durationMs: 0, error: undefined });
+      return;
+    }
+    const method = req.getCaseSensitiveMethod();
+    const reject = (err: BridgeError, close: boolean, extra: ReadonlyArray<readonly [string, string]> = []): void => {
+      immediate(res, { ...problemResponse(err, requestId, extra), close });
+      deps.onRequestEnd({ route: route.name, status: err.status, bodyBytes: 0, durationMs: 0, error: err });
+    };
+    if (method !== 'POST') {
+      reject(new BridgeError('BRIDGE_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`), false, [
+        ['Allow', ALLOWED_METHODS],
+      ]);
+      return;
+    }
+    if (deps.isDraining()) {
+      reject(new BridgeError('BRIDGE_DRAINING', 'this worker is shutting down; retry'), true);
+      return;
+    }
+    const contentType = req.getHeader('content-type');
+    const mediaType = parseContentType(contentType);
+    if (!mediaType.xml) {
+      reject(
+        new BridgeError('BRIDGE_UNSUPPORTED_MEDIA_TYPE', `Content-Type "${contentType}" is not XML (application/xml, text/xml or application/*+xml)`),
+        true,
+      );
+      return;
+    }
+    const declaredLength = req.getHeader('content-length');
+    if (declaredLength !== '' && Number(declaredLength) > limits.maxBodyBytes) {
+      reject(new BridgeError('BRIDGE_BODY_TOO_LARGE', `Content-Length ${declaredLength} exceeds maxBodyBytes (${limits.maxBodyBytes})`), true);
+      return;
+    }
+    const forwarded: Array<readonly [string, string]> = [];
+    for (const name of route.config.forwardHeaders) {
+      const value = req.getHeader(name);
+      if (value === '') continue;
+      if (Buffer.byteLength(value) > limits.maxHeaderValueBytes || CONTROL_CHARS.test(value)) {
+        reject(
+          new BridgeError('BRIDGE_BAD_REQUEST', `header ${name} is longer than ${limits.maxHeaderValueBytes} bytes or has control characters`),
+          true,
+        );
+        return;
+      }
+      forwarded.push([name, value]);
+    }
+    const refused = publisher.admit();
+    if (refused) {
+      reject(refused, true);
+      return;
+    }
+    const idempotencyKey = req.getHeader('idempotency-key');
+    const facts: RequestFacts = {
+      method,
+      path,
+      query: req.getQuery() ?? '',
+      remoteAddr: decoder.decode(res.getRemoteAddressAsText()),
+      requestId,
+      messageId: IDEMPOTENCY_KEY.test(idempotencyKey) ? idempotencyKey : randomUUID(),
+      contentType: contentType === '' ? undefined : contentType,
+      forwarded,
+    };
+    const exchange = new HttpExchange(res, requestId);
+    deps.onRequestStart();
+    void serve(exchange, route, facts, mediaType.charset, deps).finally(() => {
+      publisher.release();
+      deps.onSettled();
+    });
+  };
+}
+
+async function serve(
+  exchange: HttpExchange,
+  route: CompiledRoute,
+  facts: RequestFacts,
+  charset: string | undefined,
+  deps: PipelineDeps,
+): Promise<void> {
+  let bodyBytes = 0;
+  let uploadComplete = false;
+  let spec: ResponseSpec;
+  let error: BridgeError | undefined;
+  try {
+    const checker = new XmlChecker({
+      maxDepth: deps.limits.maxXmlDepth,
+      allowDoctype: deps.limits.allowDoctype,
+      extract: route.extractPaths,
+      contentTypeCharset: charset,
+    });
+    const received = await receiveBody(exchange, deps.limits, checker);
+    uploadComplete = true;
+    bodyBytes = received.body.byteLength;
+    spec = await deps.run(route, facts, received);
+  } catch (err) {
+    if (err instanceof ClientGoneError) {
+      deps.onRequestEnd({ route: route.name, status: 499, bodyBytes, durationMs: performance.now() - exchange.startedAt, error: undefined });
+      return;
+    }
+    if (err instanceof BridgeError) {
+      error = err;
+    } else {
+      deps.onBug(err);
+      error = new BridgeError('BRIDGE_INTERNAL', 'internal error; see the bridge log for this request id', { cause: err });
+    }
+    const extra: Array<readonly [string, string]> = [];
+    if (route.config.mode === 'publish') extra.push(['Message-Id', facts.messageId]);
+    spec = { ...problemResponse(error, exchange.requestId, extra), close: !uploadComplete };
+  }
+  if (deps.isDraining()) spec = { ...spec, close: true };
+  const answered = exchange.respond(spec);
+  deps.onRequestEnd({
+    route: route.name,
+    status: answered ? spec.status : 499,
+    bodyBytes,
+    durationMs: performance.now() - exchange.startedAt,
+    error,
+  });
+}

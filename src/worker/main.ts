@@ -1,0 +1,145 @@
+/**
+ * Worker entry (forked by the primary): waits for the validated config over IPC, connects to the
+ * broker, listens with uWS on the shared port, reports its state, drains on request.
+ */
+import process from 'node:process';
+import { fallbackAllowedByEnv, splitHostPort } from '../shared/config.js';
+import type { Config } from '../shared/config-schema.js';
+import { isPrimaryToWorker, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
+import { createLogger } from '../shared/log.js';
+import { BrokerLink } from './amqp/connection.js';
+import { Publisher } from './amqp/publisher.js';
+import { createHandler, type ModeRunner } from './http/handler.js';
+import { HttpServer } from './http/server.js';
+import { loadUws } from '../shared/uws.js';
+import { RouteTable } from './http/routes.js';
+import { BridgeError } from '../shared/errors.js';
+import { runPublish } from './modes/publish.js';
+import { drain } from './shutdown.js';
+import { ActiveRequests } from './active-requests.js';
+
+let log = createLogger({ role: 'worker' });
+
+function send(msg: WorkerToPrimary): void {
+  if (process.connected) process.send?.(msg);
+}
+
+async function start(config: Config, slot: number, port: number): Promise<void> {
+  log = createLogger({ role: 'worker', worker: slot });
+  const { uws, native } = loadUws();
+  if (!native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
+    send({ type: 'bridge:fatal', detail: 'uWebSockets.js native binary did not load (JS fallback refused)' });
+    process.exit(78);
+  }
+
+  const link = new BrokerLink({
+    amqp: config.amqp,
+    topology: config.topology,
+    connectionName: `xml-amqp-bridge worker ${slot} pid ${process.pid}`,
+  });
+  const publisher = new Publisher(link, config.amqp);
+  const routes = new RouteTable(config);
+  const active = new ActiveRequests();
+  let listening = false;
+  let draining = false;
+
+  const report = (): void => {
+    const status: WorkerStatus = { listening, amqp: link.state, draining };
+    send({ type: 'bridge:status', status });
+  };
+  link.on('state', (state) => {
+    log.info('broker state', { state });
+    report();
+  });
+  link.on('problem', ({ what, err }: { what: string; err: unknown }) => log.warn(what, { err }));
+  link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
+
+  const run: ModeRunner = (route, facts, received) => {
+    switch (route.config.mode) {
+      case 'publish':
+        return runPublish(publisher, route, facts, received);
+      case 'rpc':
+      case 'celery':
+        return Promise.reject(new BridgeError('BRIDGE_NOT_IMPLEMENTED', `${route.config.mode} routes are not implemented yet`));
+      default: {
+        const unknownMode: never = route.config;
+        throw new TypeError(`unknown mode ${String(unknownMode)}`);
+      }
+    }
+  };
+  const onBug = (err: unknown): void => log.error('bug while handling a request', { err });
+  const handler = createHandler({
+    routes,
+    limits: config.limits,
+    publisher,
+    run,
+    isDraining: () => draining,
+    onRequestStart: () => active.start(),
+    onSettled: () => active.end(),
+    onRequestEnd: () => undefined,
+    onBug,
+  });
+  const server = new HttpServer(uws, handler, onBug);
+
+  let drained: Promise<void> | undefined;
+  const shutdown = (why: string): Promise<void> =>
+    (drained ??= (async () => {
+      log.info('draining', { why, inFlight: active.count });
+      const clean = await drain(
+        {
+          stopListening: () => {
+            server.stopListening();
+            listening = false;
+          },
+          setDraining: () => {
+            draining = true;
+            report();
+          },
+          whenIdle: () => active.idle(),
+          forceClose: () => server.close(),
+          closeBroker: () => link.close(),
+          onStepError: (step, err) => log.error('drain step failed', { step, err }),
+        },
+        config.shutdownTimeoutMs,
+      );
+      log.info('drained', { clean, left: active.count });
+      process.exit(clean ? 0 : 1);
+    })());
+
+  process.on('message', (msg: unknown) => {
+    if (isPrimaryToWorker(msg) && msg.type === 'bridge:drain') void shutdown('primary asked');
+  });
+  // Under systemd's default KillMode=control-group the signal reaches every process at once.
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+
+  link.start();
+  const { host } = splitHostPort(config.listen);
+  try {
+    await server.listen(host, port);
+  } catch (err) {
+    send({ type: 'bridge:listen-failed', detail: (err as Error).message });
+    process.exit(1);
+  }
+  listening = true;
+  log.info('listening', { host, port });
+  report();
+}
+
+process.on('disconnect', () => {
+  // The primary is gone (killed): nobody supervises us or serves /readyz; stop.
+  log.warn('primary disconnected; exiting');
+  process.exit(1);
+});
+
+process.once('message', (msg: unknown) => {
+  if (!isPrimaryToWorker(msg) || msg.type !== 'bridge:start') {
+    log.fatal('first IPC message was not bridge:start');
+    process.exit(1);
+  }
+  start(msg.config, msg.slot, msg.port).catch((err: unknown) => {
+    log.fatal('worker failed to start', { err });
+    process.exit(1);
+  });
+});
+send({ type: 'bridge:hello' });
