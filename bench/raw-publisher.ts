@@ -1,0 +1,42 @@
+/**
+ * The broker's raw ingest rate: a plain amqplib ConfirmChannel publisher keeping `window`
+ * persistent 1 KiB messages unconfirmed, for `seconds`. Prints one JSON line with msgs/s.
+ * Usage: node dist/bench/raw-publisher.js QUEUE [seconds=10] [window=256]
+ */
+import amqplib from 'amqplib';
+
+const [queue, secondsArg = '10', windowArg = '256'] = process.argv.slice(2);
+if (queue === undefined) throw new Error('usage: raw-publisher QUEUE [seconds] [window]');
+const seconds = Number(secondsArg);
+const window = Number(windowArg);
+const body = Buffer.alloc(1024, 'x');
+
+const conn = await amqplib.connect('amqp://guest:guest@127.0.0.1:5672/', { noDelay: true });
+const ch = await conn.createConfirmChannel();
+await ch.assertQueue(queue, { durable: true });
+let confirmed = 0;
+let inFlight = 0;
+let stop = false;
+const started = performance.now();
+await new Promise<void>((resolve) => {
+  const pump = (): void => {
+    while (!stop && inFlight < window) {
+      inFlight++;
+      ch.publish('', queue, body, { persistent: true, mandatory: true }, (err: unknown) => {
+        inFlight--;
+        if (err === null || err === undefined) confirmed++;
+        if (stop) {
+          if (inFlight === 0) resolve();
+        } else pump();
+      });
+    }
+  };
+  setTimeout(() => {
+    stop = true;
+  }, seconds * 1000);
+  pump();
+});
+const elapsed = (performance.now() - started) / 1000;
+process.stdout.write(`${JSON.stringify({ confirmed, seconds: elapsed, rate: confirmed / elapsed, window })}\n`);
+await ch.close();
+await conn.close();
