@@ -24,12 +24,12 @@ const XML_NAME = /^[A-Za-z_:\u00C0-\uFFEF][\w.:\u00B7\u00C0-\uFFEF-]*$/;
 
 const hostPort = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:8080')
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'must be host:port, e.g. 0.0.0.0:8080', abort: true })
   .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535');
 
 const amqpUrl = z
   .string()
-  .regex(/^amqps?:\/\/[^\s]+$/, 'must be an amqp:// or amqps:// URL')
+  .regex(/^amqps?:\/\/[^\s]+$/, { message: 'must be an amqp:// or amqps:// URL', abort: true })
   .refine((s) => URL.canParse(s), 'is not a valid URL');
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -180,28 +180,37 @@ export const configSchema = z
       .prefault({}),
     routes: z.array(route).min(1),
   })
-  .superRefine((config, ctx) => {
-    const seen = new Map<string, number>();
-    config.routes.forEach((r, i) => {
-      const first = seen.get(r.path);
-      if (first !== undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['routes', i, 'path'],
-          message: `duplicates routes[${first}].path`,
-        });
-      }
-      seen.set(r.path, i);
-    });
-    const names = new Set<string>();
-    config.routes.forEach((r, i) => {
-      const name = r.name ?? r.path;
-      if (names.has(name)) {
-        ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `name "${name}" is used twice` });
-      }
-      names.add(name);
-    });
-  });
+  .superRefine(
+    (config, ctx) => {
+      // Runs even when some route failed validation (see `when`), so duplicates are reported
+      // along with every other problem; routes that are not objects are skipped.
+      const seenPaths = new Map<string, number>();
+      const seenNames = new Map<string, number>();
+      config.routes.forEach((r: unknown, i) => {
+        if (typeof r !== 'object' || r === null) return;
+        const { path, name } = r as { path?: unknown; name?: unknown }; // fields read defensively
+        if (typeof path !== 'string') return;
+        const firstPath = seenPaths.get(path);
+        if (firstPath !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'path'], message: `duplicates routes[${firstPath}].path` });
+          return;
+        }
+        seenPaths.set(path, i);
+        const label = typeof name === 'string' ? name : path;
+        const firstName = seenNames.get(label);
+        if (firstName !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `name "${label}" is also used by routes[${firstName}]` });
+        }
+        seenNames.set(label, i);
+      });
+    },
+    {
+      when: (payload) => {
+        const value: unknown = payload.value;
+        return typeof value === 'object' && value !== null && Array.isArray((value as { routes?: unknown }).routes); // narrowed just above
+      },
+    },
+  );
 
 export type ConfigInput = z.input<typeof configSchema>;
 type Parsed = z.output<typeof configSchema>;

@@ -49,7 +49,7 @@ export function parseConfigText(text: string, source: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
-      doc.errors.map((e) => ({ path: source, message: e.message.split('\n')[0] ?? e.message })),
+      doc.errors.map((e) => ({ path: source, message: (e.message.split('\n')[0] ?? e.message).replace(/:$/, '') })),
     );
   }
   return doc.toJS({ maxAliasCount: 100 }) as unknown;

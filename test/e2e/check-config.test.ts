@@ -1,0 +1,177 @@
+/** The command line of the built bin: `check-config FILE`, `--help`, usage errors, and refusing to start on a broken config. */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { MAIN, PROJECT_ROOT } from '../helpers/bridge.js';
+
+const FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'configs');
+const VALID = path.join(FIXTURES, 'contract-example.yaml');
+const BROKEN = path.join(FIXTURES, 'many-problems.yaml');
+
+/** Every problem path in many-problems.yaml (one per commented line of the fixture). */
+const BROKEN_PATHS = [
+  'listen',
+  'admin',
+  'workers',
+  'shutdownTimeoutMs',
+  '(root)',
+  'amqp.urls[0]',
+  'amqp.heartbeatSeconds',
+  'topology.exchanges[0].type',
+  'limits.maxBodyBytes',
+  'limits.allowDoctype',
+  'routes[0].routingKey',
+  'routes[0].forwardHeaders[1]',
+  'routes[0].forwardHeaders[2]',
+  'routes[0]',
+  'routes[1].mode',
+  'routes[2].path',
+  'routes[2].routingKey',
+  'routes[2].timeoutMs',
+];
+
+interface Run {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** The runner's own BRIDGE_* variables (BRIDGE_CONFIG, overrides) must not change what the bin sees. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRIDGE_')) env[k] = v;
+  return env;
+}
+
+/** Runs the bin to completion; SIGKILL after 20 s so a hang fails the test instead of stalling it. */
+async function runMain(args: readonly string[]): Promise<Run> {
+  const child = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const [code, signal] = await once(child, 'close');
+  clearTimeout(timer);
+  return {
+    code: code as number | null, // 'close' hands (code, signal)
+    signal: signal as NodeJS.Signals | null, // idem
+    stdout,
+    stderr,
+  };
+}
+
+/** stdout as JSON log lines; a non-JSON line fails the test (the contract: one JSON object per line). */
+function jsonLines(stdout: string): Array<Record<string, unknown>> {
+  return stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      const parsed: unknown = JSON.parse(l);
+      assert.ok(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed), `not a JSON object: ${l}`);
+      return parsed as Record<string, unknown>; // narrowed to a non-array object just above
+    });
+}
+
+describe('check-config', { timeout: 60_000 }, () => {
+  it('exits 0 and says OK for a valid config', async () => {
+    const run = await runMain(['check-config', VALID]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /\bOK\b/);
+    assert.ok(run.stdout.includes(VALID), run.stdout);
+    assert.equal(run.stderr, '');
+  });
+
+  it('accepts the repository config/example.yaml', async () => {
+    const run = await runMain(['check-config', path.join(PROJECT_ROOT, 'config', 'example.yaml')]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /\bOK\b/);
+  });
+
+  it('exits 2 and lists every problem, one per line with its path', async () => {
+    const run = await runMain(['check-config', BROKEN]);
+    assert.equal(run.code, 2);
+    assert.equal(run.stdout, '');
+    const lines = run.stderr.split('\n').filter((l) => l.trim() !== '');
+    const [header, ...problemLines] = lines;
+    const count = /: (\d+) problem/.exec(header ?? '')?.[1];
+    assert.ok(count !== undefined, `no problem count in ${JSON.stringify(header)}`);
+    assert.equal(problemLines.length, Number(count), run.stderr);
+    for (const at of BROKEN_PATHS) {
+      assert.ok(
+        problemLines.some((l) => l.trimStart().startsWith(`${at}: `)),
+        `no line for ${at} in:\n${run.stderr}`,
+      );
+    }
+    for (const line of problemLines) {
+      const at = line.trimStart().split(': ')[0] ?? '';
+      assert.ok(BROKEN_PATHS.includes(at), `unexpected problem line: ${line}`);
+    }
+  });
+
+  it('exits 2 with a clear message for a missing file', async () => {
+    const missing = path.join(FIXTURES, 'no-such-config.yaml');
+    const run = await runMain(['check-config', missing]);
+    assert.equal(run.code, 2);
+    assert.ok(run.stderr.includes(missing), run.stderr);
+    assert.match(run.stderr, /cannot read|no such file/i);
+  });
+
+  it('exits 2 with usage when FILE is missing', async () => {
+    const run = await runMain(['check-config']);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /Usage:/);
+  });
+});
+
+describe('command line', { timeout: 60_000 }, () => {
+  it('--help prints usage and exits 0', async () => {
+    const run = await runMain(['--help']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /Usage:/);
+    assert.match(run.stdout, /check-config FILE/);
+    assert.match(run.stdout, /--config FILE/);
+  });
+
+  it('an unknown argument exits 2 with usage', async () => {
+    const run = await runMain(['--frobnicate']);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /--frobnicate/);
+    assert.match(run.stderr, /Usage:/);
+    assert.equal(run.stdout, '');
+  });
+
+  it('no config at all exits 2 with usage', async () => {
+    const run = await runMain([]);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /Usage:/);
+  });
+
+  it('refuses to start on a broken config: exit 2 with one fatal log line listing every problem', async () => {
+    const run = await runMain(['--config', BROKEN]);
+    assert.equal(run.code, 2, `stdout: ${run.stdout}\nstderr: ${run.stderr}`);
+    const fatal = jsonLines(run.stdout).filter((l) => l['level'] === 'fatal');
+    assert.equal(fatal.length, 1, run.stdout);
+    const line = fatal[0] ?? {};
+    assert.equal(line['file'], BROKEN);
+    const problems = line['problems'];
+    assert.ok(Array.isArray(problems), `no problems array in ${JSON.stringify(line)}`);
+    const reported = new Set(
+      problems.map((p: unknown) =>
+        typeof p === 'object' && p !== null && 'path' in p && typeof p.path === 'string' ? p.path : JSON.stringify(p),
+      ),
+    );
+    for (const at of BROKEN_PATHS) assert.ok(reported.has(at), `fatal line lacks ${at}: ${JSON.stringify(line)}`);
+    assert.equal(reported.size, BROKEN_PATHS.length, JSON.stringify([...reported]));
+  });
+
+  it('refuses to start on a missing config file: exit 2 naming the file', async () => {
+    const missing = path.join(FIXTURES, 'no-such-config.yaml');
+    const run = await runMain(['--config', missing]);
+    assert.equal(run.code, 2);
+    assert.ok(run.stdout.includes(missing), run.stdout);
+  });
+});
