@@ -46,7 +46,8 @@ async function run(file: string): Promise<void> {
     log.fatal('invalid config', { file, problems: err.problems });
     process.exit(2);
   }
-  if (!loadUws().native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
+  const native = loadUws().native;
+  if (!native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
     log.fatal(
       'uWebSockets.js native binary did not load on this Node.js (needs Node 20, glibc); refusing its slow JS fallback. ' +
         'Set allowUwsFallback: true (or BRIDGE_ALLOW_UWS_FALLBACK=1) to run anyway.',
@@ -64,7 +65,9 @@ async function run(file: string): Promise<void> {
     process.exit(1);
   }
 
-  const count = resolveWorkerCount(config);
+  // The JS fallback binds exclusively (no SO_REUSEPORT): only one worker can listen.
+  const count = native ? resolveWorkerCount(config) : 1;
+  if (!native) log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
   const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count }, config, port);
   const admin = createAdminServer({ readiness: () => readiness(supervisor.views) });
   const adminAddr = splitHostPort(config.admin);

@@ -2,6 +2,7 @@
  * Worker entry (forked by the primary): waits for the validated config over IPC, connects to the
  * broker, listens with uWS on the shared port, reports its state, drains on request.
  */
+import { once } from 'node:events';
 import process from 'node:process';
 import { fallbackAllowedByEnv, splitHostPort } from '../shared/config.js';
 import type { Config } from '../shared/config-schema.js';
@@ -19,6 +20,8 @@ import { drain } from './shutdown.js';
 import { ActiveRequests } from './active-requests.js';
 
 let log = createLogger({ role: 'worker' });
+
+const BROKER_WAIT_BEFORE_LISTEN_MS = 5000;
 
 function send(msg: WorkerToPrimary): void {
   if (process.connected) process.send?.(msg);
@@ -114,6 +117,14 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
   link.start();
+  // Take traffic only once we can publish: a replacement worker that listened at once would
+  // answer 503 for the first tens of ms while its siblings could have served. Bounded, so that
+  // with the broker down partners still get fast 503s rather than refused connections.
+  try {
+    await once(link, 'channel', { signal: AbortSignal.timeout(BROKER_WAIT_BEFORE_LISTEN_MS) });
+  } catch {
+    log.warn('broker not reachable yet; listening anyway (requests get 503 until it is)');
+  }
   const { host } = splitHostPort(config.listen);
   try {
     await server.listen(host, port);

@@ -46,6 +46,24 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
 const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
 const decoder = new TextDecoder();
 
+/** The raw query string; uWS's JS fallback throws here for a URL without one (PITFALLS 1.1). */
+function readQuery(req: HttpRequest): string {
+  try {
+    return req.getQuery() ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/** The client's address; uWS's JS fallback does not implement it. */
+function readRemoteAddress(res: HttpResponse): string {
+  try {
+    return decoder.decode(res.getRemoteAddressAsText());
+  } catch {
+    return '';
+  }
+}
+
 function immediate(res: HttpResponse, spec: ResponseSpec): void {
   // Synchronous answers happen inside the handler, where uWS has the socket corked already.
   writeResponse(res, spec);
@@ -57,14 +75,18 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
 
   return (res, req) => {
     const requestId = randomUUID();
-    const path = req.getUrl();
+    const url = req.getUrl();
+    // Native uWS hands the path alone; its JS fallback includes the query string.
+    const queryAt = url.indexOf('?');
+    const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const route = routes.match(path);
     if (route === undefined) {
       immediate(res, problemResponse(new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), requestId));
       deps.onRequestEnd({ route: 'unmatched', status: 404, bodyBytes: 0, durationMs: 0, error: undefined });
       return;
     }
-    const method = req.getCaseSensitiveMethod();
+    // getMethod is lower-case in the native build; upper-case it for Allow checks and x-http-method.
+    const method = req.getMethod().toUpperCase();
     const reject = (err: BridgeError, close: boolean, extra: ReadonlyArray<readonly [string, string]> = []): void => {
       immediate(res, { ...problemResponse(err, requestId, extra), close });
       deps.onRequestEnd({ route: route.name, status: err.status, bodyBytes: 0, durationMs: 0, error: err });
@@ -73,10 +95,6 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
       reject(new BridgeError('BRIDGE_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`), false, [
         ['Allow', ALLOWED_METHODS],
       ]);
-      return;
-    }
-    if (deps.isDraining()) {
-      reject(new BridgeError('BRIDGE_DRAINING', 'this worker is shutting down; retry'), true);
       return;
     }
     const contentType = req.getHeader('content-type');
@@ -115,8 +133,8 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
     const facts: RequestFacts = {
       method,
       path,
-      query: req.getQuery() ?? '',
-      remoteAddr: decoder.decode(res.getRemoteAddressAsText()),
+      query: queryAt === -1 ? readQuery(req) : url.slice(queryAt + 1),
+      remoteAddr: readRemoteAddress(res),
       requestId,
       messageId: IDEMPOTENCY_KEY.test(idempotencyKey) ? idempotencyKey : randomUUID(),
       contentType: contentType === '' ? undefined : contentType,

@@ -57,7 +57,7 @@ const SIGNATURES: readonly Signature[] = [
 ];
 
 /** `<?xml` */
-const XML_DECL_OPEN = [0x3c, 0x3f, 0x78, 0x6d, 0x6c] as const;
+const XML_DECL_OPEN: readonly number[] = [0x3c, 0x3f, 0x78, 0x6d, 0x6c];
 
 const UTF8: SniffedEncoding = { label: 'utf-8', source: 'default' };
 
