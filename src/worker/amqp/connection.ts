@@ -41,6 +41,7 @@ export class BrokerLink extends EventEmitter {
   #closing: Promise<void> | undefined;
   #reopenTimer: NodeJS.Timeout | undefined;
   #reopenAttempts = 0;
+  #reopenInProgress = false;
   readonly #closeInfo = new WeakMap<ConfirmChannel, ChannelCloseInfo>();
   readonly #options: BrokerLinkOptions;
 
@@ -61,6 +62,43 @@ export class BrokerLink extends EventEmitter {
   /** True when a publish now would reach an unblocked broker on an open channel. */
   get ready(): boolean {
     return this.#state === 'connected' && this.#channel !== undefined;
+  }
+
+  /**
+   * True while the connection is up but its channel is being re-opened after a channel error:
+   * a publish can wait the few milliseconds that takes instead of being refused.
+   */
+  get reopening(): boolean {
+    return (
+      this.#reopenTimer !== undefined || this.#reopenInProgress
+    ) && this.#channel === undefined && this.#model !== undefined && this.#closing === undefined && this.#state !== 'blocked';
+  }
+
+  /** Resolves with the next channel to open; rejects after `timeoutMs` or when the connection drops. */
+  nextChannel(timeoutMs: number): Promise<ConfirmChannel> {
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('channel', onChannel);
+        this.off('state', onState);
+      };
+      const onChannel = (channel: ConfirmChannel): void => {
+        done();
+        resolve(channel);
+      };
+      const onState = (state: AmqpState): void => {
+        if (state === 'disconnected' || state === 'blocked') {
+          done();
+          reject(new Error(`broker ${state} while waiting for a channel`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no channel within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.on('channel', onChannel);
+      this.on('state', onState);
+    });
   }
 
   /** Batches the frames of one event-loop turn into one socket write (see write-coalescer.ts). */
@@ -89,6 +127,8 @@ export class BrokerLink extends EventEmitter {
     });
     manager.on('disconnect', ({ err }) => {
       this.#model = undefined;
+      if (this.#reopenTimer !== undefined) clearTimeout(this.#reopenTimer);
+      this.#reopenTimer = undefined;
       this.#coalescer = undefined;
       this.#dropChannel(undefined);
       this.#setState('disconnected');
@@ -122,7 +162,9 @@ export class BrokerLink extends EventEmitter {
       const opened = channel;
       channel.on('close', () => {
         if (this.#channel === opened) this.#dropChannel(closeInfo);
-        if (this.#model === model && this.#closing === undefined) this.#scheduleReopen(model);
+        // Only a broker-side channel error leaves the connection usable; a close without one is
+        // the connection going away, and the manager's reconnect opens the next channel.
+        if (closeInfo !== undefined && this.#model === model && this.#closing === undefined) this.#scheduleReopen(model);
       });
       await assertTopology(channel, this.#options.topology);
       if (this.#model !== model || this.#closing !== undefined) {
@@ -160,7 +202,11 @@ export class BrokerLink extends EventEmitter {
     this.#reopenAttempts += 1;
     this.#reopenTimer = setTimeout(() => {
       this.#reopenTimer = undefined;
-      if (this.#model === model && this.#closing === undefined) void this.#openChannel(model);
+      if (this.#model !== model || this.#closing !== undefined) return;
+      this.#reopenInProgress = true;
+      void this.#openChannel(model).finally(() => {
+        this.#reopenInProgress = false;
+      });
     }, delayMs);
   }
 

@@ -71,7 +71,7 @@ export class Publisher {
     if (link.state === 'blocked') {
       return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'the broker is blocking publishers (memory or disk alarm)');
     }
-    if (!link.ready) return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
+    if (!link.ready && !link.reopening) return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
     if (this.#inFlight >= this.#options.maxInFlight) {
       return new BridgeError('BRIDGE_OVERLOADED', `maxInFlight (${this.#options.maxInFlight}) requests are in flight`);
     }
@@ -89,12 +89,28 @@ export class Publisher {
    * unknown, the partner retries with the same Idempotency-Key); no confirm in time → 504.
    * `options.headers[TRACK_HEADER]` must be unique among in-flight publishes.
    */
-  publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
+  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
     const link = this.#link;
-    const channel = link.channel;
-    if (channel === undefined || link.state === 'blocked') {
-      return Promise.reject(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker'));
+    let channel = link.channel;
+    if (channel === undefined && link.reopening) {
+      // A channel error (e.g. another route's missing exchange) is being recovered from: that
+      // takes milliseconds, so wait for it within the confirm budget rather than refuse.
+      channel = await link.nextChannel(this.#options.confirmTimeoutMs).catch(() => undefined);
     }
+    if (channel === undefined || link.state === 'blocked') {
+      throw new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
+    }
+    return this.#publishOn(channel, exchange, routingKey, content, options);
+  }
+
+  #publishOn(
+    channel: ConfirmChannel,
+    exchange: string,
+    routingKey: string,
+    content: Buffer,
+    options: Options.Publish,
+  ): Promise<void> {
+    const link = this.#link;
     const trackId = String(options.headers?.[TRACK_HEADER]);
     const entry: PendingPublish = { returned: false };
     this.#pending.set(trackId, entry);
@@ -116,7 +132,6 @@ export class Publisher {
           ),
         this.#options.confirmTimeoutMs,
       );
-      link.coalesceWrites();
       try {
         channel.publish(exchange, routingKey, content, options, (err: unknown) => {
           if (err === null || err === undefined) {
@@ -129,6 +144,8 @@ export class Publisher {
             settle(this.#classify(channel, err, exchange));
           }
         });
+        // After publish: the hold must be queued behind amqplib's own flush (write-coalescer.ts).
+        link.coalesceWrites();
       } catch (err) {
         // amqplib throws synchronously when the channel closed between our check and the call.
         settle(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'the broker channel is closed', { cause: err }));

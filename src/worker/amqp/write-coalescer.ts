@@ -30,10 +30,11 @@ export class WriteCoalescer {
   }
 
   /**
-   * Holds writes until the end of this turn. Call before publishing. The release runs in a
-   * setImmediate queued from a nextTick, i.e. after amqplib's own setImmediate that flushes the
-   * frames (queued when its channel stream turns readable, itself a nextTick) -- so the frames
-   * land in the corked socket and leave in one writev.
+   * Holds writes until the end of this turn. Call right AFTER a publish: amqplib queues its
+   * flush as nextTick (the channel stream turning readable) → setImmediate; our release is
+   * queued as nextTick → setImmediate behind it, so the frames of every publish in this turn
+   * land in the corked socket and leave in one writev. Called before the publish, the release
+   * would run first and nothing would be coalesced (covered by test/integration/publisher).
    */
   hold(): void {
     if (this.#held) return;
