@@ -140,11 +140,15 @@ const machine = `${process.version}, ${(await run('nproc', [])).stdout.trim()} c
 for (const c of CONNS) {
   const window = c >= 256 ? 256 : c;
   const raw: number[] = [];
+  const rawBare: number[] = [];
   const results = new Map<number, Array<WrkResult & { inQueue: number; rss: number[]; cpuPer10k: number }>>();
   for (let round = 0; round < ROUNDS; round++) {
     await ch.purgeQueue(queue);
-    const r = JSON.parse((await run(process.execPath, [path.join(ROOT, 'dist/bench/raw-publisher.js'), queue, String(SECONDS), String(window)])).stdout) as { rate: number }; // raw-publisher prints one JSON line
-    raw.push(r.rate);
+    for (const [format, list] of [['bridge', raw], ['bare', rawBare]] as const) {
+      await ch.purgeQueue(queue);
+      const r = JSON.parse((await run(process.execPath, [path.join(ROOT, 'dist/bench/raw-publisher.js'), queue, String(SECONDS), String(window), format])).stdout) as { rate: number }; // raw-publisher prints one JSON line
+      list.push(r.rate);
+    }
     for (const workers of WORKERS) {
       await ch.purgeQueue(queue);
       const bridge = await startBridge(workers, queue);
@@ -165,7 +169,9 @@ for (const c of CONNS) {
     }
   }
   const rawMedian = median(raw);
-  rows.push(`| raw amqplib publisher, window ${window} | ${c} | ${rawMedian.toFixed(0)} (${raw.map((x) => x.toFixed(0)).join(', ')}) | 1.00 | | | | | |`);
+  const bareMedian = median(rawBare);
+  rows.push(`| raw amqplib publisher, window ${window}, bridge's properties+headers | ${c} | ${rawMedian.toFixed(0)} (${raw.map((x) => x.toFixed(0)).join(', ')}) | 1.00 | | | | | |`);
+  rows.push(`| raw amqplib publisher, window ${window}, bare 1 KiB | ${c} | ${bareMedian.toFixed(0)} (${rawBare.map((x) => x.toFixed(0)).join(', ')}) | ${(bareMedian / rawMedian).toFixed(2)} | | | | | |`);
   for (const [workers, list] of results) {
     const rps = median(list.map((x) => x.rps));
     rows.push(
@@ -181,5 +187,5 @@ await ch.deleteQueue(queue);
 await conn.close();
 
 process.stdout.write(`\n# publish vs raw broker ingest (${machine}; ${SECONDS}s runs, ${ROUNDS} rounds, medians)\n\n`);
-process.stdout.write('| stack | conns | req/s or msgs/s (runs) | ratio to raw | p50 / p99 ms | 2xx / msgs in queue | socket errors | peak RSS per worker MB | bridge CPU s per 10k req |\n|---|---|---|---|---|---|---|---|---|\n');
+process.stdout.write('| stack | conns | req/s or msgs/s (runs) | ratio to raw (same format) | p50 / p99 ms | 2xx / msgs in queue | socket errors | peak RSS per worker MB | bridge CPU s per 10k req |\n|---|---|---|---|---|---|---|---|---|\n');
 process.stdout.write(`${rows.join('\n')}\n\nidle RSS per worker (2 workers): ${idleRss.join(', ')} MB\n`);

@@ -22,6 +22,10 @@ export class WriteCoalescer {
 
   private constructor(socket: Socket) {
     this.#socket = socket;
+    // A corked socket fills its 16 KiB buffer after a dozen messages; amqplib's mux then waits
+    // for 'drain' and writes the rest from there, one syscall per frame. Holding again before
+    // the mux's own drain listener runs keeps those writes batched too.
+    socket.prependListener('drain', () => this.hold());
   }
 
   /** A coalescer for the socket, or undefined when there is none to hold (writes go out as-is). */
