@@ -14,8 +14,11 @@ import { createHandler, type ModeRunner } from './http/handler.js';
 import { HttpServer } from './http/server.js';
 import { loadUws } from '../shared/uws.js';
 import { RouteTable } from './http/routes.js';
-import { BridgeError } from '../shared/errors.js';
 import { runPublish } from './modes/publish.js';
+import { runRpc } from './modes/rpc.js';
+import { runCelery } from './modes/celery.js';
+import { ReplyRouter } from './amqp/replies.js';
+import { withCeleryTopology } from './amqp/celery.js';
 import { drain } from './shutdown.js';
 import { ActiveRequests } from './active-requests.js';
 
@@ -37,10 +40,12 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
 
   const link = new BrokerLink({
     amqp: config.amqp,
-    topology: config.topology,
+    topology: withCeleryTopology(config.topology, config.routes),
     connectionName: `xml-amqp-bridge worker ${slot} pid ${process.pid}`,
   });
   const publisher = new Publisher(link, config.amqp);
+  const replies = new ReplyRouter(link);
+  const replyDeps = { publisher, replies };
   const routes = new RouteTable(config);
   const active = new ActiveRequests();
   let listening = false;
@@ -57,13 +62,14 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
   link.on('problem', ({ what, err }: { what: string; err: unknown }) => log.warn(what, { err }));
   link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
 
-  const run: ModeRunner = (route, facts, received) => {
+  const run: ModeRunner = (route, facts, received, signal) => {
     switch (route.config.mode) {
       case 'publish':
         return runPublish(publisher, route, facts, received);
       case 'rpc':
+        return runRpc(replyDeps, route, facts, received, signal);
       case 'celery':
-        return Promise.reject(new BridgeError('BRIDGE_NOT_IMPLEMENTED', `${route.config.mode} routes are not implemented yet`));
+        return runCelery(replyDeps, route, facts, received, signal);
       default: {
         const unknownMode: never = route.config;
         throw new TypeError(`unknown mode ${String(unknownMode)}`);
@@ -100,7 +106,10 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
           },
           whenIdle: () => active.idle(),
           forceClose: () => server.close(),
-          closeBroker: () => link.close(),
+          closeBroker: () => {
+            replies.close();
+            return link.close();
+          },
           onStepError: (step, err) => log.error('drain step failed', { step, err }),
         },
         config.shutdownTimeoutMs,

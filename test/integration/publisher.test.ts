@@ -27,6 +27,7 @@ function optionsFor(messageId: string = randomUUID()): ReturnType<typeof buildPu
       messageId,
       contentType: undefined,
       forwarded: [],
+      allHeaders: undefined,
     },
     'xml',
   );

@@ -15,6 +15,7 @@ function facts(over: Partial<RequestFacts> = {}): RequestFacts {
     messageId: 'order-42',
     contentType: 'text/xml; charset=utf-8',
     forwarded: [],
+    allHeaders: undefined,
     ...over,
   };
 }

@@ -43,6 +43,7 @@ export class BrokerLink extends EventEmitter {
   #reopenAttempts = 0;
   #reopenInProgress = false;
   readonly #closeInfo = new WeakMap<ConfirmChannel, ChannelCloseInfo>();
+  readonly #setups: Array<(channel: ConfirmChannel) => Promise<void>> = [];
   readonly #options: BrokerLinkOptions;
 
   constructor(options: BrokerLinkOptions) {
@@ -106,6 +107,14 @@ export class BrokerLink extends EventEmitter {
     this.#coalescer?.hold();
   }
 
+  /**
+   * Adds a step run on every new channel after topology and before the channel is used (e.g. the
+   * direct reply-to consumer, which must exist before a request names it in reply_to).
+   */
+  addChannelSetup(setup: (channel: ConfirmChannel) => Promise<void>): void {
+    this.#setups.push(setup);
+  }
+
   start(): void {
     const { amqp: opts, connectionName } = this.#options;
     const manager = amqp.connect([...opts.urls], {
@@ -167,6 +176,7 @@ export class BrokerLink extends EventEmitter {
         if (closeInfo !== undefined && this.#model === model && this.#closing === undefined) this.#scheduleReopen(model);
       });
       await assertTopology(channel, this.#options.topology);
+      for (const setup of this.#setups) await setup(channel);
       if (this.#model !== model || this.#closing !== undefined) {
         await channel.close().catch(() => undefined);
         return;

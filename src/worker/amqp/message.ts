@@ -12,6 +12,8 @@ export interface RequestFacts {
   readonly contentType: string | undefined;
   /** Values of the route's forwardHeaders that the request carried, names lower-cased. */
   readonly forwarded: ReadonlyArray<readonly [string, string]>;
+  /** Every request header (lower-cased names), collected for celery routes only. */
+  readonly allHeaders: Readonly<Record<string, string>> | undefined;
 }
 
 export const APP_ID = 'xml-amqp-bridge';

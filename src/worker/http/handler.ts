@@ -17,7 +17,13 @@ import { problemResponse, type ResponseSpec, writeResponse } from './respond.js'
 import { ALLOWED_METHODS, type CompiledRoute, type RouteTable } from './routes.js';
 
 /** Runs one route mode once the body is in; resolves with the success response or throws BridgeError. */
-export type ModeRunner = (route: CompiledRoute, facts: RequestFacts, received: ReceivedBody) => Promise<ResponseSpec>;
+export type ModeRunner = (
+  route: CompiledRoute,
+  facts: RequestFacts,
+  received: ReceivedBody,
+  /** Aborted when the client disconnects: stop waiting and free the slot. */
+  signal: AbortSignal,
+) => Promise<ResponseSpec>;
 
 /** What the pipeline reports per finished request (for metrics and debug logs). */
 export interface RequestRecord {
@@ -62,6 +68,14 @@ function readRemoteAddress(res: HttpResponse): string {
   } catch {
     return '';
   }
+}
+
+function allHeadersOf(req: HttpRequest): Record<string, string> {
+  const out: Record<string, string> = {};
+  req.forEach((name, value) => {
+    out[name] = name in out ? `${out[name]}, ${value}` : value;
+  });
+  return out;
 }
 
 function immediate(res: HttpResponse, spec: ResponseSpec): void {
@@ -139,6 +153,7 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
       messageId: IDEMPOTENCY_KEY.test(idempotencyKey) ? idempotencyKey : randomUUID(),
       contentType: contentType === '' ? undefined : contentType,
       forwarded,
+      allHeaders: route.config.mode === 'celery' ? allHeadersOf(req) : undefined,
     };
     const exchange = new HttpExchange(res, requestId);
     deps.onRequestStart();
@@ -170,7 +185,9 @@ async function serve(
     const received = await receiveBody(exchange, deps.limits, checker);
     uploadComplete = true;
     bodyBytes = received.body.byteLength;
-    spec = await deps.run(route, facts, received);
+    const gone = new AbortController();
+    exchange.onAbort(() => gone.abort());
+    spec = await deps.run(route, facts, received, gone.signal);
   } catch (err) {
     if (err instanceof ClientGoneError) {
       deps.onRequestEnd({ route: route.name, status: 499, bodyBytes, durationMs: performance.now() - exchange.startedAt, error: undefined });

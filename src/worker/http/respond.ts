@@ -2,15 +2,10 @@
  * The one place that writes HTTP responses: corked writes, problem+json (RFC 9457) for every
  * BridgeError, `X-Request-Id` on everything and `Retry-After` on 503.
  */
+import { STATUS_CODES } from 'node:http';
 import type { HttpResponse } from 'uWebSockets.js';
 import type { BridgeError } from '../../shared/errors.js';
 
-const REASONS: Readonly<Record<number, string>> = {
-  200: 'OK', 201: 'Created', 202: 'Accepted', 204: 'No Content', 400: 'Bad Request', 404: 'Not Found',
-  405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Content Too Large', 415: 'Unsupported Media Type',
-  500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
 
 const statusLines = new Map<number, string>();
 
@@ -18,7 +13,7 @@ const statusLines = new Map<number, string>();
 export function statusLine(status: number): string {
   let line = statusLines.get(status);
   if (line === undefined) {
-    line = `${status} ${REASONS[status] ?? 'Status'}`;
+    line = `${status} ${STATUS_CODES[status] ?? 'Status'}`;
     statusLines.set(status, line);
   }
   return line;

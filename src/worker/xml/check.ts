@@ -26,6 +26,8 @@ export interface XmlSummary {
   readonly root: string;
   /** Text content of the first element (or attribute value) per requested path; unseen paths are absent. */
   readonly values: ReadonlyMap<string, string>;
+  /** The WHATWG label the body was decoded with (e.g. 'utf-8', 'gb18030'). */
+  readonly encoding: string;
 }
 
 // Position tracking stays on: on 1 KiB documents it cost nothing measurable (within noise of
@@ -212,7 +214,7 @@ export class XmlChecker {
       throw this.failure ?? this.fail(malformed(messageOf(err), err));
     }
     if (this.root === undefined) throw this.fail(new XmlError('malformed', 'document must contain a root element'));
-    this.summary = { root: this.root, values: this.values };
+    this.summary = { root: this.root, values: this.values, encoding: this.encoding?.label ?? 'utf-8' };
     return this.summary;
   }
 
