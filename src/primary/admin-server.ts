@@ -4,7 +4,11 @@ import type { Readiness } from './readiness.js';
 
 export interface AdminDeps {
   readonly readiness: () => Readiness;
+  /** The exposition in the format asked for (Accept: application/openmetrics-text → OpenMetrics). */
+  readonly metrics: (openMetrics: boolean) => Promise<{ contentType: string; body: string }>;
 }
+
+const OPENMETRICS = 'application/openmetrics-text';
 
 function json(status: number, body: unknown): { status: number; body: string } {
   return { status, body: JSON.stringify(body) };
@@ -13,6 +17,20 @@ function json(status: number, body: unknown): { status: number; body: string } {
 export function createAdminServer(deps: AdminDeps): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const openMetrics = (req.headers.accept ?? '').includes(OPENMETRICS);
+      deps.metrics(openMetrics).then(
+        ({ contentType, body }) => {
+          res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : body);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { 'Content-Type': 'text/plain' });
+          res.end(`metrics collection failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        },
+      );
+      return;
+    }
     let out: { status: number; body: string };
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('Allow', 'GET, HEAD');

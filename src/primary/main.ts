@@ -15,9 +15,13 @@ import { parseArgs, USAGE } from './cli.js';
 import { preflightPort } from './port-preflight.js';
 import { readiness } from './readiness.js';
 import { Supervisor } from './supervisor.js';
+import { MetricsAggregator } from './metrics-aggregator.js';
+import { Registry } from 'prom-client';
 import { loadUws } from '../shared/uws.js';
 
 const log = createLogger({ role: 'primary' });
+/** A scrape waits this long for workers; a hung one is answered from its last values. */
+const METRICS_DEADLINE_MS = 2000;
 const WORKER_SCRIPT = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
 function printProblems(err: ConfigError, write: (line: string) => void): void {
@@ -69,7 +73,15 @@ async function run(file: string): Promise<void> {
   const count = native ? resolveWorkerCount(config) : 1;
   if (!native) log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
   const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count }, config, port);
-  const admin = createAdminServer({ readiness: () => readiness(supervisor.views) });
+  const aggregator = new MetricsAggregator(() => supervisor.workers.length);
+  supervisor.on('metrics', (id: number, metrics: unknown) => aggregator.onAnswer(id, metrics));
+  const admin = createAdminServer({
+    readiness: () => readiness(supervisor.views),
+    metrics: async (openMetrics) => {
+      const contentType = openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE;
+      return { contentType, body: await aggregator.collect(supervisor.workers, METRICS_DEADLINE_MS, contentType) };
+    },
+  });
   const adminAddr = splitHostPort(config.admin);
   let adminPort: number;
   try {
@@ -79,10 +91,14 @@ async function run(file: string): Promise<void> {
     process.exit(1);
   }
 
-  supervisor.on('worker-exit', (info: Record<string, unknown>) =>
-    (info['expected'] === true ? log.info : log.warn)('worker exited', info),
-  );
-  supervisor.on('refork', (info: Record<string, unknown>) => log.warn('reforking worker', info));
+  supervisor.on('worker-exit', (info: Record<string, unknown>) => {
+    (info['expected'] === true ? log.info : log.warn)('worker exited', info);
+    if (typeof info['workerId'] === 'number') void aggregator.workerExited(info['workerId']);
+  });
+  supervisor.on('refork', (info: Record<string, unknown>) => {
+    log.warn('reforking worker', info);
+    aggregator.workerRestarted();
+  });
   supervisor.on('refork-failed', (info: Record<string, unknown>) => log.error('refork failed', info));
   supervisor.on('crash-loop', () => {
     log.fatal('workers are crash-looping (5 deaths in 30 s); exiting so systemd restarts us');

@@ -60,6 +60,11 @@ export class Supervisor extends EventEmitter {
     return this.#slots.map((s) => ({ slot: s.index, pid: s.worker?.process.pid, status: s.status }));
   }
 
+  /** Every worker process alive now (slots and workers still draining after a roll). */
+  get workers(): Worker[] {
+    return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+  }
+
   /** Forks every slot; resolves when all listen, rejects if one cannot. */
   async start(): Promise<void> {
     await Promise.all(this.#slots.map((slot) => this.#launch(slot)));
@@ -100,6 +105,9 @@ export class Supervisor extends EventEmitter {
               }
             }
             break;
+          case 'bridge:metrics':
+            this.emit('metrics', msg.id, msg.metrics);
+            break;
           case 'bridge:listen-failed':
           case 'bridge:fatal':
             clearTimeout(deadline);
@@ -116,7 +124,7 @@ export class Supervisor extends EventEmitter {
       worker.on('exit', (code, signal) => {
         clearTimeout(deadline);
         const expected = this.#retiring.delete(worker) || this.#stopping;
-        this.emit('worker-exit', { slot: slot.index, pid: worker.process.pid, code, signal, expected });
+        this.emit('worker-exit', { slot: slot.index, pid: worker.process.pid, workerId: worker.id, code, signal, expected });
         if (!listening) reject(new Error(`worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`));
         if (slot.worker !== worker) return;
         slot.worker = undefined;
@@ -183,7 +191,7 @@ export class Supervisor extends EventEmitter {
   async stop(deadlineMs: number): Promise<boolean> {
     this.#stopping = true;
     for (const slot of this.#slots) if (slot.timer) clearTimeout(slot.timer);
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    const workers = this.workers;
     for (const w of workers) this.#retire(w);
     const codes = await Promise.all(workers.map((w) => this.#awaitExit(w, deadlineMs)));
     return codes.every((c) => c === 0);

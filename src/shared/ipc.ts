@@ -15,27 +15,33 @@ export interface WorkerStatus {
 
 export type PrimaryToWorker =
   | { readonly type: 'bridge:start'; readonly config: Config; readonly slot: number; readonly port: number }
-  | { readonly type: 'bridge:drain' };
+  | { readonly type: 'bridge:drain' }
+  /** Asks for the worker's metrics as prom-client JSON; answered with bridge:metrics. */
+  | { readonly type: 'bridge:metrics-req'; readonly id: number };
 
 export type WorkerToPrimary =
   /** Sent once the worker's listener is attached: messages sent before that would be lost. */
   | { readonly type: 'bridge:hello' }
   | { readonly type: 'bridge:status'; readonly status: WorkerStatus }
   | { readonly type: 'bridge:listen-failed'; readonly detail: string }
-  | { readonly type: 'bridge:fatal'; readonly detail: string };
+  | { readonly type: 'bridge:fatal'; readonly detail: string }
+  | { readonly type: 'bridge:metrics'; readonly id: number; readonly metrics: unknown };
 
 function hasType(msg: unknown): msg is { type: string } {
   return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string';
 }
 
 export function isPrimaryToWorker(msg: unknown): msg is PrimaryToWorker {
-  return hasType(msg) && (msg.type === 'bridge:start' || msg.type === 'bridge:drain');
+  return hasType(msg) && (msg.type === 'bridge:start' || msg.type === 'bridge:drain' || msg.type === 'bridge:metrics-req');
 }
 
 export function isWorkerToPrimary(msg: unknown): msg is WorkerToPrimary {
   return (
     hasType(msg) &&
     (msg.type === 'bridge:hello' ||
-      msg.type === 'bridge:status' || msg.type === 'bridge:listen-failed' || msg.type === 'bridge:fatal')
+      msg.type === 'bridge:status' ||
+      msg.type === 'bridge:listen-failed' ||
+      msg.type === 'bridge:fatal' ||
+      msg.type === 'bridge:metrics')
   );
 }

@@ -19,6 +19,10 @@ import { runRpc } from './modes/rpc.js';
 import { runCelery } from './modes/celery.js';
 import { ReplyRouter } from './amqp/replies.js';
 import { withCeleryTopology } from './amqp/celery.js';
+import { WorkerMetrics } from './metrics.js';
+import { UNMATCHED_ROUTE } from '../shared/metrics.js';
+import { XmlError } from '../shared/errors.js';
+import type { ReplyOutcome } from '../shared/types.js';
 import { drain } from './shutdown.js';
 import { ActiveRequests } from './active-requests.js';
 
@@ -45,7 +49,15 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
   });
   const publisher = new Publisher(link, config.amqp);
   const replies = new ReplyRouter(link);
-  const replyDeps = { publisher, replies };
+  const metrics = new WorkerMetrics({
+    inFlight: () => publisher.inFlight,
+    connected: () => link.ready,
+    blocked: () => link.state === 'blocked',
+  });
+  metrics.declareRoutes(config.routes.map((r) => r.name ?? r.path));
+  publisher.observe = (label, outcome, seconds) => metrics.publish(label, outcome, seconds);
+  replies.on('late', (label: string | undefined) => metrics.reply(label ?? UNMATCHED_ROUTE, 'late'));
+  const replyDeps = { publisher, replies, observeReply: (route: string, outcome: ReplyOutcome) => metrics.reply(route, outcome) };
   const routes = new RouteTable(config);
   const active = new ActiveRequests();
   let listening = false;
@@ -85,7 +97,13 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
     isDraining: () => draining,
     onRequestStart: () => active.start(),
     onSettled: () => active.end(),
-    onRequestEnd: () => undefined,
+    onRequestEnd: (record) => {
+      metrics.request(record.route, record.status, record.durationMs / 1000, record.bodyBytes > 0 ? record.bodyBytes : undefined);
+      if (record.error instanceof XmlError) metrics.xmlRejected(record.route, record.error.reason);
+      if (record.admissionRefused && record.error) {
+        metrics.publish(record.route, record.error.code === 'BRIDGE_OVERLOADED' ? 'overloaded' : 'unavailable', undefined);
+      }
+    },
     onBug,
   });
   const server = new HttpServer(uws, handler, onBug);
@@ -119,7 +137,15 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
     })());
 
   process.on('message', (msg: unknown) => {
-    if (isPrimaryToWorker(msg) && msg.type === 'bridge:drain') void shutdown('primary asked');
+    if (!isPrimaryToWorker(msg)) return;
+    if (msg.type === 'bridge:drain') void shutdown('primary asked');
+    else if (msg.type === 'bridge:metrics-req') {
+      const { id } = msg;
+      metrics.snapshot().then(
+        (snapshot) => send({ type: 'bridge:metrics', id, metrics: snapshot }),
+        (err: unknown) => log.error('metrics snapshot failed', { err }),
+      );
+    }
   });
   // Under systemd's default KillMode=control-group the signal reaches every process at once.
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -12,6 +12,9 @@ export interface PublisherOptions {
   readonly confirmTimeoutMs: number;
 }
 
+/** Called once per publish with its outcome (and confirm time when the broker answered). */
+export type PublishObserver = (label: string, outcome: PublishOutcome, confirmSeconds: number | undefined) => void;
+
 /** The header that identifies a publish when the broker hands it back with basic.return. */
 export const TRACK_HEADER = 'x-request-id';
 
@@ -40,6 +43,8 @@ export class Publisher {
   readonly #pending = new Map<string, PendingPublish>();
   readonly #link: BrokerLink;
   readonly #options: PublisherOptions;
+  /** Set by main.ts to feed metrics. */
+  observe: PublishObserver = () => undefined;
 
   constructor(link: BrokerLink, options: PublisherOptions) {
     this.#link = link;
@@ -89,7 +94,7 @@ export class Publisher {
    * unknown, the partner retries with the same Idempotency-Key); no confirm in time → 504.
    * `options.headers[TRACK_HEADER]` must be unique among in-flight publishes.
    */
-  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {
+  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish, label = ''): Promise<void> {
     const link = this.#link;
     let channel = link.channel;
     if (channel === undefined && link.reopening) {
@@ -98,9 +103,18 @@ export class Publisher {
       channel = await link.nextChannel(this.#options.confirmTimeoutMs).catch(() => undefined);
     }
     if (channel === undefined || link.state === 'blocked') {
+      this.observe(label, 'unavailable', undefined);
       throw new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
     }
-    return this.#publishOn(channel, exchange, routingKey, content, options);
+    const started = performance.now();
+    try {
+      await this.#publishOn(channel, exchange, routingKey, content, options);
+      this.observe(label, 'confirmed', (performance.now() - started) / 1000);
+    } catch (err) {
+      const outcome = err instanceof BridgeError ? publishErrorOutcome(err) : 'unavailable';
+      this.observe(label, outcome, outcome === 'nacked' || outcome === 'returned' ? (performance.now() - started) / 1000 : undefined);
+      throw err;
+    }
   }
 
   #publishOn(

@@ -30,9 +30,16 @@ export interface PendingReply<T> {
   cancel(reason: Error): void;
 }
 
-/** Events: `late` (correlationId) for a reply nobody waits for any more. */
+/** How many given-up correlation ids are remembered to attribute late replies to their route. */
+const GONE_MEMORY = 10_000;
+
+/**
+ * Events: `late` (label) for a reply nobody waits for any more -- the label of the request that
+ * gave up on it when still remembered, else undefined.
+ */
 export class ReplyRouter extends EventEmitter {
   readonly #waiters = new Map<string, Waiter>();
+  readonly #gone = new Map<string, string>();
 
   constructor(link: BrokerLink) {
     super();
@@ -52,7 +59,7 @@ export class ReplyRouter extends EventEmitter {
    * fast reply is not missed). Rejects with BRIDGE_REPLY_TIMEOUT after `timeoutMs`, or with
    * BRIDGE_BROKER_UNAVAILABLE when the channel closes.
    */
-  wait<T>(correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>): PendingReply<T> {
+  wait<T>(correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>, label = ''): PendingReply<T> {
     let cancel = (_reason: Error): void => undefined;
     const promise = new Promise<T>((resolve, reject) => {
       const done = (): void => {
@@ -61,6 +68,7 @@ export class ReplyRouter extends EventEmitter {
       };
       const timer = setTimeout(() => {
         done();
+        this.#remember(correlationId, label);
         reject(new BridgeError('BRIDGE_REPLY_TIMEOUT', `no reply from the backend within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#waiters.set(correlationId, {
@@ -85,6 +93,7 @@ export class ReplyRouter extends EventEmitter {
       cancel = (reason) => {
         if (!this.#waiters.has(correlationId)) return;
         done();
+        this.#remember(correlationId, label);
         reject(reason);
       };
     });
@@ -97,10 +106,20 @@ export class ReplyRouter extends EventEmitter {
     const id = message.properties.correlationId;
     const waiter = typeof id === 'string' ? this.#waiters.get(id) : undefined;
     if (waiter === undefined) {
-      this.emit('late', id);
+      const label = typeof id === 'string' ? this.#gone.get(id) : undefined;
+      if (label !== undefined && typeof id === 'string') this.#gone.delete(id);
+      this.emit('late', label);
       return;
     }
     waiter.onMessage(message);
+  }
+
+  #remember(correlationId: string, label: string): void {
+    this.#gone.set(correlationId, label);
+    if (this.#gone.size > GONE_MEMORY) {
+      const oldest = this.#gone.keys().next();
+      if (oldest.done !== true) this.#gone.delete(oldest.value);
+    }
   }
 
   #failAll(detail: string): void {

@@ -32,6 +32,8 @@ export interface RequestRecord {
   readonly bodyBytes: number;
   readonly durationMs: number;
   readonly error: BridgeError | undefined;
+  /** Refused at admission (broker away or maxInFlight): counted as a publish outcome too. */
+  readonly admissionRefused?: boolean;
 }
 
 export interface PipelineDeps {
@@ -140,7 +142,8 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
     }
     const refused = publisher.admit();
     if (refused) {
-      reject(refused, true);
+      immediate(res, { ...problemResponse(refused, requestId), close: true });
+      deps.onRequestEnd({ route: route.name, status: refused.status, bodyBytes: 0, durationMs: 0, error: refused, admissionRefused: true });
       return;
     }
     const idempotencyKey = req.getHeader('idempotency-key');

@@ -7,7 +7,7 @@ import { DIRECT_REPLY_TO } from '../amqp/replies.js';
 import type { ReceivedBody } from '../http/body.js';
 import type { ResponseSpec } from '../http/respond.js';
 import type { CompiledRoute } from '../http/routes.js';
-import { cancelOnAbort, type ReplyDeps } from './rpc.js';
+import { awaitReply, cancelOnAbort, type ReplyDeps } from './rpc.js';
 
 const ORIGIN = `gen${process.pid}@${hostname()}`;
 
@@ -52,21 +52,21 @@ export async function runCelery(
   const routingKey = cfg.routingKey ?? cfg.queue;
 
   if (!cfg.wait) {
-    await deps.publisher.publish(exchange, routingKey, content, options);
+    await deps.publisher.publish(exchange, routingKey, content, options, route.name);
     return {
       status: 202,
       headers: [['Content-Type', 'application/json'], ['X-Request-Id', facts.requestId], ['Message-Id', facts.messageId]],
       body: JSON.stringify({ task_id: id }),
     };
   }
-  const pending = deps.replies.wait(id, cfg.timeoutMs, interpretCeleryResult);
+  const pending = deps.replies.wait(id, cfg.timeoutMs, interpretCeleryResult, route.name);
   cancelOnAbort(signal, pending.cancel);
   try {
-    await deps.publisher.publish(exchange, routingKey, content, options);
+    await deps.publisher.publish(exchange, routingKey, content, options, route.name);
   } catch (err) {
     pending.cancel(err instanceof Error ? err : new Error(String(err)));
     throw err;
   }
-  const { result } = await pending.promise;
+  const { result } = await awaitReply(deps, route, pending);
   return resultResponse(result, facts);
 }

@@ -25,7 +25,7 @@ export async function runPublish(
   if (route.config.mode !== 'publish') throw new TypeError(`runPublish called for a ${route.config.mode} route`);
   const routingKey = routingKeyFor(route, received);
   const options = buildPublishOptions(facts, received.summary.root);
-  await publisher.publish(route.config.exchange, routingKey, received.body, options);
+  await publisher.publish(route.config.exchange, routingKey, received.body, options, route.name);
   return {
     status: route.success.status,
     headers: [...route.success.headers, ['X-Request-Id', facts.requestId], ['Message-Id', facts.messageId]],

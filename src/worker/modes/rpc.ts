@@ -4,7 +4,8 @@ import type { ConsumeMessage } from 'amqplib';
 import { BridgeError } from '../../shared/errors.js';
 import { buildPublishOptions, type RequestFacts } from '../amqp/message.js';
 import type { Publisher } from '../amqp/publisher.js';
-import { DIRECT_REPLY_TO, type ReplyRouter } from '../amqp/replies.js';
+import { DIRECT_REPLY_TO, type PendingReply, type ReplyRouter } from '../amqp/replies.js';
+import type { ReplyOutcome } from '../../shared/types.js';
 import { ClientGoneError, type ReceivedBody } from '../http/body.js';
 import type { ResponseSpec } from '../http/respond.js';
 import type { CompiledRoute } from '../http/routes.js';
@@ -13,6 +14,20 @@ import { routingKeyFor } from './publish.js';
 export interface ReplyDeps {
   readonly publisher: Publisher;
   readonly replies: ReplyRouter;
+  /** Counts replies that came (ok) or did not come in time (timeout), per route. */
+  readonly observeReply: (route: string, outcome: ReplyOutcome) => void;
+}
+
+/** Waits for the reply of a published request and records ok/timeout. */
+export async function awaitReply<T>(deps: ReplyDeps, route: CompiledRoute, pending: PendingReply<T>): Promise<T> {
+  try {
+    const value = await pending.promise;
+    deps.observeReply(route.name, 'ok');
+    return value;
+  } catch (err) {
+    if (err instanceof BridgeError && err.code === 'BRIDGE_REPLY_TIMEOUT') deps.observeReply(route.name, 'timeout');
+    throw err;
+  }
 }
 
 const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
@@ -65,7 +80,7 @@ export async function runRpc(
   const correlationId = randomUUID();
   const timeoutMs = route.config.timeoutMs;
   // Wait first: a fast backend can answer before our confirm arrives.
-  const pending = deps.replies.wait(correlationId, timeoutMs, (message) => message);
+  const pending = deps.replies.wait(correlationId, timeoutMs, (message) => message, route.name);
   cancelOnAbort(signal, pending.cancel);
   const options = {
     ...buildPublishOptions(facts, received.summary.root),
@@ -75,11 +90,11 @@ export async function runRpc(
     expiration: String(timeoutMs),
   };
   try {
-    await deps.publisher.publish(route.config.exchange, routingKey, received.body, options);
+    await deps.publisher.publish(route.config.exchange, routingKey, received.body, options, route.name);
   } catch (err) {
     pending.cancel(err instanceof Error ? err : new Error(String(err)));
     throw err;
   }
-  const reply = await pending.promise;
+  const reply = await awaitReply(deps, route, pending);
   return replyResponse(route, reply, facts);
 }

@@ -1,0 +1,110 @@
+/**
+ * The single table of metric definitions (CONTRACT.md "Metrics"): name, help, type, labels,
+ * buckets and how the primary aggregates them across workers. Label values come only from the
+ * config (route names, `unmatched`) and closed outcome sets, never from request input.
+ */
+
+/** Sub-millisecond to 10 s: a bridge answers in ~1 ms when healthy and gives up at its timeouts. */
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** 64 B to 16 MiB. */
+export const SIZE_BUCKETS = [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216];
+
+export type MetricKind = 'counter' | 'gauge' | 'histogram';
+
+export interface MetricDef {
+  readonly name: string;
+  readonly help: string;
+  readonly kind: MetricKind;
+  readonly labelNames: readonly string[];
+  readonly buckets?: readonly number[];
+}
+
+export const WORKER_METRICS = {
+  httpRequests: {
+    name: 'bridge_http_requests_total',
+    help: 'HTTP requests answered, by route and status (499: the client went away first).',
+    kind: 'counter',
+    labelNames: ['route', 'status'],
+  },
+  httpDuration: {
+    name: 'bridge_http_request_duration_seconds',
+    help: 'Time from the request line to the answer.',
+    kind: 'histogram',
+    labelNames: ['route'],
+    buckets: LATENCY_BUCKETS,
+  },
+  httpBodyBytes: {
+    name: 'bridge_http_request_body_bytes',
+    help: 'Size of request bodies that were read completely.',
+    kind: 'histogram',
+    labelNames: ['route'],
+    buckets: SIZE_BUCKETS,
+  },
+  publishes: {
+    name: 'bridge_amqp_publishes_total',
+    help: 'Publish attempts by outcome: confirmed, nacked, returned (unroutable), timeout, unavailable, overloaded.',
+    kind: 'counter',
+    labelNames: ['route', 'outcome'],
+  },
+  confirmDuration: {
+    name: 'bridge_amqp_confirm_duration_seconds',
+    help: 'Time from publish to the broker confirm.',
+    kind: 'histogram',
+    labelNames: [],
+    buckets: LATENCY_BUCKETS,
+  },
+  inFlight: {
+    name: 'bridge_amqp_in_flight',
+    help: 'Requests admitted and not yet answered (bodies streaming, confirms and replies awaited), summed over workers.',
+    kind: 'gauge',
+    labelNames: [],
+  },
+  connected: {
+    name: 'bridge_amqp_connected',
+    help: 'Workers connected to the broker with an open channel.',
+    kind: 'gauge',
+    labelNames: [],
+  },
+  blocked: {
+    name: 'bridge_amqp_blocked',
+    help: 'Workers whose broker connection is blocked by a memory or disk alarm.',
+    kind: 'gauge',
+    labelNames: [],
+  },
+  rpcReplies: {
+    name: 'bridge_rpc_replies_total',
+    help: 'Replies for rpc and celery routes: ok, timeout (none in time), late (arrived after its caller was gone; dropped).',
+    kind: 'counter',
+    labelNames: ['route', 'outcome'],
+  },
+  xmlRejected: {
+    name: 'bridge_xml_rejected_total',
+    help: 'Bodies refused by the XML check, by reason.',
+    kind: 'counter',
+    labelNames: ['route', 'reason'],
+  },
+} as const satisfies Record<string, MetricDef>;
+
+export const PRIMARY_METRICS = {
+  workers: {
+    name: 'bridge_workers',
+    help: 'Worker processes running.',
+    kind: 'gauge',
+    labelNames: [],
+  },
+  workerRestarts: {
+    name: 'bridge_worker_restarts_total',
+    help: 'Workers reforked after an unexpected exit.',
+    kind: 'counter',
+    labelNames: [],
+  },
+  scrapeErrors: {
+    name: 'bridge_scrape_errors_total',
+    help: 'Workers that did not answer a /metrics collection in time (their last values were used).',
+    kind: 'counter',
+    labelNames: [],
+  },
+} as const satisfies Record<string, MetricDef>;
+
+/** Label for requests to paths no route matches. */
+export const UNMATCHED_ROUTE = 'unmatched';
