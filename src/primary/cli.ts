@@ -1,13 +1,15 @@
 /** Command-line parsing: `--config FILE` (or BRIDGE_CONFIG), `check-config FILE`, `--help`. */
 
 export type Command =
-  | { readonly kind: 'run'; readonly configFile: string | undefined }
+  | { readonly kind: 'run'; readonly configFile: string | undefined; readonly takeover: boolean }
   | { readonly kind: 'check-config'; readonly configFile: string }
   | { readonly kind: 'help' }
   | { readonly kind: 'usage-error'; readonly message: string };
 
 export const USAGE = `Usage:
   xml-amqp-bridge --config FILE        run the bridge (or set BRIDGE_CONFIG=FILE)
+      [--takeover]                     share the port with the running instance being upgraded
+                                       (skips the check that refuses a port already in use)
   xml-amqp-bridge check-config FILE    validate FILE: exit 0, or list every problem and exit 2
   xml-amqp-bridge --help
 
@@ -23,9 +25,14 @@ export function parseArgs(argv: readonly string[]): Command {
     return { kind: 'check-config', configFile: file };
   }
   let configFile: string | undefined;
+  let takeover = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') return { kind: 'help' };
+    if (arg === '--takeover') {
+      takeover = true;
+      continue;
+    }
     if (arg === '--config' || arg === '-c') {
       const value = argv[i + 1];
       if (value === undefined) return { kind: 'usage-error', message: `${arg} needs a FILE` };
@@ -37,5 +44,5 @@ export function parseArgs(argv: readonly string[]): Command {
       return { kind: 'usage-error', message: `unknown argument: ${arg}` };
     }
   }
-  return { kind: 'run', configFile };
+  return { kind: 'run', configFile, takeover };
 }

@@ -5,7 +5,14 @@
  */
 import { fileURLToPath } from 'node:url';
 import process from 'node:process';
-import { configPathFromEnv, fallbackAllowedByEnv, loadConfig, resolveWorkerCount, splitHostPort } from '../shared/config.js';
+import {
+  configPathFromEnv,
+  fallbackAllowedByEnv,
+  loadConfig,
+  notifySocketFromEnv,
+  resolveWorkerCount,
+  splitHostPort,
+} from '../shared/config.js';
 import type { Config } from '../shared/config-schema.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
@@ -16,10 +23,11 @@ import { preflightPort } from './port-preflight.js';
 import { readiness } from './readiness.js';
 import { Supervisor } from './supervisor.js';
 import { MetricsAggregator } from './metrics-aggregator.js';
+import { SystemdNotifier } from './systemd-notify.js';
 import { Registry } from 'prom-client';
 import { loadUws } from '../shared/uws.js';
 
-const log = createLogger({ role: 'primary' });
+let log = createLogger({ role: 'primary' });
 /** A scrape waits this long for workers; a hung one is answered from its last values. */
 const METRICS_DEADLINE_MS = 2000;
 const WORKER_SCRIPT = fileURLToPath(new URL('../worker/main.js', import.meta.url));
@@ -41,7 +49,7 @@ function checkConfig(file: string): number {
   }
 }
 
-async function run(file: string): Promise<void> {
+async function run(file: string, takeover: boolean): Promise<void> {
   let config: Config;
   try {
     config = loadConfig(file);
@@ -50,6 +58,8 @@ async function run(file: string): Promise<void> {
     log.fatal('invalid config', { file, problems: err.problems });
     process.exit(2);
   }
+  log = createLogger({ role: 'primary' }, config.logging.level);
+  const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) => log.warn('systemd-notify failed', { err }));
   const native = loadUws().native;
   if (!native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
     log.fatal(
@@ -61,12 +71,20 @@ async function run(file: string): Promise<void> {
   }
 
   const { host, port: wantedPort } = splitHostPort(config.listen);
-  let port: number;
-  try {
-    port = await preflightPort(host, wantedPort);
-  } catch (err) {
-    log.fatal('cannot take the partner port', { err });
-    process.exit(1);
+  let port = wantedPort;
+  if (takeover) {
+    if (wantedPort === 0) {
+      log.fatal('--takeover needs a fixed port to share with the running instance');
+      process.exit(2);
+    }
+    log.warn('takeover: sharing the port with the instance being replaced', { port });
+  } else {
+    try {
+      port = await preflightPort(host, wantedPort);
+    } catch (err) {
+      log.fatal('cannot take the partner port', { err });
+      process.exit(1);
+    }
   }
 
   // The JS fallback binds exclusively (no SO_REUSEPORT): only one worker can listen.
@@ -111,6 +129,7 @@ async function run(file: string): Promise<void> {
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    notifier.notify('STOPPING=1');
     log.info('stopping', { signal });
     const clean = await supervisor.stop(config.shutdownTimeoutMs + 2000);
     admin.close();
@@ -135,6 +154,8 @@ async function run(file: string): Promise<void> {
         return;
       }
       reloading = true;
+      notifier.notify('RELOADING=1', 'reloading');
+      announced = false;
       try {
         const nextHostPort = splitHostPort(next.listen);
         const nextPort =
@@ -152,9 +173,19 @@ async function run(file: string): Promise<void> {
         log.error('reload failed; remaining workers keep the previous config', { err });
       } finally {
         reloading = false;
+        announceWhenReady();
       }
     })();
   });
+
+  // READY=1 only once /readyz would say 200 (every worker listening and connected).
+  let announced = false;
+  const announceWhenReady = (): void => {
+    if (announced || reloading || stopping || !readiness(supervisor.views).ready) return;
+    announced = true;
+    notifier.notify('READY=1', `serving on ${host}:${port} with ${count} workers`);
+  };
+  supervisor.on('worker-status', announceWhenReady);
 
   try {
     await supervisor.start();
@@ -192,7 +223,7 @@ switch (command.kind) {
       process.exitCode = 2;
       break;
     }
-    run(file).catch((err: unknown) => {
+    run(file, command.takeover).catch((err: unknown) => {
       log.fatal('primary crashed', { err });
       process.exit(1);
     });

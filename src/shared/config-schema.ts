@@ -178,6 +178,15 @@ export const configSchema = z
         maxHeaderValueBytes: int(1, 4096).default(2048),
       })
       .prefault({}),
+    logging: z
+      .strictObject({
+        level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+        /** Fraction of requests logged as `access` lines (0 = off, 1 = every request). */
+        accessLogSampleRate: z.number().min(0).max(1).default(0),
+        /** Log request bodies (first 4 KiB, debug level). For debugging only: bodies carry partner data. */
+        debugBodies: z.boolean().default(false),
+      })
+      .prefault({}),
     routes: z.array(route).min(1),
   })
   .superRefine(

@@ -26,6 +26,12 @@ export function configPathFromEnv(env: Env = process.env): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
 
+/** systemd's notification socket (Type=notify), when the service manager gave us one. */
+export function notifySocketFromEnv(env: Env = process.env): string | undefined {
+  const value = env['NOTIFY_SOCKET'];
+  return value === undefined || value === '' ? undefined : value;
+}
+
 /** True when the operator asked to run on uWS's slow JS fallback through the environment. */
 export function fallbackAllowedByEnv(env: Env = process.env): boolean {
   return env['BRIDGE_ALLOW_UWS_FALLBACK'] === '1' || env['BRIDGE_ALLOW_UWS_FALLBACK'] === 'true';

@@ -35,7 +35,8 @@ function send(msg: WorkerToPrimary): void {
 }
 
 async function start(config: Config, slot: number, port: number): Promise<void> {
-  log = createLogger({ role: 'worker', worker: slot });
+  log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
+  const accessRate = config.logging.accessLogSampleRate;
   const { uws, native } = loadUws();
   if (!native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
     send({ type: 'bridge:fatal', detail: 'uWebSockets.js native binary did not load (JS fallback refused)' });
@@ -75,6 +76,9 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
   link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
 
   const run: ModeRunner = (route, facts, received, signal) => {
+    if (config.logging.debugBodies) {
+      log.debug('request body', { requestId: facts.requestId, route: route.name, body: received.body.toString('utf8', 0, 4096) });
+    }
     switch (route.config.mode) {
       case 'publish':
         return runPublish(publisher, route, facts, received);
@@ -98,6 +102,16 @@ async function start(config: Config, slot: number, port: number): Promise<void> 
     onRequestStart: () => active.start(),
     onSettled: () => active.end(),
     onRequestEnd: (record) => {
+      if (accessRate > 0 && Math.random() < accessRate) {
+        log.info('access', {
+          requestId: record.requestId,
+          route: record.route,
+          status: record.status,
+          ms: Math.round(record.durationMs * 10) / 10,
+          bytes: record.bodyBytes,
+          code: record.error?.code,
+        });
+      }
       metrics.request(record.route, record.status, record.durationMs / 1000, record.bodyBytes > 0 ? record.bodyBytes : undefined);
       if (record.error instanceof XmlError) metrics.xmlRejected(record.route, record.error.reason);
       if (record.admissionRefused && record.error) {

@@ -27,6 +27,7 @@ export type ModeRunner = (
 
 /** What the pipeline reports per finished request (for metrics and debug logs). */
 export interface RequestRecord {
+  readonly requestId: string;
   readonly route: string;
   readonly status: number;
   readonly bodyBytes: number;
@@ -98,14 +99,14 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
     const route = routes.match(path);
     if (route === undefined) {
       immediate(res, problemResponse(new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), requestId));
-      deps.onRequestEnd({ route: 'unmatched', status: 404, bodyBytes: 0, durationMs: 0, error: undefined });
+      deps.onRequestEnd({ requestId, route: 'unmatched', status: 404, bodyBytes: 0, durationMs: 0, error: undefined });
       return;
     }
     // getMethod is lower-case in the native build; upper-case it for Allow checks and x-http-method.
     const method = req.getMethod().toUpperCase();
     const reject = (err: BridgeError, close: boolean, extra: ReadonlyArray<readonly [string, string]> = []): void => {
       immediate(res, { ...problemResponse(err, requestId, extra), close });
-      deps.onRequestEnd({ route: route.name, status: err.status, bodyBytes: 0, durationMs: 0, error: err });
+      deps.onRequestEnd({ requestId, route: route.name, status: err.status, bodyBytes: 0, durationMs: 0, error: err });
     };
     if (method !== 'POST') {
       reject(new BridgeError('BRIDGE_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`), false, [
@@ -143,7 +144,7 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
     const refused = publisher.admit();
     if (refused) {
       immediate(res, { ...problemResponse(refused, requestId), close: true });
-      deps.onRequestEnd({ route: route.name, status: refused.status, bodyBytes: 0, durationMs: 0, error: refused, admissionRefused: true });
+      deps.onRequestEnd({ requestId, route: route.name, status: refused.status, bodyBytes: 0, durationMs: 0, error: refused, admissionRefused: true });
       return;
     }
     const idempotencyKey = req.getHeader('idempotency-key');
@@ -193,7 +194,7 @@ async function serve(
     spec = await deps.run(route, facts, received, gone.signal);
   } catch (err) {
     if (err instanceof ClientGoneError) {
-      deps.onRequestEnd({ route: route.name, status: 499, bodyBytes, durationMs: performance.now() - exchange.startedAt, error: undefined });
+      deps.onRequestEnd({ requestId: exchange.requestId, route: route.name, status: 499, bodyBytes, durationMs: performance.now() - exchange.startedAt, error: undefined });
       return;
     }
     if (err instanceof BridgeError) {
@@ -209,6 +210,7 @@ async function serve(
   if (deps.isDraining()) spec = { ...spec, close: true };
   const answered = exchange.respond(spec);
   deps.onRequestEnd({
+    requestId: exchange.requestId,
     route: route.name,
     status: answered ? spec.status : 499,
     bodyBytes,
