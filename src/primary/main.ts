@@ -61,7 +61,8 @@ async function run(file: string, takeover: boolean): Promise<void> {
   log = createLogger({ role: 'primary' }, config.logging.level);
   const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) => log.warn('systemd-notify failed', { err }));
   const native = loadUws().native;
-  if (!native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
+  const allowFallback = config.allowUwsFallback || fallbackAllowedByEnv();
+  if (!native && !allowFallback) {
     log.fatal(
       'uWebSockets.js native binary did not load on this Node.js (needs Node 20, glibc); refusing its slow JS fallback. ' +
         'Set allowUwsFallback: true (or BRIDGE_ALLOW_UWS_FALLBACK=1) to run anyway.',
@@ -90,7 +91,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
   // The JS fallback binds exclusively (no SO_REUSEPORT): only one worker can listen.
   const count = native ? resolveWorkerCount(config) : 1;
   if (!native) log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
-  const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count }, config, port);
+  const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count, allowFallback }, config, port);
   const aggregator = new MetricsAggregator(() => supervisor.workers.length);
   supervisor.on('metrics', (id: number, metrics: unknown) => aggregator.onAnswer(id, metrics));
   const admin = createAdminServer({

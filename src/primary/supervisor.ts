@@ -30,6 +30,8 @@ interface Slot {
 export interface SupervisorOptions {
   readonly workerScript: string;
   readonly count: number;
+  /** Passed to workers: the operator allowed uWS's JS fallback. */
+  readonly allowFallback: boolean;
 }
 
 export class Supervisor extends EventEmitter {
@@ -40,11 +42,13 @@ export class Supervisor extends EventEmitter {
   #config: Config;
   #port: number;
   #stopping = false;
+  readonly #allowFallback: boolean;
 
   constructor(options: SupervisorOptions, config: Config, port: number) {
     super();
     this.#config = config;
     this.#port = port;
+    this.#allowFallback = options.allowFallback;
     cluster.setupPrimary({ exec: options.workerScript });
     this.#slots = Array.from({ length: options.count }, (_, index) => ({
       index,
@@ -85,7 +89,13 @@ export class Supervisor extends EventEmitter {
         if (!isWorkerToPrimary(msg)) return;
         switch (msg.type) {
           case 'bridge:hello': {
-            const start: PrimaryToWorker = { type: 'bridge:start', config: this.#config, slot: slot.index, port: this.#port };
+            const start: PrimaryToWorker = {
+              type: 'bridge:start',
+              config: this.#config,
+              slot: slot.index,
+              port: this.#port,
+              allowFallback: this.#allowFallback,
+            };
             worker.send(start);
             break;
           }

@@ -8,6 +8,8 @@ import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './config-schema.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
 
+export { splitHostPort } from './host-port.js';
+
 export type { Config } from './config-schema.js';
 
 /** Environment variables that override keys of the file, applied before validation. */
@@ -117,11 +119,4 @@ export function loadConfig(file: string, env: Env = process.env): Config {
 /** The worker count `workers: auto` resolves to on this machine. */
 export function resolveWorkerCount(config: Config): number {
   return config.workers === 'auto' ? availableParallelism() : config.workers;
-}
-
-/** Splits `host:port` (IPv6 in brackets). */
-export function splitHostPort(value: string): { host: string; port: number } {
-  const idx = value.lastIndexOf(':');
-  const host = value.slice(0, idx).replace(/^\[(.*)\]$/, '$1');
-  return { host, port: Number(value.slice(idx + 1)) };
 }

@@ -14,7 +14,14 @@ export interface WorkerStatus {
 }
 
 export type PrimaryToWorker =
-  | { readonly type: 'bridge:start'; readonly config: Config; readonly slot: number; readonly port: number }
+  | {
+      readonly type: 'bridge:start';
+      readonly config: Config;
+      readonly slot: number;
+      readonly port: number;
+      /** The operator allowed uWS's JS fallback (config or environment). */
+      readonly allowFallback: boolean;
+    }
   | { readonly type: 'bridge:drain' }
   /** Asks for the worker's metrics as prom-client JSON; answered with bridge:metrics. */
   | { readonly type: 'bridge:metrics-req'; readonly id: number };

@@ -4,7 +4,7 @@
  */
 import { once } from 'node:events';
 import process from 'node:process';
-import { fallbackAllowedByEnv, splitHostPort } from '../shared/config.js';
+import { splitHostPort } from '../shared/host-port.js';
 import type { Config } from '../shared/config-schema.js';
 import { isPrimaryToWorker, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
 import { createLogger } from '../shared/log.js';
@@ -34,11 +34,11 @@ function send(msg: WorkerToPrimary): void {
   if (process.connected) process.send?.(msg);
 }
 
-async function start(config: Config, slot: number, port: number): Promise<void> {
+async function start(config: Config, slot: number, port: number, allowFallback: boolean): Promise<void> {
   log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
   const accessRate = config.logging.accessLogSampleRate;
   const { uws, native } = loadUws();
-  if (!native && !config.allowUwsFallback && !fallbackAllowedByEnv()) {
+  if (!native && !allowFallback) {
     send({ type: 'bridge:fatal', detail: 'uWebSockets.js native binary did not load (JS fallback refused)' });
     process.exit(78);
   }
@@ -197,7 +197,7 @@ process.once('message', (msg: unknown) => {
     log.fatal('first IPC message was not bridge:start');
     process.exit(1);
   }
-  start(msg.config, msg.slot, msg.port).catch((err: unknown) => {
+  start(msg.config, msg.slot, msg.port, msg.allowFallback).catch((err: unknown) => {
     log.fatal('worker failed to start', { err });
     process.exit(1);
   });
