@@ -11,6 +11,15 @@ import { awaitReply, cancelOnAbort, type ReplyDeps } from './rpc.js';
 
 const ORIGIN = `gen${process.pid}@${hostname()}`;
 
+/**
+ * What Python's `datetime.isoformat()` writes: microseconds and an explicit offset. Celery 5.2's
+ * parser reads three fraction digits as microseconds (".640" → 640 µs, up to 999 ms early) and
+ * Python < 3.11's fromisoformat (Celery 5.3+) rejects a "Z" suffix.
+ */
+export function pythonIsoformat(date: Date): string {
+  return date.toISOString().replace(/Z$/, '000+00:00');
+}
+
 /** The body as text in its own encoding (the task gets a str, as the Python stacks passed it). */
 export function bodyText(received: ReceivedBody): string {
   return new TextDecoder(received.summary.encoding).decode(received.body);
@@ -42,11 +51,13 @@ export async function runCelery(
     args: [facts.allHeaders ?? {}, queryParams(facts.query), bodyText(received)],
     kwargs: {},
     replyTo: cfg.wait ? DIRECT_REPLY_TO : '',
-    expires: cfg.wait ? new Date(Date.now() + cfg.timeoutMs).toISOString() : null,
+    expires: cfg.wait ? pythonIsoformat(new Date(Date.now() + cfg.timeoutMs)) : null,
     origin: ORIGIN,
   });
   // x-request-id tracks basic.return (publisher.ts); message_id lets consumers de-duplicate.
   options.messageId = facts.messageId;
+  // As Celery's send_task does with `expires`: the broker drops the task once its caller is gone.
+  if (cfg.wait) options.expiration = String(cfg.timeoutMs);
   options.headers = { ...options.headers, 'x-request-id': facts.requestId };
   const exchange = cfg.exchange ?? cfg.queue;
   const routingKey = cfg.routingKey ?? cfg.queue;
