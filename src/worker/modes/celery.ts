@@ -7,7 +7,7 @@ import { DIRECT_REPLY_TO } from '../amqp/replies.js';
 import type { ReceivedBody } from '../http/body.js';
 import type { ResponseSpec } from '../http/respond.js';
 import type { CompiledRoute } from '../http/routes.js';
-import { awaitReply, cancelOnAbort, type ReplyDeps } from './rpc.js';
+import { requestReply, type ReplyDeps } from './rpc.js';
 
 const ORIGIN = `gen${process.pid}@${hostname()}`;
 
@@ -70,14 +70,11 @@ export async function runCelery(
       body: JSON.stringify({ task_id: id }),
     };
   }
-  const pending = deps.replies.wait(id, cfg.timeoutMs, interpretCeleryResult, route.name);
-  cancelOnAbort(signal, pending.cancel);
-  try {
-    await deps.publisher.publish(exchange, routingKey, content, options, route.name);
-  } catch (err) {
-    pending.cancel(err instanceof Error ? err : new Error(String(err)));
-    throw err;
-  }
-  const { result } = await awaitReply(deps, route, pending);
+  const { result } = await requestReply(
+    deps,
+    route,
+    { correlationId: id, timeoutMs: cfg.timeoutMs, interpret: interpretCeleryResult, exchange, routingKey, content, options },
+    signal,
+  );
   return resultResponse(result, facts);
 }

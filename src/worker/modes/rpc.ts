@@ -1,10 +1,10 @@
 /** `rpc` mode: publish with direct reply-to and answer with the backend's reply. */
 import { randomUUID } from 'node:crypto';
-import type { ConsumeMessage } from 'amqplib';
+import type { ConsumeMessage, Options } from 'amqplib';
 import { BridgeError } from '../../shared/errors.js';
 import { buildPublishOptions, type RequestFacts } from '../amqp/message.js';
 import type { Publisher } from '../amqp/publisher.js';
-import { DIRECT_REPLY_TO, type PendingReply, type ReplyRouter } from '../amqp/replies.js';
+import { DIRECT_REPLY_TO, type ReplyInterpreter, type ReplyRouter } from '../amqp/replies.js';
 import type { ReplyOutcome } from '../../shared/types.js';
 import { ClientGoneError, type ReceivedBody } from '../http/body.js';
 import type { ResponseSpec } from '../http/respond.js';
@@ -18,8 +18,32 @@ export interface ReplyDeps {
   readonly observeReply: (route: string, outcome: ReplyOutcome) => void;
 }
 
-/** Waits for the reply of a published request and records ok/timeout. */
-export async function awaitReply<T>(deps: ReplyDeps, route: CompiledRoute, pending: PendingReply<T>): Promise<T> {
+/** What to publish for one request whose reply we wait for. */
+export interface ReplyRequest<T> {
+  readonly correlationId: string;
+  readonly timeoutMs: number;
+  readonly interpret: ReplyInterpreter<T>;
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly content: Buffer;
+  readonly options: Options.Publish;
+}
+
+/**
+ * Publishes a request and resolves with its interpreted reply. The wait starts before the
+ * publish (a fast backend can answer before our confirm arrives), ends early when the client
+ * disconnects, and the reply counts as ok or timeout for the route.
+ */
+export async function requestReply<T>(deps: ReplyDeps, route: CompiledRoute, req: ReplyRequest<T>, signal: AbortSignal): Promise<T> {
+  const pending = deps.replies.wait(req.correlationId, req.timeoutMs, req.interpret, route.name);
+  if (signal.aborted) pending.cancel(new ClientGoneError());
+  else signal.addEventListener('abort', () => pending.cancel(new ClientGoneError()), { once: true });
+  try {
+    await deps.publisher.publish(req.exchange, req.routingKey, req.content, req.options, route.name);
+  } catch (err) {
+    pending.cancel(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  }
   try {
     const value = await pending.promise;
     deps.observeReply(route.name, 'ok');
@@ -62,12 +86,6 @@ export function replyResponse(route: CompiledRoute, message: ConsumeMessage, fac
   return { status, headers, body: message.content };
 }
 
-/** Rejects the pending reply with ClientGoneError when the client disconnects. */
-export function cancelOnAbort(signal: AbortSignal, cancel: (reason: Error) => void): void {
-  if (signal.aborted) cancel(new ClientGoneError());
-  else signal.addEventListener('abort', () => cancel(new ClientGoneError()), { once: true });
-}
-
 export async function runRpc(
   deps: ReplyDeps,
   route: CompiledRoute,
@@ -79,22 +97,25 @@ export async function runRpc(
   const routingKey = routingKeyFor(route, received);
   const correlationId = randomUUID();
   const timeoutMs = route.config.timeoutMs;
-  // Wait first: a fast backend can answer before our confirm arrives.
-  const pending = deps.replies.wait(correlationId, timeoutMs, (message) => message, route.name);
-  cancelOnAbort(signal, pending.cancel);
-  const options = {
-    ...buildPublishOptions(facts, received.summary.root),
-    correlationId,
-    replyTo: DIRECT_REPLY_TO,
-    // The broker drops the request once its caller has given up (RabbitMQ per-message TTL).
-    expiration: String(timeoutMs),
-  };
-  try {
-    await deps.publisher.publish(route.config.exchange, routingKey, received.body, options, route.name);
-  } catch (err) {
-    pending.cancel(err instanceof Error ? err : new Error(String(err)));
-    throw err;
-  }
-  const reply = await awaitReply(deps, route, pending);
+  const reply = await requestReply(
+    deps,
+    route,
+    {
+      correlationId,
+      timeoutMs,
+      interpret: (message) => message,
+      exchange: route.config.exchange,
+      routingKey,
+      content: received.body,
+      options: {
+        ...buildPublishOptions(facts, received.summary.root),
+        correlationId,
+        replyTo: DIRECT_REPLY_TO,
+        // The broker drops the request once its caller has given up (RabbitMQ per-message TTL).
+        expiration: String(timeoutMs),
+      },
+    },
+    signal,
+  );
   return replyResponse(route, reply, facts);
 }
