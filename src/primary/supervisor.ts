@@ -134,7 +134,7 @@ export class Supervisor extends EventEmitter {
       worker.on('exit', (code, signal) => {
         clearTimeout(deadline);
         const expected = this.#retiring.delete(worker) || this.#stopping;
-        this.emit('worker-exit', { slot: slot.index, pid: worker.process.pid, workerId: worker.id, code, signal, expected });
+        this.emit('worker-exit', { slot: slot.index, workerPid: worker.process.pid, workerId: worker.id, code, signal, expected });
         if (!listening) reject(new Error(`worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`));
         if (slot.worker !== worker) return;
         slot.worker = undefined;

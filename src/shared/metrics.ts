@@ -108,3 +108,17 @@ export const PRIMARY_METRICS = {
 
 /** Label for requests to paths no route matches. */
 export const UNMATCHED_ROUTE = 'unmatched';
+
+/**
+ * prom-client default metrics left out of the exposition: gauges whose names end in `_total`,
+ * which `promtool check metrics` rejects ("non-counter metrics should not have _total suffix");
+ * the same counts stay available, by type, in `nodejs_active_handles` and its siblings.
+ */
+export const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+
+/**
+ * The `bridge:metrics` id of the snapshot a worker sends unasked at the end of its drain, so a
+ * worker retired by a reload or a stop leaves its exact final counts behind (not those of the
+ * last scrape).
+ */
+export const FINAL_SNAPSHOT_ID = -1;

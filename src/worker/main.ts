@@ -20,7 +20,7 @@ import { runCelery } from './modes/celery.js';
 import { ReplyRouter } from './amqp/replies.js';
 import { withCeleryTopology } from './amqp/celery.js';
 import { WorkerMetrics } from './metrics.js';
-import { UNMATCHED_ROUTE } from '../shared/metrics.js';
+import { FINAL_SNAPSHOT_ID, UNMATCHED_ROUTE } from '../shared/metrics.js';
 import { XmlError } from '../shared/errors.js';
 import type { ReplyOutcome } from '../shared/types.js';
 import { drain } from './shutdown.js';
@@ -29,9 +29,32 @@ import { ActiveRequests } from './active-requests.js';
 let log = createLogger({ role: 'worker' });
 
 const BROKER_WAIT_BEFORE_LISTEN_MS = 5000;
+/** Below the 4 KiB that pipe writes keep atomic, so workers' lines never interleave. */
+const DEBUG_BODY_BYTES = 3072;
 
 function send(msg: WorkerToPrimary): void {
   if (process.connected) process.send?.(msg);
+}
+
+/**
+ * Hands the primary this worker's final counts before it exits (FINAL_SNAPSHOT_ID), so a reload
+ * or stop loses nothing counted since the last scrape. Bounded: a stuck channel cannot hold the exit.
+ */
+async function sendFinalSnapshot(metrics: WorkerMetrics): Promise<void> {
+  if (!process.connected) return;
+  try {
+    const msg: WorkerToPrimary = { type: 'bridge:metrics', id: FINAL_SNAPSHOT_ID, metrics: await metrics.snapshot() };
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      if (process.send?.(msg, undefined, undefined, done) === undefined) done();
+    });
+  } catch (err) {
+    log.warn('final metrics snapshot not sent', { err });
+  }
 }
 
 async function start(config: Config, slot: number, port: number, allowFallback: boolean): Promise<void> {
@@ -77,7 +100,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
 
   const run: ModeRunner = (route, facts, received, signal) => {
     if (config.logging.debugBodies) {
-      log.debug('request body', { requestId: facts.requestId, route: route.name, body: received.body.toString('utf8', 0, 4096) });
+      log.debug('request body', { requestId: facts.requestId, route: route.name, body: received.body.toString('utf8', 0, DEBUG_BODY_BYTES) });
     }
     switch (route.config.mode) {
       case 'publish':
@@ -147,6 +170,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
         config.shutdownTimeoutMs,
       );
       log.info('drained', { clean, left: active.count });
+      await sendFinalSnapshot(metrics);
       process.exit(clean ? 0 : 1);
     })());
 

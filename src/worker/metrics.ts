@@ -3,7 +3,7 @@
  * request path, and handed to the primary as JSON on request over IPC (the primary aggregates).
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { WORKER_METRICS } from '../shared/metrics.js';
+import { DROPPED_DEFAULT_METRICS, WORKER_METRICS } from '../shared/metrics.js';
 import type { PublishOutcome, ReplyOutcome } from '../shared/types.js';
 import type { XmlRejectReason } from '../shared/errors.js';
 
@@ -37,6 +37,7 @@ export class WorkerMetrics {
     new Gauge({ ...m.connected, labelNames: [], registers, collect() { this.set(live.connected() ? 1 : 0); } });
     new Gauge({ ...m.blocked, labelNames: [], registers, collect() { this.set(live.blocked() ? 1 : 0); } });
     collectDefaultMetrics({ register: this.registry });
+    for (const name of DROPPED_DEFAULT_METRICS) this.registry.removeSingleMetric(name);
   }
 
   /** Declares the label sets that should read 0 before anything happened (so rate() works). */

@@ -119,7 +119,7 @@ describe('process lifecycle', { timeout: 110_000 }, () => {
     });
     await load.whenSettled(100);
     process.kill(victim, 'SIGKILL');
-    await bridge.waitForLog((l) => l.msg === 'worker exited' && l['pid'] === victim);
+    await bridge.waitForLog((l) => l.msg === 'worker exited' && l['workerPid'] === victim);
     const exitSeenAt = performance.now();
     const refork = await bridge.waitForLog(msgIs('reforking worker'));
     assert.equal(refork['slot'], 0);
@@ -273,7 +273,7 @@ describe('process lifecycle', { timeout: 110_000 }, () => {
       process.kill(victim, 'SIGKILL');
       killed.push(victim);
       const dead = victim;
-      await Promise.race([bridge.exited, bridge.waitForLog((l) => l.msg === 'worker exited' && l['pid'] === dead).catch(() => undefined)]);
+      await Promise.race([bridge.exited, bridge.waitForLog((l) => l.msg === 'worker exited' && l['workerPid'] === dead).catch(() => undefined)]);
     }
     const exit = await bridge.exited;
     t.diagnostic(`killed ${killed.length} workers; exit ${JSON.stringify(exit)}`);

@@ -10,6 +10,7 @@ import { BridgeError } from '../../shared/errors.js';
 import type { Publisher } from '../amqp/publisher.js';
 import type { RequestFacts } from '../amqp/message.js';
 import { XmlChecker } from '../xml/check.js';
+import { UNMATCHED_ROUTE } from '../../shared/metrics.js';
 import { ClientGoneError, receiveBody, type ReceivedBody } from './body.js';
 import { parseContentType } from './content-type.js';
 import { HttpExchange } from './request.js';
@@ -98,8 +99,9 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
     const route = routes.match(path);
     if (route === undefined) {
-      immediate(res, problemResponse(new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), requestId));
-      deps.onRequestEnd({ requestId, route: 'unmatched', status: 404, bodyBytes: 0, durationMs: 0, error: undefined });
+      const notFound = new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`);
+      immediate(res, problemResponse(notFound, requestId));
+      deps.onRequestEnd({ requestId, route: UNMATCHED_ROUTE, status: 404, bodyBytes: 0, durationMs: 0, error: notFound });
       return;
     }
     // getMethod is lower-case in the native build; upper-case it for Allow checks and x-http-method.
