@@ -1,7 +1,7 @@
 /**
  * The broker's raw ingest rate: a plain amqplib ConfirmChannel publisher keeping `window`
  * persistent 1 KiB messages unconfirmed, for `seconds`. Prints one JSON line with msgs/s.
- * Usage: node dist/bench/raw-publisher.js QUEUE [seconds=10] [window=256] [format=bare|bridge]
+ * Usage: node dist/bench/raw-publisher.js QUEUE [seconds=10] [window=256] [format=bare|bridge] [type=classic|quorum]
  *
  * `bridge` sends the properties and headers the bridge sets (CONTRACT.md): the like-for-like
  * ceiling, since encoding and routing those costs the broker about a quarter of its rate here.
@@ -9,8 +9,8 @@
 import { randomUUID } from 'node:crypto';
 import amqplib from 'amqplib';
 
-const [queue, secondsArg = '10', windowArg = '256', format = 'bare'] = process.argv.slice(2);
-if (queue === undefined) throw new Error('usage: raw-publisher QUEUE [seconds] [window]');
+const [queue, secondsArg = '10', windowArg = '256', format = 'bare', queueType = 'classic'] = process.argv.slice(2);
+if (queue === undefined) throw new Error('usage: raw-publisher QUEUE [seconds] [window] [format] [type]');
 const seconds = Number(secondsArg);
 const window = Number(windowArg);
 const body = Buffer.alloc(1024, 'x');
@@ -37,7 +37,8 @@ const options = (): amqplib.Options.Publish =>
 
 const conn = await amqplib.connect('amqp://guest:guest@127.0.0.1:5672/', { noDelay: true });
 const ch = await conn.createConfirmChannel();
-await ch.assertQueue(queue, { durable: true });
+// Re-declaring with other arguments than the queue has would close the channel (406).
+await ch.assertQueue(queue, { durable: true, arguments: queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {} });
 let confirmed = 0;
 let inFlight = 0;
 let stop = false;

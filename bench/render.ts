@@ -1,0 +1,144 @@
+/** Writes a run's markdown report and SVG chart, and points the README's Benchmarks section at it. */
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { chartSvg } from './chart.js';
+import { ROOT } from './harness.js';
+import type { Measured } from './measure.js';
+import { Results, scenarioTables, summarise, targets, targetsTable } from './report.js';
+import { buildScenarios, type Scenario } from './scenarios.js';
+import { GEVENT_POOL } from './stacks.js';
+
+export interface RunInfo {
+  readonly size: 'quick' | 'full';
+  readonly seconds: number;
+  readonly rounds: number;
+  readonly workers: number;
+  readonly cores: number;
+  readonly timeoutSeconds: number;
+  readonly warmupSeconds: number;
+  readonly date: string;
+  readonly host: string;
+  readonly machine: readonly string[];
+  readonly scenarios: ReadonlyArray<{ readonly id: string; readonly conns: readonly number[]; readonly stacks: readonly string[] }>;
+  readonly minutes: number;
+  readonly command: string;
+}
+
+/** JSON has no NaN: a saved run's nulls are the NaNs it was written with. */
+function revive(runs: readonly Measured[]): Measured[] {
+  return runs.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v === null ? NaN : v])) as unknown as Measured); // same keys, nulls back to NaN
+}
+
+function scenariosOf(info: RunInfo): Scenario[] {
+  return buildScenarios(info.size).flatMap((s) => {
+    const ran = info.scenarios.find((x) => x.id === s.id);
+    return ran === undefined ? [] : [{ ...s, conns: ran.conns, stacks: s.stacks.filter((st) => ran.stacks.includes(st.id)) }];
+  });
+}
+
+function method(info: RunInfo): string {
+  return `- Everything runs on 127.0.0.1 of this one machine: wrk (2 threads), the stack under test, RabbitMQ and the
+  backends share its ${info.cores} cores. ${info.seconds} s per run, ${info.rounds} round(s): in each round every stack runs once
+  at each connection count, in turn (A B A B), and the tables quote the median over rounds (each run in
+  parentheses). Every HTTP stack first gets a ${info.warmupSeconds} s warm-up at 100 connections, not counted. Runs at 10,000
+  connections last at least 10 s: their first answers come only after about 10,000 ÷ throughput seconds.
+- Load: \`wrk -t2 -cN --timeout ${info.timeoutSeconds}s\` with \`bench/wechat-1k.lua\`: a 1 KiB WeChat Pay-style XML POST with a unique
+  \`Idempotency-Key\` per request over keep-alive connections. A request unanswered after ${info.timeoutSeconds} s is a timeout
+  (a partner gives up about then); socket errors are wrk's connect/read/write errors.
+- The bridge runs \`workers: ${info.workers}\` with its default settings otherwise; Fastify + amqplib (\`node:cluster\`) and the uWS hello
+  world run the same number of processes; gunicorn runs one sync worker per core (${info.cores}); Tornado and gevent one process.
+  The Fastify peer does not check the XML (the bridge does, while it streams in); its amqplib connection sets
+  \`noDelay\`, like the bridge's. The Python peers run on Debian's \`python3\` packages and call Celery's \`send_task\`;
+  "(confirms)" sets \`broker_transport_options = {'confirm_publish': True}\`; the blocking ones wait with
+  \`.get(timeout=5)\` (Tornado in its default thread pool). Blocking gevent serves at most ${GEVENT_POOL} requests at once: Celery's
+  \`rpc://\` result consumer opens a broker connection per waiting greenlet, and 1,000 of them exhausted the broker's
+  1,024 file descriptors and crashed its memory monitor. Any run that takes the broker past half its descriptor limit is
+  stopped, and so is the stack it measured.
+- The stacks of a scenario run side by side (idle when not measured). In publish and fire-and-forget runs each stack has
+  its own queue, purged before the run and counted once it stops growing after it: wrk stops with requests in flight
+  that land afterwards, so messages ≥ 2xx is expected and fewer messages than 2xx is flagged **LOSS**. rpc and blocking
+  Celery runs share one request queue served by one backend: \`examples/rpc-responder.ts\` (prefetch 1000), or a Celery
+  worker started as its users start it (\`celery -A app worker\`: prefork, one process per core).
+- In \`celery-wait\` every stack waits on the same Celery worker: where that worker is what the run is short of (its CPU
+  is the "backend" column), the ratios there measure the worker more than the stack.
+- Fire-and-forget Celery runs publish into the Celery queue with no worker consuming during the run, as the publish
+  runs do: the queue count can be checked, and no consumer takes cores from the stack measured.
+- Limits: \`bench/raw-publisher.ts\` (amqplib ConfirmChannel, persistent 1 KiB, the bridge's properties and headers;
+  "bare" = without them) keeps min(connections, 256) messages unconfirmed, so a 100-connection run is compared with a
+  window of 100; its window-256 run stands for 1,000 and 10,000 connections. \`bench/raw-rpc-client.ts\` keeps as many
+  requests in flight over direct reply-to as the run has connections.
+- CPU: user + system time from \`/proc\` of every process of the stack (the bridge's primary and workers), of
+  RabbitMQ's \`beam.smp\` and of the backend, over the run, per 10,000 requests answered. RSS: peak \`VmRSS\` per process,
+  sampled every 250 ms; "serving" = the workers that handle requests.`;
+}
+
+/** Writes `<base>.md` and `<base>.svg`; returns the targets table (for the console). */
+export function renderReport(info: RunInfo, rawRuns: readonly Measured[], base: string): string {
+  const runs = revive(rawRuns);
+  const scenarios = scenariosOf(info);
+  const results = new Results(summarise(scenarios, runs));
+  const rows = targets(results, scenarios);
+  const table = targetsTable(rows);
+  const name = path.basename(base);
+  writeFileSync(`${base}.svg`, chartSvg(results.cells, `xml-amqp-bridge bench, ${info.date}, ${info.host} (${info.size})`));
+  const missed = rows.filter((r) => r.pass === false).length;
+  const failed = runs.filter((r) => r.error !== '');
+  const md = [
+    `# xml-amqp-bridge benchmark: ${info.date}, ${info.host} (${info.size} run)`,
+    '',
+    `\`${info.command}\` — ${info.minutes.toFixed(1)} minutes, ${runs.length} runs. Targets: ${rows.filter((r) => r.pass === true).length} PASS, ${missed} MISS, ${rows.filter((r) => r.pass === undefined).length} not measured.`,
+    '',
+    '## Machine',
+    '',
+    ...info.machine.map((l) => `- ${l}`),
+    '',
+    '## Method',
+    '',
+    method(info),
+    '',
+    '## Targets (issue #4)',
+    '',
+    table,
+    '',
+    `![requests/s and p99 latency per scenario and stack](${name}.svg)`,
+    '',
+    '## Results by scenario',
+    '',
+    'Columns: "bridge ÷ this" = the bridge\'s requests/s over this stack\'s at the same connection count; socket errors and',
+    'timeouts are per run; "2xx / messages in queue" per run (confirmed / in queue for the raw publisher); RSS in MB; CPU',
+    'in seconds per 10,000 requests answered.',
+    '',
+    scenarioTables(results, scenarios),
+    ...(failed.length > 0 ? ['## Runs that failed', '', ...failed.map((r) => `- ${r.scenario} c${r.conns} ${r.stack} (round ${r.round + 1}): ${r.error}`), ''] : []),
+  ].join('\n');
+  writeFileSync(`${base}.md`, md);
+  return table;
+}
+
+const START = '<!-- bench:latest:start -->';
+const END = '<!-- bench:latest:end -->';
+
+/** Replaces the README block between the bench markers with a link to `<base>.md`, its targets and chart. */
+export function updateReadme(base: string, readme = path.join(ROOT, 'README.md')): boolean {
+  const text = readFileSync(readme, 'utf8');
+  const a = text.indexOf(START);
+  const b = text.indexOf(END);
+  if (a === -1 || b < a) return false;
+  const rel = path.relative(ROOT, base);
+  const report = readFileSync(`${base}.md`, 'utf8');
+  const machine = /## Machine\n\n([\s\S]*?)\n\n/.exec(report)?.[1] ?? '';
+  const targetsBlock = /## Targets \(issue #4\)\n\n([\s\S]*?)\n\n/.exec(report)?.[1] ?? '';
+  const block = [
+    START,
+    `Latest committed run: [\`${rel}.md\`](${rel}.md) (full run).`,
+    '',
+    machine,
+    '',
+    targetsBlock,
+    '',
+    `![requests/s and p99 latency per scenario and stack](${rel}.svg)`,
+    END,
+  ].join('\n');
+  writeFileSync(readme, text.slice(0, a) + block + text.slice(b + END.length));
+  return true;
+}

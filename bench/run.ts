@@ -1,0 +1,159 @@
+/**
+ * `npm run bench`: every scenario × stack of the benchmark on 127.0.0.1, bounded in time, every
+ * process started and stopped by PID; writes bench/results/<date>-<host>.md, .svg and .json.
+ *
+ * Usage: node dist/bench/run.js [--quick | --full] [--seconds N] [--rounds N] [--workers N]
+ *        [--timeout S] [--warmup S] [--scenarios a,b] [--stacks a,b] [--conns 100,1000]
+ *        [--out DIR] [--no-readme] [--render FILE.json] [--dry-run]
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT } from './harness.js';
+import type { Measured } from './measure.js';
+import { QueueAdmin } from './measure.js';
+import { renderReport, updateReadme, type RunInfo } from './render.js';
+import { runScenario, runSeconds, type Live } from './run-scenario.js';
+import { buildScenarios } from './scenarios.js';
+import { brokerPid, describeMachine, ensureDebianPackages, raisableNofile } from './system.js';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    full: { type: 'boolean', default: false },
+    seconds: { type: 'string' },
+    rounds: { type: 'string' },
+    workers: { type: 'string' },
+    timeout: { type: 'string' },
+    warmup: { type: 'string' },
+    scenarios: { type: 'string' },
+    stacks: { type: 'string' },
+    conns: { type: 'string' },
+    out: { type: 'string' },
+    'no-readme': { type: 'boolean', default: false },
+    render: { type: 'string' },
+    'dry-run': { type: 'boolean', default: false },
+  },
+});
+const log = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter((x) => x !== '');
+
+if (values.render !== undefined) {
+  // Re-render a saved run (report layout changes need no new measurements).
+  const saved = JSON.parse(readFileSync(values.render, 'utf8')) as { info: RunInfo; runs: Measured[] }; // written by this script below
+  const base = values.render.replace(/\.json$/, '');
+  renderReport(saved.info, saved.runs, base);
+  log(`bench: rendered ${base}.md and ${base}.svg`);
+  process.exit(0);
+}
+
+const size = values.full ? 'full' : 'quick';
+const cores = os.availableParallelism();
+const info0 = {
+  size,
+  seconds: Number(values.seconds ?? (size === 'full' ? 10 : 4)),
+  rounds: Number(values.rounds ?? (size === 'full' ? 3 : 1)),
+  workers: Number(values.workers ?? cores),
+  cores,
+  timeoutSeconds: Number(values.timeout ?? 5),
+  warmupSeconds: Number(values.warmup ?? (size === 'full' ? 3 : 1)),
+} as const;
+
+ensureDebianPackages(log);
+if (!existsSync(path.join(ROOT, 'dist', 'src', 'primary', 'main.js'))) throw new Error('the bridge is not built: run `npm run build` (npm run bench does)');
+const nofile = raisableNofile();
+if (nofile < 10_100) log(`bench: warning: ulimit -n can only be raised to ${nofile}; the 10,000-connection runs will hit it`);
+const beam = brokerPid();
+if (beam === undefined) log('bench: warning: no beam.smp process found; broker CPU is not measured');
+const admin = new QueueAdmin();
+try {
+  await admin.declare(`bench-probe-${process.pid}`, 'classic');
+  await admin.remove(`bench-probe-${process.pid}`);
+} catch (err) {
+  throw new Error(`RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest): ${String(err)}`);
+}
+const machine = describeMachine(nofile);
+
+const onlyScenarios = list(values.scenarios);
+const onlyStacks = list(values.stacks);
+const onlyConns = list(values.conns)?.map(Number);
+const scenarios = buildScenarios(size)
+  .filter((s) => onlyScenarios === undefined || onlyScenarios.includes(s.id))
+  .map((s) => ({
+    ...s,
+    conns: s.conns.filter((c) => onlyConns === undefined || onlyConns.includes(c)),
+    stacks: s.stacks.filter((st) => onlyStacks === undefined || onlyStacks.includes(st.id)),
+  }))
+  .filter((s) => s.stacks.length > 0 && s.conns.length > 0);
+
+const plan = scenarios.flatMap((s) => s.conns.flatMap((c) => s.stacks.filter((st) => st.conns === undefined || st.conns.includes(c)).map(() => c)));
+const runCount = plan.length * info0.rounds;
+const startCount = scenarios.reduce((n, s) => n + s.stacks.length, 0);
+const estimate = info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) + startCount * (info0.warmupSeconds + 3);
+log(`bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s); about ${Math.round(estimate / 60)} min`);
+log(`bench: ${machine.lines.join('\n       ')}`);
+if (values['dry-run']) {
+  for (const s of scenarios) log(`  ${s.id}: connections ${s.conns.join(', ')}; stacks ${s.stacks.map((st) => `${st.id}${st.conns === undefined ? '' : ` (at ${st.conns.join(', ')})`}`).join(', ')}`);
+  await admin.close();
+  process.exit(0);
+}
+
+const live: Live = new Set();
+let interrupted = false;
+const cleanup = async (signal: NodeJS.Signals): Promise<void> => {
+  if (interrupted) return;
+  interrupted = true;
+  log(`bench: ${signal}: stopping everything it started`);
+  for (const stop of [...live].reverse()) await stop().catch(() => undefined);
+  await admin.close();
+  process.exit(130);
+};
+process.on('SIGINT', (s) => void cleanup(s));
+process.on('SIGTERM', (s) => void cleanup(s));
+
+const started = Date.now();
+const tag = `${Date.now().toString(36)}`;
+const runs: Measured[] = [];
+for (const scenario of scenarios) {
+  runs.push(
+    ...(await runScenario(scenario, {
+      tag,
+      seconds: info0.seconds,
+      rounds: info0.rounds,
+      workers: info0.workers,
+      cores,
+      nofile,
+      timeoutSeconds: info0.timeoutSeconds,
+      warmupSeconds: info0.warmupSeconds,
+      brokerPid: beam,
+      admin,
+      live,
+      log: (line) => log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)}s] ${line}`),
+    })),
+  );
+}
+await admin.close();
+
+const date = new Date().toISOString().slice(0, 10);
+const outDir = values.out ?? path.join(ROOT, 'bench', 'results', ...(size === 'full' ? [] : ['tmp']));
+mkdirSync(outDir, { recursive: true });
+const base = path.join(outDir, `${date}-${machine.host}${size === 'full' ? '' : `-${size}`}`);
+const info: RunInfo = {
+  ...info0,
+  date,
+  host: machine.host,
+  machine: machine.lines,
+  scenarios: scenarios.map((s) => ({ id: s.id, conns: s.conns, stacks: s.stacks.map((st) => st.id) })),
+  minutes: (Date.now() - started) / 60_000,
+  command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+};
+writeFileSync(`${base}.json`, `${JSON.stringify({ info, runs }, null, 1)}\n`);
+const summary = renderReport(info, runs, base);
+log(`\n${summary}\n`);
+log(`bench: done in ${info.minutes.toFixed(1)} min: ${base}.md, ${base}.svg, ${base}.json`);
+if (size === 'full' && !values['no-readme'] && values.out === undefined) {
+  log(updateReadme(base) ? 'bench: README.md "Benchmarks" section now points at this run' : 'bench: README.md has no bench markers; left unchanged');
+}
