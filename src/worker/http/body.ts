@@ -37,13 +37,19 @@ export function receiveBody(
   checker: XmlChecker,
 ): Promise<ReceivedBody> {
   return new Promise<ReceivedBody>((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
     let size = 0;
     let finished = false;
+    // uWS keeps the onData handler (and so this closure) until the response ends, i.e. while
+    // we wait for the confirm or reply: drop the parser and chunks as soon as they are done
+    // with, or 10,000 waiting requests keep 10,000 saxes parsers alive.
+    let xml: XmlChecker | undefined = checker;
     const finish = (err: Error | undefined, result?: ReceivedBody): void => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
+      chunks = [];
+      xml = undefined;
       if (err) reject(err);
       else if (result) resolve(result);
     };
@@ -53,7 +59,7 @@ export function receiveBody(
     );
     exchange.onAbort(() => finish(new ClientGoneError()));
     exchange.onData((view, isLast) => {
-      if (finished) return;
+      if (finished || xml === undefined) return;
       try {
         size += view.byteLength;
         if (size > limits.maxBodyBytes) {
@@ -63,10 +69,11 @@ export function receiveBody(
           // uWS neuters the ArrayBuffer when this callback returns: keep a copy.
           const copy = Buffer.from(view);
           chunks.push(copy);
-          checker.feed(copy);
+          xml.feed(copy);
         }
         if (isLast) {
-          const summary = checker.end();
+          const summary = xml.end();
+          // One chunk (most bodies) is used as is; the length check makes the cast safe.
           finish(undefined, { body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), summary });
         }
       } catch (err) {

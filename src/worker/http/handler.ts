@@ -170,6 +170,15 @@ export function createHandler(deps: PipelineDeps): (res: HttpResponse, req: Http
   };
 }
 
+function newChecker(limits: Config['limits'], route: CompiledRoute, charset: string | undefined): XmlChecker {
+  return new XmlChecker({
+    maxDepth: limits.maxXmlDepth,
+    allowDoctype: limits.allowDoctype,
+    extract: route.extractPaths,
+    contentTypeCharset: charset,
+  });
+}
+
 async function serve(
   exchange: HttpExchange,
   route: CompiledRoute,
@@ -182,13 +191,8 @@ async function serve(
   let spec: ResponseSpec;
   let error: BridgeError | undefined;
   try {
-    const checker = new XmlChecker({
-      maxDepth: deps.limits.maxXmlDepth,
-      allowDoctype: deps.limits.allowDoctype,
-      extract: route.extractPaths,
-      contentTypeCharset: charset,
-    });
-    const received = await receiveBody(exchange, deps.limits, checker);
+    // The checker is not a local of this frame: it must not outlive the body (see body.ts).
+    const received = await receiveBody(exchange, deps.limits, newChecker(deps.limits, route, charset));
     uploadComplete = true;
     bodyBytes = received.body.byteLength;
     const gone = new AbortController();
