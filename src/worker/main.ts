@@ -160,7 +160,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
             report();
           },
           whenIdle: () => active.idle(),
-          forceClose: () => server.close(),
+          closeConnections: () => server.close(),
           closeBroker: () => {
             replies.close();
             return link.close();

@@ -1,13 +1,17 @@
 /**
- * The worker's drain: stop accepting, answer late keep-alive requests 503 + Connection: close,
- * wait for in-flight requests (and so their confirms) up to the deadline, force-close what is
- * left, close the channel and connection. Each step runs even if an earlier one failed.
+ * The worker's drain: stop accepting, serve requests that still arrive on open connections with
+ * Connection: close, wait for in-flight requests (and so their confirms) up to the deadline, then
+ * close every remaining connection -- idle keep-alive ones too -- BEFORE the broker link: a
+ * request arriving on a kept-alive connection after the broker was closed would get a 503,
+ * while a closed connection sends its client to a live worker. Each step runs even if an
+ * earlier one failed.
  */
 export interface DrainSteps {
   readonly stopListening: () => void;
   readonly setDraining: () => void;
   readonly whenIdle: () => Promise<void>;
-  readonly forceClose: () => void;
+  /** Closes every HTTP connection (uWS app.close()); in-flight ones are aborted. */
+  readonly closeConnections: () => void;
   readonly closeBroker: () => Promise<void>;
   readonly onStepError: (step: string, err: unknown) => void;
 }
@@ -31,7 +35,7 @@ export async function drain(steps: DrainSteps, deadlineMs: number): Promise<bool
     }),
   ]);
   clearTimeout(timer);
-  if (!finished) await attempt('force-close connections', steps.forceClose);
+  await attempt('close connections', steps.closeConnections);
   await attempt('close broker connection', steps.closeBroker);
   return finished;
 }
