@@ -154,6 +154,7 @@ export const configSchema = z
     allowUwsFallback: z.boolean().default(false),
     amqp: z
       .strictObject({
+        /** Entries may be `file:NAME` secret references; config.ts replaces them by the file's URL before this schema runs. */
         urls: z.array(amqpUrl).min(1).default(['amqp://guest:guest@127.0.0.1:5672/']),
         heartbeatSeconds: int(0, 600).default(10),
         reconnectSeconds: z.number().min(0.1).max(600).default(2),
@@ -183,7 +184,7 @@ export const configSchema = z
         level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
         /** Fraction of requests logged as `access` lines (0 = off, 1 = every request). */
         accessLogSampleRate: z.number().min(0).max(1).default(0),
-        /** Log request bodies (first 4 KiB, debug level). For debugging only: bodies carry partner data. */
+        /** Log request bodies (first 3 KiB, debug level). For debugging only: bodies carry partner data. */
         debugBodies: z.boolean().default(false),
       })
       .prefault({}),

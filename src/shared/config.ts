@@ -1,8 +1,9 @@
 /**
- * Loading the configuration: YAML (or JSON) file → BRIDGE_* environment overrides → schema.
- * The only module that reads process.env; every problem is reported with its path.
+ * Loading the configuration: YAML (or JSON) file → BRIDGE_* environment overrides → `file:`
+ * secrets → schema. The only module that reads process.env; every problem is reported with its path.
  */
 import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './config-schema.js';
@@ -91,13 +92,83 @@ export function applyEnvOverrides(raw: unknown, env: Env): { raw: unknown; probl
   return { raw: out, problems };
 }
 
-/** Validates a raw config object; throws ConfigError listing every problem. */
-export function validateConfig(raw: unknown, envProblems: readonly ConfigProblem[] = []): Config {
+/** Marks a secret read from a file: `file:NAME` (in $CREDENTIALS_DIRECTORY) or `file:/absolute/path`. */
+export const SECRET_FILE_PREFIX = 'file:';
+
+/** Where each secret came from, by config path (`amqp.urls[0]`): the file, or undefined if unreadable. */
+export type SecretSources = ReadonlyMap<string, string | undefined>;
+
+function errnoCode(err: unknown): string {
+  const code: unknown = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined; // Node fs errors carry a string code
+  return typeof code === 'string' ? code : String(err);
+}
+
+/**
+ * Replaces the `file:` references of secret-bearing keys (every `amqp.urls` entry) by the content
+ * of the file, so passwords stay out of the YAML: under systemd, `LoadCredential=NAME:/path`
+ * hands the file to the service as $CREDENTIALS_DIRECTORY/NAME. A relative name is resolved in
+ * $CREDENTIALS_DIRECTORY. Surrounding whitespace (the final newline) is dropped. Problems name the
+ * file, never its content.
+ */
+export function resolveSecretFiles(raw: unknown, env: Env): { raw: unknown; problems: ConfigProblem[]; sources: SecretSources } {
+  const problems: ConfigProblem[] = [];
+  const sources = new Map<string, string | undefined>();
+  if (!isRecord(raw) || !isRecord(raw['amqp']) || !Array.isArray(raw['amqp']['urls'])) return { raw, problems, sources };
+  const out = structuredClone(raw);
+  const urls = (out['amqp'] as { urls: unknown[] }).urls; // checked on `raw` just above; a clone has the same shape
+  const credentials = env['CREDENTIALS_DIRECTORY'];
+  urls.forEach((entry, i) => {
+    if (typeof entry !== 'string' || !entry.startsWith(SECRET_FILE_PREFIX)) return;
+    const at = `amqp.urls[${i}]`;
+    const ref = entry.slice(SECRET_FILE_PREFIX.length);
+    sources.set(at, undefined);
+    if (ref === '') {
+      problems.push({ path: at, message: `"${SECRET_FILE_PREFIX}" names no file` });
+      return;
+    }
+    if (!isAbsolute(ref) && (credentials === undefined || credentials === '')) {
+      problems.push({
+        path: at,
+        message:
+          `${entry} is relative to $CREDENTIALS_DIRECTORY, which is not set (systemd sets it for LoadCredential=); ` +
+          'give an absolute path or set CREDENTIALS_DIRECTORY',
+      });
+      return;
+    }
+    const file = isAbsolute(ref) ? ref : resolvePath(credentials ?? '', ref);
+    let value: string;
+    try {
+      value = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      problems.push({ path: at, message: `cannot read secret file ${file} (${errnoCode(err)})` });
+      return;
+    }
+    if (value === '') problems.push({ path: at, message: `secret file ${file} is empty` });
+    else if (/[\r\n]/.test(value)) problems.push({ path: at, message: `secret file ${file} must hold one value on a single line` });
+    else {
+      urls[i] = value;
+      sources.set(at, file);
+    }
+  });
+  return { raw: out, problems, sources };
+}
+
+/**
+ * Validates a raw config object; throws ConfigError listing every problem. `sources` (from
+ * resolveSecretFiles) names the file behind a value read from one, and silences the schema's
+ * complaint about a reference that could not be read (already reported).
+ */
+export function validateConfig(raw: unknown, envProblems: readonly ConfigProblem[] = [], sources: SecretSources = new Map()): Config {
   const result = configSchema.safeParse(raw);
   const problems: ConfigProblem[] = [...envProblems];
   if (!result.success) {
     for (const issue of result.error.issues) {
-      problems.push({ path: formatPath(issue.path), message: issue.message });
+      const path = formatPath(issue.path);
+      if (!sources.has(path)) problems.push({ path, message: issue.message });
+      else {
+        const file = sources.get(path);
+        if (file !== undefined) problems.push({ path, message: `${issue.message} (value read from ${file})` });
+      }
     }
   }
   if (problems.length > 0 || !result.success) throw new ConfigError(problems);
@@ -112,8 +183,9 @@ export function loadConfig(file: string, env: Env = process.env): Config {
   } catch (err) {
     throw new ConfigError([{ path: file, message: `cannot read: ${(err as Error).message}` }]);
   }
-  const { raw, problems } = applyEnvOverrides(parseConfigText(text, file), env);
-  return validateConfig(raw, problems);
+  const overridden = applyEnvOverrides(parseConfigText(text, file), env);
+  const secrets = resolveSecretFiles(overridden.raw, env);
+  return validateConfig(secrets.raw, [...overridden.problems, ...secrets.problems], secrets.sources);
 }
 
 /** The worker count `workers: auto` resolves to on this machine. */
