@@ -47,7 +47,8 @@ function method(info: RunInfo): string {
   (a partner gives up about then); socket errors are wrk's connect/read/write errors.
 - The bridge runs \`workers: ${info.workers}\` with its default settings otherwise; Fastify + amqplib (\`node:cluster\`) and the uWS hello
   world run the same number of processes; gunicorn runs one sync worker per core (${info.cores}); Tornado and gevent one process.
-  The Fastify peer does not check the XML (the bridge does, while it streams in); its amqplib connection sets
+  The Fastify peer does not check the XML (the bridge does, while it streams in) but publishes the same message
+  (mandatory, the contract's properties and x-http-* headers); its amqplib connection sets
   \`noDelay\`, like the bridge's. The Python peers run on Debian's \`python3\` packages and call Celery's \`send_task\`;
   "(confirms)" sets \`broker_transport_options = {'confirm_publish': True}\`; the blocking ones wait with
   \`.get(timeout=5)\` (Tornado in its default thread pool). Blocking gevent serves at most ${GEVENT_POOL} requests at once: Celery's

@@ -93,6 +93,7 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     slow: uniqueName('rpc-slow'),
     never: uniqueName('rpc-never'),
     held: uniqueName('rpc-held'),
+    gone: uniqueName('rpc-gone'),
   };
   const route = (path: string, queue: string, timeoutMs: number): Record<string, unknown> => ({
     path,
@@ -119,6 +120,7 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
         route('/orders', q.slow, SLOW_TIMEOUT_MS),
         route('/never', q.never, NEVER_TIMEOUT_MS),
         route('/held', q.held, HELD_TIMEOUT_MS),
+        route('/gone', q.gone, HELD_TIMEOUT_MS),
       ]),
     );
     fast = await startResponder({ queue: q.fast, state: 'shipped' });
@@ -234,6 +236,27 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     assert.equal(await metricValue(bridge.adminUrl, REPLIES, { route: '/never', outcome: 'timeout' }), 501);
     const rssAfter = pids.map((pid) => `${pid}: ${rssKb(pid)} kB`).join(', ');
     t.diagnostic(`worker VmRSS before ${rssBefore}; after ${rssAfter}`);
+  });
+
+  it('frees the slot as soon as the client disconnects while waiting, and counts its reply as late', async (t) => {
+    const replyDelayMs = 3000;
+    const slow = await startResponder({ queue: q.gone, delayMs: replyDelayMs });
+    t.after(() => slow.stop());
+    const late = { route: '/gone', outcome: 'late' };
+    const lateBefore = (await metricValue(bridge.adminUrl, REPLIES, late)) ?? 0;
+    const payload = Buffer.from('<xml><gone/></xml>');
+    const req = request(url('/gone'), {
+      method: 'POST',
+      agent: false,
+      headers: { 'Content-Type': 'application/xml', 'Content-Length': String(payload.byteLength) },
+    });
+    req.on('error', () => undefined);
+    req.end(payload);
+    await waitForMetric(bridge.adminUrl, IN_FLIGHT, {}, (v) => v === 1);
+    req.destroy();
+    // The slot is free long before the reply (held replyDelayMs) could have freed it.
+    await waitForMetric(bridge.adminUrl, IN_FLIGHT, {}, (v) => v === 0, replyDelayMs - 1000);
+    await waitForMetric(bridge.adminUrl, REPLIES, late, (v) => v === lateBefore + 1, replyDelayMs + 7000);
   });
 
   it('fails waiting requests with 503 at once when the broker connection drops, then serves again', async (t) => {
