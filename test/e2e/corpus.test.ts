@@ -4,72 +4,11 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { GetMessage } from 'amqplib';
-import { baseConfig, PROJECT_ROOT, startBridge, type RunningBridge } from '../helpers/bridge.js';
+import { baseConfig, startBridge, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, uniqueName } from '../helpers/broker.js';
+import { assertRootMatches, CORPUS, decodedDespiteXmllint, readManifest, type ManifestRow } from '../helpers/corpus-manifest.js';
 
-/** Third-party data: read from the shared folder, never copied into the project. */
-const CORPUS = path.resolve(PROJECT_ROOT, '..', 'shared', 'corpus');
 const ROUTE = '/corpus';
-
-interface ManifestRow {
-  readonly file: string;
-  readonly root: string;
-  readonly encoding: string;
-  readonly doctype: string;
-  readonly wellFormed: string;
-  readonly bytes: number;
-}
-
-interface Manifest {
-  readonly rows: readonly ManifestRow[];
-  /** From the "Counts" section: "91 files, 638123 bytes in all". */
-  readonly totalFiles: number;
-  readonly totalBytes: number;
-}
-
-function cells(line: string): string[] {
-  return line.split('|').slice(1, -1).map((c) => c.trim());
-}
-
-/** Parses MANIFEST.md's Files table by column name, so reordered or added columns keep working. */
-function parseManifest(text: string): Manifest {
-  const lines = text.split('\n');
-  const start = lines.findIndex((l) => l.trim() === '## Files');
-  assert.ok(start !== -1, 'MANIFEST.md has no "## Files" section');
-  const headerAt = lines.findIndex((l, i) => i > start && l.startsWith('|'));
-  const header = cells(lines[headerAt] ?? '');
-  const column = (name: string): number => {
-    const i = header.indexOf(name);
-    assert.ok(i !== -1, `MANIFEST.md Files table has no "${name}" column: ${header.join(' | ')}`);
-    return i;
-  };
-  const at = {
-    file: column('file'),
-    root: column('root element'),
-    encoding: column('encoding'),
-    doctype: column('DOCTYPE'),
-    wellFormed: column('well-formed'),
-    bytes: column('bytes'),
-  };
-  const rows: ManifestRow[] = [];
-  // headerAt + 1 is the |---| separator.
-  for (let i = headerAt + 2; i < lines.length && (lines[i] ?? '').startsWith('|'); i++) {
-    const row = cells(lines[i] ?? '');
-    assert.equal(row.length, header.length, `MANIFEST.md line ${i + 1} has ${row.length} cells, not ${header.length}`);
-    const get = (j: number): string => row[j] ?? '';
-    rows.push({
-      file: get(at.file),
-      root: get(at.root),
-      encoding: get(at.encoding),
-      doctype: get(at.doctype),
-      wellFormed: get(at.wellFormed),
-      bytes: Number(get(at.bytes)),
-    });
-  }
-  const counts = /^(\d+) files, (\d+) bytes in all/m.exec(text);
-  assert.ok(counts, 'MANIFEST.md has no "N files, B bytes in all" line');
-  return { rows, totalFiles: Number(counts[1]), totalBytes: Number(counts[2]) };
-}
 
 /** What the encoding column says: `UTF-16LE (BOM); decl "utf-16"`, `UTF-8; no decl`, … */
 interface EncodingFacts {
@@ -104,14 +43,6 @@ function contentTypes(row: ManifestRow): string[] {
   return variants;
 }
 
-/**
- * Manifest encodings the bridge decodes although xmllint (glibc iconv) called the file not
- * well-formed. "Shift_JIS declared, bytes are CP932": the bridge decodes with TextDecoder, whose
- * WHATWG Shift_JIS decoder is Windows-31J/CP932, so the NEC/IBM extension characters (lead byte
- * 0x87: ①②③Ⅲ) decode and the document is well-formed for it, as for Java's and .NET's decoders.
- */
-const DECODED_DESPITE_XMLLINT: readonly RegExp[] = [/^Shift_JIS declared, bytes are CP932\b/i];
-
 /** The status the contract and the encoding policy give for a file, from its manifest row alone. */
 function expectedStatus(row: ManifestRow, allowDoctype: boolean): 202 | 400 {
   const doctype = row.doctype.toLowerCase();
@@ -124,21 +55,7 @@ function expectedStatus(row: ManifestRow, allowDoctype: boolean): 202 | 400 {
   }
   if (/^y\b/i.test(row.wellFormed)) return 202;
   assert.match(row.wellFormed, /^n\b/i, `${row.file}: unknown well-formed value "${row.wellFormed}"`);
-  return DECODED_DESPITE_XMLLINT.some((re) => re.test(row.encoding)) ? 202 : 400;
-}
-
-/** The manifest writes long names as `prefix…(15253 chars)`. */
-function assertRoot(actual: unknown, manifestRoot: string, what: string): void {
-  assert.equal(typeof actual, 'string', `${what}: x-xml-root header missing`);
-  const root = String(actual);
-  const cut = manifestRoot.indexOf('…');
-  if (cut === -1) {
-    assert.equal(root, manifestRoot, `${what}: x-xml-root`);
-    return;
-  }
-  assert.ok(root.startsWith(manifestRoot.slice(0, cut)), `${what}: x-xml-root ${root.slice(0, 40)}… vs ${manifestRoot}`);
-  const length = /\((\d+) chars\)/.exec(manifestRoot.slice(cut))?.[1];
-  if (length !== undefined) assert.equal(root.length, Number(length), `${what}: x-xml-root length`);
+  return decodedDespiteXmllint(row) ? 202 : 400;
 }
 
 function corpusFiles(): string[] {
@@ -183,7 +100,7 @@ describe('partner corpus through the bridge', { timeout: 110_000 }, () => {
     return;
   }
 
-  const manifest = parseManifest(readFileSync(path.join(CORPUS, 'MANIFEST.md'), 'utf8'));
+  const manifest = readManifest();
 
   it('MANIFEST.md lists exactly the files on disk, with their sizes', () => {
     const listed = manifest.rows.map((r) => r.file).sort();
@@ -287,7 +204,9 @@ describe('partner corpus through the bridge', { timeout: 110_000 }, () => {
           for (const m of messages) {
             const what = `${target.name} bridge, message ${String(m.properties.messageId)}`;
             assert.ok(m.content.equals(bytes), `${what}: body differs from the file's bytes`);
-            assertRoot(m.properties.headers?.['x-xml-root'], row.root, what);
+            const root: unknown = m.properties.headers?.['x-xml-root'];
+            assert.equal(typeof root, 'string', `${what}: x-xml-root header missing`);
+            assertRootMatches(String(root), row.root, `${what}: x-xml-root`);
           }
         }
       });

@@ -4,84 +4,16 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { XmlError, type XmlRejectReason } from '../../src/shared/errors.js';
 import { XmlChecker, type XmlSummary } from '../../src/worker/xml/check.js';
 import { canonicalLabel, createDecoder, sniffEncoding } from '../../src/worker/xml/encoding.js';
-
-// Compiled to dist/test/unit/: three levels up is the project root.
-const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const CORPUS = path.resolve(PROJECT_ROOT, '..', 'shared', 'corpus');
-
-interface ManifestRow {
-  readonly file: string;
-  readonly family: string;
-  readonly root: string;
-  readonly encoding: string;
-  readonly doctype: string;
-  readonly wellFormed: string;
-  readonly bytes: number;
-  readonly notes: string;
-}
+import { assertRootMatches, CORPUS, decodedDespiteXmllint, readManifest, type ManifestRow } from '../helpers/corpus-manifest.js';
 
 type Expectation = { readonly accept: true } | { readonly accept: false; readonly reason: XmlRejectReason | 'any' };
 
-/** Parses the "## Files" table, addressing columns by their header names. */
-function readManifest(): ManifestRow[] {
-  const lines = readFileSync(path.join(CORPUS, 'MANIFEST.md'), 'utf8').split('\n');
-  const start = lines.findIndex((l) => l.trim() === '## Files');
-  assert.ok(start >= 0, 'MANIFEST.md has no "## Files" section');
-  const table: string[][] = [];
-  for (const line of lines.slice(start + 1)) {
-    if (line.startsWith('#')) break;
-    if (!line.startsWith('|')) continue;
-    table.push(line.split('|').slice(1, -1).map((cell) => cell.trim()));
-  }
-  const [header, , ...rows] = table;
-  assert.ok(header !== undefined, 'the Files table has no header');
-  const column = (name: string): number => {
-    const index = header.indexOf(name);
-    assert.ok(index >= 0, `the Files table has no "${name}" column`);
-    return index;
-  };
-  const c = {
-    file: column('file'),
-    family: column('family'),
-    root: column('root element'),
-    encoding: column('encoding'),
-    doctype: column('DOCTYPE'),
-    wellFormed: column('well-formed'),
-    bytes: column('bytes'),
-    notes: column('notes'),
-  };
-  return rows.map((cells) => {
-    const cell = (i: number): string => cells[i] ?? '';
-    return {
-      file: cell(c.file),
-      family: cell(c.family),
-      root: cell(c.root),
-      encoding: cell(c.encoding),
-      doctype: cell(c.doctype),
-      wellFormed: cell(c.wellFormed),
-      bytes: Number(cell(c.bytes)),
-      notes: cell(c.notes),
-    };
-  });
-}
-
-/**
- * WHATWG's Shift_JIS decoder is the Windows-31J/CP932 superset, so CP932-only bytes under a
- * Shift_JIS declaration decode (as Java/.NET do) although libxml2's stricter iconv marked the
- * file not well-formed.
- */
-function isCp932UnderShiftJis(row: ManifestRow): boolean {
-  const text = `${row.encoding} ${row.notes}`;
-  return /cp932/i.test(text) && /shift_jis/i.test(row.encoding);
-}
-
 /** The outcome the manifest's columns imply under the bridge's policy. */
 function expectedOutcome(row: ManifestRow, allowDoctype: boolean): Expectation {
-  const wellFormed = row.wellFormed.startsWith('y') || isCp932UnderShiftJis(row);
+  const wellFormed = row.wellFormed.startsWith('y') || decodedDespiteXmllint(row);
   if (!wellFormed) return { accept: false, reason: 'any' };
   const doctype = row.doctype.toLowerCase();
   if (doctype === 'n') return { accept: true };
@@ -119,18 +51,6 @@ function run(body: Uint8Array, allowDoctype: boolean, chunkSize?: number): XmlSu
   return checker.end();
 }
 
-function assertRoot(row: ManifestRow, root: string, how: string): void {
-  const cut = row.root.indexOf('…');
-  if (cut < 0) {
-    assert.equal(root, row.root, `${row.file} (${how}): root element`);
-    return;
-  }
-  // The manifest shortens long names as "prefix…(N chars)".
-  assert.ok(root.startsWith(row.root.slice(0, cut)), `${row.file} (${how}): root ${root.slice(0, 40)}… does not start with ${row.root.slice(0, cut)}`);
-  const length = /…\((\d+) chars\)/.exec(row.root)?.[1];
-  if (length !== undefined) assert.equal(root.length, Number(length), `${row.file} (${how}): root name length`);
-}
-
 function bytesContain(haystack: Uint8Array, needle: readonly number[]): boolean {
   outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
     for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
@@ -146,7 +66,7 @@ if (!existsSync(CORPUS)) {
     });
   });
 } else {
-  const rows = readManifest();
+  const { rows } = readManifest();
 
   describe('partner XML corpus: manifest', () => {
     it('lists every corpus file, with its byte count', () => {
@@ -178,7 +98,7 @@ if (!existsSync(CORPUS)) {
                 } catch (err) {
                   assert.fail(`${row.file} (${how}) should be accepted, got ${err instanceof XmlError ? `${err.reason}: ${err.message}` : String(err)}`);
                 }
-                assertRoot(row, summary.root, how);
+                assertRootMatches(summary.root, row.root, `${row.file} (${how})`);
               } else {
                 assert.throws(
                   () => run(body, allowDoctype, chunkSize),
