@@ -5,7 +5,12 @@ export interface SlotView {
   readonly slot: number;
   readonly pid: number | undefined;
   readonly status: WorkerStatus | undefined;
+  /** Milliseconds since the worker last reported (it reports every WORKER_HEARTBEAT_MS). */
+  readonly silentMs?: number;
 }
+
+/** A worker that has not reported for this long is hung (blocked event loop, SIGSTOP): not ready. */
+export const WORKER_SILENCE_LIMIT_MS = 5000;
 
 export interface WorkerReadiness {
   readonly slot: number;
@@ -29,6 +34,9 @@ export function workerReadiness(view: SlotView): WorkerReadiness {
     if (s.amqp === 'blocked') reasons.push('broker blocked (memory or disk alarm)');
     else if (s.amqp !== 'connected') reasons.push(`broker ${s.amqp}`);
     if (s.draining) reasons.push('draining');
+    if (view.silentMs !== undefined && view.silentMs > WORKER_SILENCE_LIMIT_MS) {
+      reasons.push(`not responding (no report for ${Math.round(view.silentMs / 1000)} s)`);
+    }
   }
   return { slot: view.slot, pid: view.pid, ready: reasons.length === 0, reasons };
 }

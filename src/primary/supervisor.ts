@@ -22,6 +22,8 @@ interface Slot {
   readonly index: number;
   worker: Worker | undefined;
   status: WorkerStatus | undefined;
+  /** When the slot's worker last reported (Date.now()). */
+  lastSeen: number;
   startedAt: number;
   failures: number;
   timer: NodeJS.Timeout | undefined;
@@ -54,6 +56,7 @@ export class Supervisor extends EventEmitter {
       index,
       worker: undefined,
       status: undefined,
+      lastSeen: 0,
       startedAt: 0,
       failures: 0,
       timer: undefined,
@@ -61,7 +64,13 @@ export class Supervisor extends EventEmitter {
   }
 
   get views(): SlotView[] {
-    return this.#slots.map((s) => ({ slot: s.index, pid: s.worker?.process.pid, status: s.status }));
+    const now = Date.now();
+    return this.#slots.map((s) => ({
+      slot: s.index,
+      pid: s.worker?.process.pid,
+      status: s.status,
+      ...(s.worker !== undefined && s.lastSeen > 0 ? { silentMs: now - s.lastSeen } : {}),
+    }));
   }
 
   /** Every worker process alive now (slots and workers still draining after a roll). */
@@ -111,6 +120,7 @@ export class Supervisor extends EventEmitter {
               }
               if (slot.worker === worker) {
                 slot.status = msg.status;
+                slot.lastSeen = Date.now();
                 this.emit('worker-status', slot.index);
               }
             }
@@ -139,6 +149,7 @@ export class Supervisor extends EventEmitter {
         if (slot.worker !== worker) return;
         slot.worker = undefined;
         slot.status = undefined;
+        slot.lastSeen = 0;
         if (!expected) this.#onCrash(slot);
       });
     });

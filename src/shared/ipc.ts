@@ -4,6 +4,9 @@
  */
 import type { Config } from './config-schema.js';
 
+/** Workers repeat their status this often, so the primary can tell a hung worker from a quiet one. */
+export const WORKER_HEARTBEAT_MS = 1000;
+
 export type AmqpState = 'connecting' | 'connected' | 'disconnected' | 'blocked';
 
 /** What a worker tells the primary about itself; the primary derives /readyz from it. */

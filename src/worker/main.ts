@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import process from 'node:process';
 import { splitHostPort } from '../shared/host-port.js';
 import type { Config } from '../shared/config-schema.js';
-import { isPrimaryToWorker, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
+import { isPrimaryToWorker, WORKER_HEARTBEAT_MS, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
 import { createLogger } from '../shared/log.js';
 import { BrokerLink } from './amqp/connection.js';
 import { Publisher } from './amqp/publisher.js';
@@ -208,6 +208,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   listening = true;
   log.info('listening', { host, port });
   report();
+  setInterval(report, WORKER_HEARTBEAT_MS).unref();
 }
 
 process.on('disconnect', () => {

@@ -226,3 +226,36 @@ describe('readiness during a graceful stop', { timeout: 60_000 }, () => {
     assert.equal(await broker.count(queue), 1);
   });
 });
+
+describe('readiness with a hung worker', { timeout: 60_000 }, () => {
+  let bridge: RunningBridge;
+
+  before(async () => {
+    bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('readyz-hung') }], { workers: WORKERS }));
+  });
+  after(async () => {
+    await bridge?.stop();
+  });
+
+  it('names a worker that stopped reporting (SIGSTOP) as not responding, and is 200 again once it resumes', async (t) => {
+    const [hung, other] = await workerPids(bridge);
+    assert.ok(hung !== undefined && other !== undefined);
+    process.kill(hung, 'SIGSTOP');
+    t.after(() => {
+      try {
+        process.kill(hung, 'SIGCONT'); // also when an assertion below throws
+      } catch {
+        // already gone
+      }
+    });
+    const down = await waitForReadyz(bridge, (r) => r.status === 503, 15_000);
+    const entry = down.workers.find((w) => w.pid === hung);
+    assert.ok(entry, JSON.stringify(down));
+    assert.equal(entry.ready, false);
+    assert.ok(entry.reasons.some((r) => r.startsWith('not responding')), JSON.stringify(entry));
+    assert.equal(down.workers.find((w) => w.pid === other)?.ready, true, 'the other worker stays ready');
+    process.kill(hung, 'SIGCONT');
+    await waitForReadyz(bridge, (r) => r.status === 200, 15_000);
+  });
+});
+

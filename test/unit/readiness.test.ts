@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { WorkerStatus } from '../../src/shared/ipc.js';
-import { readiness, type SlotView, workerReadiness } from '../../src/primary/readiness.js';
+import { readiness, type SlotView, WORKER_SILENCE_LIMIT_MS, workerReadiness } from '../../src/primary/readiness.js';
 
 const HEALTHY: WorkerStatus = { listening: true, amqp: 'connected', draining: false };
 
@@ -50,6 +50,19 @@ describe('workerReadiness', { timeout: 10_000 }, () => {
   it('lists every reason at once', () => {
     const w = workerReadiness(view(0, { listening: false, amqp: 'disconnected', draining: true }));
     assert.deepEqual(w.reasons, ['not listening', 'broker disconnected', 'draining']);
+  });
+});
+
+describe('workerReadiness and silence', { timeout: 10_000 }, () => {
+  it('names a worker that has not reported for longer than the limit as not responding', () => {
+    const quiet: SlotView = { ...view(0, {}), silentMs: WORKER_SILENCE_LIMIT_MS + 1500 };
+    const r = workerReadiness(quiet);
+    assert.equal(r.ready, false);
+    assert.deepEqual(r.reasons, ['not responding (no report for 7 s)']);
+  });
+
+  it('keeps a worker that reported within the limit ready', () => {
+    assert.equal(workerReadiness({ ...view(0, {}), silentMs: WORKER_SILENCE_LIMIT_MS }).ready, true);
   });
 });
 
