@@ -5,32 +5,13 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { MAIN, PROJECT_ROOT } from '../helpers/bridge.js';
+import { MANY_PROBLEMS_PATHS } from '../fixtures/configs/many-problems.js';
 
 const FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'configs');
 const VALID = path.join(FIXTURES, 'contract-example.yaml');
 const BROKEN = path.join(FIXTURES, 'many-problems.yaml');
 
-/** Every problem path in many-problems.yaml (one per commented line of the fixture). */
-const BROKEN_PATHS = [
-  'listen',
-  'admin',
-  'workers',
-  'shutdownTimeoutMs',
-  '(root)',
-  'amqp.urls[0]',
-  'amqp.heartbeatSeconds',
-  'topology.exchanges[0].type',
-  'limits.maxBodyBytes',
-  'limits.allowDoctype',
-  'routes[0].routingKey',
-  'routes[0].forwardHeaders[1]',
-  'routes[0].forwardHeaders[2]',
-  'routes[0]',
-  'routes[1].mode',
-  'routes[2].path',
-  'routes[2].routingKey',
-  'routes[2].timeoutMs',
-];
+const BROKEN_PATHS = MANY_PROBLEMS_PATHS;
 
 interface Run {
   readonly code: number | null;

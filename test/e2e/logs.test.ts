@@ -2,10 +2,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { baseConfig, startBridge, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { deadBrokerPort } from '../helpers/dead-broker.js';
 import { header, send } from '../helpers/publish-http.js';
 import { startLoad, summarize } from '../helpers/load.js';
 import { logAfter, waitForLogCount } from '../helpers/admin.js';
@@ -32,16 +32,6 @@ function assertLineShape(l: LogLine, startedAt: number): void {
   if (l['role'] === 'worker' && l.msg !== 'primary disconnected; exiting') {
     assert.ok(Number.isInteger(l['worker']) && Number(l['worker']) >= 0 && Number(l['worker']) < WORKERS, `worker slot: ${text}`);
   }
-}
-
-/** A port where nothing answers AMQP: a listener that accepts and immediately closes. */
-async function deadBrokerPort(): Promise<{ port: number; server: Server }> {
-  const server = createServer((socket) => socket.destroy());
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  assert.ok(typeof address === 'object' && address !== null);
-  return { port: address.port, server };
 }
 
 describe('log lines of a running bridge', { timeout: 100_000 }, () => {

@@ -1,23 +1,13 @@
 /** Broker away at start, clients that vanish mid-request, abusive headers: answers stay fast and workers survive. */
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { connect } from 'node:net';
-import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { baseConfig, startBridge, workerPids, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { deadBrokerPort } from '../helpers/dead-broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
 import { assertProblem, assertRetryAfter, send } from '../helpers/publish-http.js';
-
-/** A port where nothing answers AMQP: a listener that accepts and immediately closes. */
-async function deadBrokerPort(): Promise<{ port: number; server: Server }> {
-  const server = createServer((socket) => socket.destroy());
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  assert.ok(typeof address === 'object' && address !== null);
-  return { port: address.port, server };
-}
 
 describe('broker unreachable at start', { timeout: 60_000 }, () => {
   let bridge: RunningBridge;

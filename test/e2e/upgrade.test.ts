@@ -7,11 +7,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { baseConfig, PROJECT_ROOT, startBridge, waitUntilReady } from '../helpers/bridge.js';
 import { openBroker, uniqueName } from '../helpers/broker.js';
 import { postXml, summarize, xmlBody } from '../helpers/load.js';
 import { netnsArgv, unixToTcp } from '../helpers/netns.js';
+import { alive, stopPid as stopPidBounded } from '../helpers/pids.js';
 import type { LoadReport, ScenarioArgs, ScenarioResult } from '../helpers/upgrade-scenario.js';
 
 const UPGRADE_SH = path.join(PROJECT_ROOT, 'deploy', 'upgrade.sh');
@@ -34,31 +34,9 @@ function run(argv: readonly string[], env: Record<string, string> = {}, timeoutM
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-/** SIGTERM and poll until gone: the new instance is not our child, so there is no exit event. */
+/** SIGTERM and wait until gone (SIGKILL after 20 s). */
 async function stopPid(pid: number): Promise<void> {
-  if (!alive(pid)) return;
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + 20_000;
-  while (alive(pid)) {
-    if (Date.now() > deadline) {
-      process.kill(pid, 'SIGKILL');
-      return;
-    }
-    await sleep(50);
-  }
+  await stopPidBounded(pid, 20_000);
 }
 
 /** The value deploy/sysctl sets for `key` (the scenario gives its namespace the same). */

@@ -3,10 +3,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { baseConfig, PROJECT_ROOT, startBridge, type LogLine } from './bridge.js';
 import { startLoad, type Attempt, type LoadResult } from './load.js';
 import { tcpToUnix } from './netns.js';
+import { stopPid } from './pids.js';
 
 export interface ScenarioArgs {
   readonly queue: string;
@@ -57,34 +57,6 @@ const is2xx = (a: Attempt): boolean => a.status !== undefined && a.status >= 200
 function describeFailure(a: Attempt): string {
   if (a.error !== undefined) return a.error;
   return `${String(a.status)} ${(a.body ?? '').slice(0, 160)}`;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-/** SIGTERM, then polls until gone (not our child: no exit event to wait on); SIGKILL after `ms`. */
-async function stopPid(pid: number, ms: number): Promise<boolean> {
-  if (!alive(pid)) return true;
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + ms;
-  while (alive(pid)) {
-    if (Date.now() > deadline) {
-      process.kill(pid, 'SIGKILL');
-      return false;
-    }
-    await sleep(50);
-  }
-  return true;
 }
 
 function emit(line: unknown): void {

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import { applyEnvOverrides, loadConfig, parseConfigText, validateConfig } from '../../src/shared/config.js';
 import { ConfigError, type ConfigProblem } from '../../src/shared/errors.js';
 import { PROJECT_ROOT } from '../helpers/bridge.js';
+import { MANY_PROBLEMS_PATHS } from '../fixtures/configs/many-problems.js';
 
 const FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'configs');
 const fixture = (name: string): string => path.join(FIXTURES, name);
@@ -179,27 +180,7 @@ describe('valid config files', { timeout: 10_000 }, () => {
 describe('config problems', { timeout: 10_000 }, () => {
   it('reports every problem of a badly broken file, each with its path', () => {
     const problems = problemsOf(() => loadConfig(fixture('many-problems.yaml'), NO_ENV));
-    // One entry per commented line of the fixture.
-    const expected = [
-      'listen',
-      'admin',
-      'workers',
-      'shutdownTimeoutMs',
-      '(root)',
-      'amqp.urls[0]',
-      'amqp.heartbeatSeconds',
-      'topology.exchanges[0].type',
-      'limits.maxBodyBytes',
-      'limits.allowDoctype',
-      'routes[0].routingKey',
-      'routes[0].forwardHeaders[1]',
-      'routes[0].forwardHeaders[2]',
-      'routes[0]',
-      'routes[1].mode',
-      'routes[2].path',
-      'routes[2].routingKey',
-      'routes[2].timeoutMs',
-    ];
+    const expected = MANY_PROBLEMS_PATHS;
     const reported = new Set(pathsOf(problems));
     for (const at of expected) assert.ok(reported.has(at), `missing a problem at ${at}; got ${JSON.stringify(problems)}`);
     assert.deepEqual([...reported].filter((p) => !expected.includes(p)), [], 'problems reported at unexpected paths');
