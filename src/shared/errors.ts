@@ -20,7 +20,6 @@ export const ERROR_CODES = {
   BRIDGE_OVERLOADED: 503,
   BRIDGE_CONFIRM_TIMEOUT: 504,
   BRIDGE_REPLY_TIMEOUT: 504,
-  BRIDGE_NOT_IMPLEMENTED: 501,
   BRIDGE_INTERNAL: 500,
 } as const;
 
@@ -43,7 +42,6 @@ const TITLES: Record<ErrorCode, string> = {
   BRIDGE_OVERLOADED: 'Overloaded',
   BRIDGE_CONFIRM_TIMEOUT: 'Broker Confirm Timeout',
   BRIDGE_REPLY_TIMEOUT: 'Backend Reply Timeout',
-  BRIDGE_NOT_IMPLEMENTED: 'Not Implemented',
   BRIDGE_INTERNAL: 'Internal Server Error',
 };
 
