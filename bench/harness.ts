@@ -202,6 +202,8 @@ export interface BenchBridge {
 export interface BridgeStartOptions {
   /** Raise `ulimit -n` for the bridge (its workers inherit it). */
   readonly nofile?: number;
+  /** Node.js options for the primary, which its workers inherit (bench/profile.ts: --cpu-prof). */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** Starts the built bridge with `config` (listen/admin ports are forced to ephemeral loopback). */
@@ -209,7 +211,7 @@ export async function startBridge(config: Record<string, unknown>, options: Brid
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-'));
   const file = path.join(dir, 'config.json');
   writeFileSync(file, JSON.stringify({ ...config, listen: '127.0.0.1:0', admin: '127.0.0.1:0' }));
-  const [cmd, args] = withNofile(options.nofile, process.execPath, [path.join(ROOT, 'dist/src/primary/main.js'), '--config', file]);
+  const [cmd, args] = withNofile(options.nofile, process.execPath, [...(options.nodeArgs ?? []), path.join(ROOT, 'dist/src/primary/main.js'), '--config', file]);
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const deadline = Date.now() + 30_000;
   const stop = async (): Promise<void> => {
