@@ -122,9 +122,10 @@ function readyPort(line: string): number | undefined {
   return undefined;
 }
 
-const routePath = (mode: Mode): string => (mode === 'publish' || mode === 'celery-ff' ? '/notify' : '/order');
+export const routePath = (mode: Mode): string => (mode === 'publish' || mode === 'celery-ff' ? '/notify' : '/order');
 
-function bridgeRoute(ctx: StartContext): Record<string, unknown> {
+/** The bridge's one route for a scenario's mode (shared with bench/profile.ts). */
+export function bridgeRoute(ctx: Pick<StartContext, 'mode' | 'queue'>): Record<string, unknown> {
   switch (ctx.mode) {
     case 'publish':
       return { path: '/notify', mode: 'publish', exchange: '', routingKey: ctx.queue };

@@ -90,6 +90,8 @@ const publishRoute = z.strictObject({
   mode: z.literal('publish'),
   exchange: z.string().max(255).default(''),
   routingKey: routingKeyTemplate,
+  /** Delivery mode 2: the broker writes the message to disk before it confirms. */
+  persistent: z.boolean().default(true),
   response: z
     .strictObject({
       status: int(200, 299).default(202),
@@ -105,6 +107,8 @@ const rpcRoute = z.strictObject({
   exchange: z.string().max(255).default(''),
   routingKey: routingKeyTemplate,
   timeoutMs: int(1, 600_000).default(5000),
+  /** Transient by default: a request expires with its caller, and the reply proves delivery. */
+  persistent: z.boolean().default(false),
   replyHeaders: z.array(headerName).max(32).default([]),
 });
 

@@ -1,83 +1,95 @@
 /**
- * The bridge's error model: one class per failure, each with a stable code, the HTTP status it
- * maps to and whether the partner may retry. Classified once at the boundary (xml/, amqp/, http/);
- * nothing downstream inspects messages.
+ * The bridge's error model: one table that gives every error code its HTTP status, its title,
+ * the `bridge_amqp_publishes_total` outcome it stands for when a publish failed with it, and
+ * whether the partner may retry. Errors are classified once at the boundary (xml/, amqp/,
+ * http/); nothing downstream inspects messages. test/unit/errors.test.ts holds this table
+ * against the README's status table.
  */
+import type { PublishOutcome } from './types.js';
 
-export const ERROR_CODES = {
-  BRIDGE_NOT_FOUND: 404,
-  BRIDGE_METHOD_NOT_ALLOWED: 405,
-  BRIDGE_UPLOAD_TIMEOUT: 408,
-  BRIDGE_BODY_TOO_LARGE: 413,
-  BRIDGE_UNSUPPORTED_MEDIA_TYPE: 415,
-  BRIDGE_XML_INVALID: 400,
-  BRIDGE_BAD_REQUEST: 400,
-  BRIDGE_PUBLISH_NACKED: 502,
-  BRIDGE_UNROUTABLE: 502,
-  BRIDGE_BAD_REPLY: 502,
-  BRIDGE_TASK_FAILED: 502,
-  BRIDGE_BROKER_UNAVAILABLE: 503,
-  BRIDGE_OVERLOADED: 503,
-  BRIDGE_CONFIRM_TIMEOUT: 504,
-  BRIDGE_REPLY_TIMEOUT: 504,
-  BRIDGE_INTERNAL: 500,
-} as const;
+/**
+ * What a partner may do after the error:
+ * - `safe`: nothing reached a queue; retrying cannot duplicate anything;
+ * - `with-key`: the message may have been delivered (or processed); retry with the same
+ *   `Idempotency-Key`, which becomes `message_id`, so consumers can de-duplicate;
+ * - `no`: the same request fails the same way until the partner or the config changes.
+ */
+export type RetryAdvice = 'safe' | 'with-key' | 'no';
 
-export type ErrorCode = keyof typeof ERROR_CODES;
-export type HttpErrorStatus = (typeof ERROR_CODES)[ErrorCode];
+export interface ErrorSpec {
+  readonly status: number;
+  readonly title: string;
+  /** The publish outcome counted when a publish fails with this code; undefined: not a publish failure. */
+  readonly publishOutcome: PublishOutcome | undefined;
+  readonly retry: RetryAdvice;
+}
 
-const TITLES: Record<ErrorCode, string> = {
-  BRIDGE_NOT_FOUND: 'Not Found',
-  BRIDGE_METHOD_NOT_ALLOWED: 'Method Not Allowed',
-  BRIDGE_UPLOAD_TIMEOUT: 'Request Timeout',
-  BRIDGE_BODY_TOO_LARGE: 'Content Too Large',
-  BRIDGE_UNSUPPORTED_MEDIA_TYPE: 'Unsupported Media Type',
-  BRIDGE_XML_INVALID: 'Invalid XML',
-  BRIDGE_BAD_REQUEST: 'Bad Request',
-  BRIDGE_PUBLISH_NACKED: 'Broker Refused Message',
-  BRIDGE_UNROUTABLE: 'Message Unroutable',
-  BRIDGE_BAD_REPLY: 'Bad Reply From Backend',
-  BRIDGE_TASK_FAILED: 'Task Failed',
-  BRIDGE_BROKER_UNAVAILABLE: 'Broker Unavailable',
-  BRIDGE_OVERLOADED: 'Overloaded',
-  BRIDGE_CONFIRM_TIMEOUT: 'Broker Confirm Timeout',
-  BRIDGE_REPLY_TIMEOUT: 'Backend Reply Timeout',
-  BRIDGE_INTERNAL: 'Internal Server Error',
-};
+const spec = (status: number, title: string, publishOutcome: PublishOutcome | undefined, retry: RetryAdvice): ErrorSpec => ({
+  status,
+  title,
+  publishOutcome,
+  retry,
+});
+
+export const ERRORS = {
+  BRIDGE_BAD_REQUEST: spec(400, 'Bad Request', undefined, 'no'),
+  BRIDGE_XML_INVALID: spec(400, 'Invalid XML', undefined, 'no'),
+  BRIDGE_NOT_FOUND: spec(404, 'Not Found', undefined, 'no'),
+  BRIDGE_METHOD_NOT_ALLOWED: spec(405, 'Method Not Allowed', undefined, 'no'),
+  BRIDGE_UPLOAD_TIMEOUT: spec(408, 'Request Timeout', undefined, 'safe'),
+  BRIDGE_BODY_TOO_LARGE: spec(413, 'Content Too Large', undefined, 'no'),
+  BRIDGE_UNSUPPORTED_MEDIA_TYPE: spec(415, 'Unsupported Media Type', undefined, 'no'),
+  /** Not sent (the client is gone): the status of `bridge_http_requests_total` for such requests. */
+  BRIDGE_CLIENT_GONE: spec(499, 'Client Closed Request', undefined, 'safe'),
+  BRIDGE_INTERNAL: spec(500, 'Internal Server Error', undefined, 'with-key'),
+  BRIDGE_PUBLISH_NACKED: spec(502, 'Broker Refused Message', 'nacked', 'with-key'),
+  BRIDGE_UNROUTABLE: spec(502, 'Message Unroutable', 'returned', 'safe'),
+  BRIDGE_BAD_REPLY: spec(502, 'Bad Reply From Backend', undefined, 'with-key'),
+  BRIDGE_TASK_FAILED: spec(502, 'Task Failed', undefined, 'with-key'),
+  BRIDGE_BROKER_UNAVAILABLE: spec(503, 'Broker Unavailable', 'unavailable', 'safe'),
+  BRIDGE_OVERLOADED: spec(503, 'Overloaded', 'overloaded', 'safe'),
+  BRIDGE_CONNECTION_LOST: spec(503, 'Broker Connection Lost', 'unavailable', 'with-key'),
+  BRIDGE_CONFIRM_TIMEOUT: spec(504, 'Broker Confirm Timeout', 'timeout', 'with-key'),
+  BRIDGE_REPLY_TIMEOUT: spec(504, 'Backend Reply Timeout', undefined, 'with-key'),
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
 
 /** Base of every operational failure; `status` is what the partner sees. */
 export class BridgeError extends Error {
   readonly code: ErrorCode;
-  readonly status: HttpErrorStatus;
-  /** True when the partner can safely retry (with the same Idempotency-Key). */
-  readonly retryable: boolean;
 
   constructor(code: ErrorCode, detail: string, options?: ErrorOptions) {
     super(detail, options);
     this.name = 'BridgeError';
     this.code = code;
-    this.status = ERROR_CODES[code];
-    this.retryable = this.status >= 500 || this.status === 408;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
   }
 
   get title(): string {
-    return TITLES[this.code];
+    return ERRORS[this.code].title;
+  }
+
+  /** True when the partner may retry (see RetryAdvice for how). */
+  get retryable(): boolean {
+    return ERRORS[this.code].retry !== 'no';
   }
 
   /** RFC 9457 `type`: a stable URN per code, so clients can switch on it. */
   get type(): string {
-    return `urn:xml-amqp-bridge:problem:${this.code.slice('BRIDGE_'.length).toLowerCase().replaceAll('_', '-')}`;
+    return problemType(this.code);
   }
 }
 
+export function problemType(code: ErrorCode): string {
+  return `urn:xml-amqp-bridge:problem:${code.slice('BRIDGE_'.length).toLowerCase().replaceAll('_', '-')}`;
+}
+
 /** Why the XML layer refused a body; also the `reason` label of `bridge_xml_rejected_total`. */
-export type XmlRejectReason =
-  | 'malformed'
-  | 'too-deep'
-  | 'doctype'
-  | 'encoding'
-  | 'routing-key'
-  | 'empty';
+export type XmlRejectReason = 'malformed' | 'too-deep' | 'doctype' | 'encoding' | 'routing-key' | 'empty';
 
 export class XmlError extends BridgeError {
   readonly reason: XmlRejectReason;
@@ -85,6 +97,14 @@ export class XmlError extends BridgeError {
     super('BRIDGE_XML_INVALID', detail, options);
     this.name = 'XmlError';
     this.reason = reason;
+  }
+}
+
+/** The client disconnected before the answer: nothing is written, the request counts as 499. */
+export class ClientGoneError extends BridgeError {
+  constructor() {
+    super('BRIDGE_CLIENT_GONE', 'the client disconnected before the answer');
+    this.name = 'ClientGoneError';
   }
 }
 

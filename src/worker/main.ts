@@ -8,23 +8,19 @@ import { splitHostPort } from '../shared/host-port.js';
 import type { Config } from '../shared/config-schema.js';
 import { isPrimaryToWorker, WORKER_HEARTBEAT_MS, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
 import { createLogger } from '../shared/log.js';
+import { loadUws } from '../shared/uws.js';
+import { FINAL_SNAPSHOT_ID } from '../shared/metrics.js';
+import { withCeleryTopology } from './amqp/celery.js';
 import { BrokerLink } from './amqp/connection.js';
 import { Publisher } from './amqp/publisher.js';
-import { createHandler, type ModeRunner } from './http/handler.js';
-import { HttpServer } from './http/server.js';
-import { loadUws } from '../shared/uws.js';
-import { RouteTable } from './http/routes.js';
-import { runPublish } from './modes/publish.js';
-import { runRpc } from './modes/rpc.js';
-import { runCelery } from './modes/celery.js';
 import { ReplyRouter } from './amqp/replies.js';
-import { withCeleryTopology } from './amqp/celery.js';
+import { Admission } from './admission.js';
+import { RequestPipeline } from './http/pipeline.js';
+import { HttpServer } from './http/server.js';
 import { WorkerMetrics } from './metrics.js';
-import { FINAL_SNAPSHOT_ID, UNMATCHED_ROUTE } from '../shared/metrics.js';
-import { XmlError } from '../shared/errors.js';
-import type { ReplyOutcome } from '../shared/types.js';
+import type { RecordObserver } from './request.js';
+import { RouteTable } from './routes.js';
 import { drain } from './shutdown.js';
-import { ActiveRequests } from './active-requests.js';
 
 let log = createLogger({ role: 'worker' });
 
@@ -73,17 +69,15 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   });
   const publisher = new Publisher(link, config.amqp);
   const replies = new ReplyRouter(link);
+  const admission = new Admission(link, publisher, config.amqp);
+  const routes = new RouteTable(config);
   const metrics = new WorkerMetrics({
-    inFlight: () => publisher.inFlight,
+    inFlight: () => admission.active,
     connected: () => link.ready,
     blocked: () => link.state === 'blocked',
   });
-  metrics.declareRoutes(config.routes.map((r) => r.name ?? r.path));
-  publisher.observe = (label, outcome, seconds) => metrics.publish(label, outcome, seconds);
-  replies.on('late', (label: string | undefined) => metrics.reply(label ?? UNMATCHED_ROUTE, 'late'));
-  const replyDeps = { publisher, replies, observeReply: (route: string, outcome: ReplyOutcome) => metrics.reply(route, outcome) };
-  const routes = new RouteTable(config);
-  const active = new ActiveRequests();
+  metrics.declareRoutes(routes.routes.map((r) => r.name));
+  replies.on('late', (route: string | undefined) => metrics.lateReply(route));
   let listening = false;
   let draining = false;
 
@@ -98,57 +92,33 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   link.on('problem', ({ what, err }: { what: string; err: unknown }) => log.warn(what, { err }));
   link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
 
-  const run: ModeRunner = (route, facts, received, signal) => {
-    if (config.logging.debugBodies) {
-      log.debug('request body', { requestId: facts.requestId, route: route.name, body: received.body.toString('utf8', 0, DEBUG_BODY_BYTES) });
-    }
-    switch (route.config.mode) {
-      case 'publish':
-        return runPublish(publisher, route, facts, received);
-      case 'rpc':
-        return runRpc(replyDeps, route, facts, received, signal);
-      case 'celery':
-        return runCelery(replyDeps, route, facts, received, signal);
-      default: {
-        const unknownMode: never = route.config;
-        throw new TypeError(`unknown mode ${String(unknownMode)}`);
-      }
-    }
-  };
-  const onBug = (err: unknown): void => log.error('bug while handling a request', { err });
-  const handler = createHandler({
-    routes,
-    limits: config.limits,
-    publisher,
-    run,
-    isDraining: () => draining,
-    onRequestStart: () => active.start(),
-    onSettled: () => active.end(),
-    onRequestEnd: (record) => {
+  const records: RecordObserver = {
+    published: (r) => metrics.published(r),
+    ended: (r) => {
+      metrics.ended(r);
       if (accessRate > 0 && Math.random() < accessRate) {
-        log.info('access', {
-          requestId: record.requestId,
-          route: record.route,
-          status: record.status,
-          ms: Math.round(record.durationMs * 10) / 10,
-          bytes: record.bodyBytes,
-          code: record.error?.code,
-        });
-      }
-      metrics.request(record.route, record.status, record.durationMs / 1000, record.bodyBytes > 0 ? record.bodyBytes : undefined);
-      if (record.error instanceof XmlError) metrics.xmlRejected(record.route, record.error.reason);
-      if (record.admissionRefused && record.error) {
-        metrics.publish(record.route, record.error.code === 'BRIDGE_OVERLOADED' ? 'overloaded' : 'unavailable', undefined);
+        log.info('access', { requestId: r.requestId, route: r.route, status: r.status, ms: Math.round(r.seconds * 10_000) / 10, bytes: r.bodyBytes, code: r.error?.code });
       }
     },
-    onBug,
+  };
+  const pipeline = new RequestPipeline({
+    routes,
+    limits: config.limits,
+    admission,
+    modes: { publisher, replies },
+    isDraining: () => draining,
+    records,
+    onBug: (err, requestId) => log.error('bug while handling a request', { err, requestId }),
+    onBody: config.logging.debugBodies
+      ? (requestId, route, received) => log.debug('request body', { requestId, route, body: received.body.toString('utf8', 0, DEBUG_BODY_BYTES) })
+      : undefined,
   });
-  const server = new HttpServer(uws, handler, onBug);
+  const server = new HttpServer(uws, pipeline.handle, (err) => log.error('bug while handling a request', { err }));
 
   let drained: Promise<void> | undefined;
   const shutdown = (why: string): Promise<void> =>
     (drained ??= (async () => {
-      log.info('draining', { why, inFlight: active.count });
+      log.info('draining', { why, inFlight: admission.active });
       const clean = await drain(
         {
           stopListening: () => {
@@ -159,17 +129,19 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
             draining = true;
             report();
           },
-          whenIdle: () => active.idle(),
+          whenIdle: () => admission.idle(),
           closeConnections: () => server.close(),
           closeBroker: () => {
             replies.close();
+            publisher.close();
+            pipeline.close();
             return link.close();
           },
           onStepError: (step, err) => log.error('drain step failed', { step, err }),
         },
         config.shutdownTimeoutMs,
       );
-      log.info('drained', { clean, left: active.count });
+      log.info('drained', { clean, left: admission.active });
       await sendFinalSnapshot(metrics);
       process.exit(clean ? 0 : 1);
     })());

@@ -191,7 +191,7 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     assert.ok(typeof p.replyTo === 'string' && p.replyTo.startsWith('amq.rabbitmq.reply-to'), `reply_to ${String(p.replyTo)}`);
     assert.ok(typeof p.correlationId === 'string' && p.correlationId.length > 0, 'correlation_id set');
     assert.equal(p.expiration, String(PROPS_TIMEOUT_MS), 'expiration = the route timeout');
-    assert.equal(p.deliveryMode, 2, 'persistent');
+    assert.equal(p.deliveryMode, 1, 'transient: rpc routes are not persistent unless they say so');
     assert.ok(msg.content.equals(Buffer.from(body)), 'the request body byte for byte');
   });
 

@@ -10,6 +10,10 @@ export interface BrokerProxy {
   up(): void;
   /** Destroy every forwarded connection and accept-then-close new ones (a broker that is gone). */
   down(): void;
+  /** Stop passing the broker's bytes to the bridge (a frozen broker: no confirm, no reply arrives). */
+  freeze(): void;
+  /** Pass them again, from where they stopped. */
+  thaw(): void;
   /** Connections forwarded so far (for diagnostics). */
   readonly forwarded: () => number;
   close(): Promise<void>;
@@ -18,6 +22,7 @@ export interface BrokerProxy {
 export async function startBrokerProxy(options: { up: boolean; target?: { host: string; port: number } }): Promise<BrokerProxy> {
   const target = options.target ?? { host: '127.0.0.1', port: 5672 };
   let isUp = options.up;
+  let frozen = false;
   let forwarded = 0;
   const pairs = new Set<readonly [Socket, Socket]>();
   const server: Server = createServer((client) => {
@@ -39,7 +44,8 @@ export async function startBrokerProxy(options: { up: boolean; target?: { host: 
     client.on('close', drop);
     upstream.on('close', drop);
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (frozen) upstream.pause();
+    else upstream.pipe(client);
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -58,6 +64,17 @@ export async function startBrokerProxy(options: { up: boolean; target?: { host: 
         b.destroy();
       }
       pairs.clear();
+    },
+    freeze: () => {
+      frozen = true;
+      for (const [client, upstream] of pairs) {
+        upstream.unpipe(client);
+        upstream.pause();
+      }
+    },
+    thaw: () => {
+      frozen = false;
+      for (const [client, upstream] of pairs) upstream.pipe(client);
     },
     forwarded: () => forwarded,
     close: async () => {

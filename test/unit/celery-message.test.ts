@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ConsumeMessage, MessageProperties } from 'amqplib';
-import { encodeCeleryTask, interpretCeleryResult, queryParams, withCeleryTopology, type CeleryTaskInput } from '../../src/worker/amqp/celery.js';
+import { celeryTaskFields, celeryTemplate, interpretCeleryResult, queryParams, withCeleryTopology, type CeleryTaskInput } from '../../src/worker/amqp/celery.js';
+import type { CeleryRouteConfig } from '../../src/shared/config-schema.js';
+import { decodePublish, type DecodedPublish } from '../helpers/amqp-frames.js';
 import { validateConfig } from '../../src/shared/config.js';
 import { BridgeError } from '../../src/shared/errors.js';
 
@@ -12,14 +14,23 @@ const EMBED = { callbacks: null, errbacks: null, chain: null, chord: null };
 function task(over: Partial<CeleryTaskInput> = {}): CeleryTaskInput {
   return {
     id: ID,
-    task: 'api.core.main',
     args: [{ 'x-partner': 'acme' }, { q: 'abc' }, '<order><名前>山田太郎</名前></order>'],
-    kwargs: {},
-    replyTo: 'amq.rabbitmq.reply-to',
-    expires: '2030-01-01T00:00:05.000Z',
-    origin: 'gen123@host',
+    requestId: 'req-1',
+    messageId: 'msg-1',
+    routingKey: 'celery',
+    expires: '2030-01-01T00:00:05.000000+00:00',
     ...over,
   };
+}
+
+function celeryRoute(wait: boolean): CeleryRouteConfig {
+  const [route] = validateConfig({ routes: [{ path: '/api/core', mode: 'celery', task: 'api.core.main', wait, timeoutMs: 5000 }] }).routes;
+  return route as CeleryRouteConfig; // the celery route just validated
+}
+
+/** The task message as it goes on the wire, read back by amqplib's parser. */
+function wire(input: CeleryTaskInput, wait = input.expires !== undefined): DecodedPublish {
+  return decodePublish(celeryTemplate(celeryRoute(wait), 'gen123@host').encode(1, 131072, celeryTaskFields(input)));
 }
 
 /** An rpc:// result message as Celery's backend sends it (JSON body, correlation_id = task id). */
@@ -62,16 +73,15 @@ function bridgeErrorOf(fn: () => unknown): BridgeError {
   assert.fail('expected a BridgeError');
 }
 
-describe('encodeCeleryTask', { timeout: 10_000 }, () => {
-  it('sets every protocol 2 header the way Celery 5 as_task_v2 does', () => {
-    const { options } = encodeCeleryTask(task());
-    assert.deepEqual(options.headers, {
+describe('celery task messages', { timeout: 10_000 }, () => {
+  it('set every protocol 2 header the way Celery 5 as_task_v2 does', () => {
+    assert.deepEqual(wire(task()).properties.headers, {
       lang: 'py',
       task: 'api.core.main',
       id: ID,
       shadow: null,
       eta: null,
-      expires: '2030-01-01T00:00:05.000Z',
+      expires: '2030-01-01T00:00:05.000000+00:00',
       group: null,
       group_index: null,
       retries: 0,
@@ -82,43 +92,48 @@ describe('encodeCeleryTask', { timeout: 10_000 }, () => {
       kwargsrepr: '{}',
       origin: 'gen123@host',
       ignore_result: false,
+      'x-request-id': 'req-1',
     });
   });
 
-  it('publishes persistent, mandatory JSON with correlation_id = task id and the reply_to', () => {
-    const { options } = encodeCeleryTask(task());
-    assert.equal(options.persistent, true);
-    assert.equal(options.mandatory, true);
-    assert.equal(options.contentType, 'application/json');
-    assert.equal(options.contentEncoding, 'utf-8');
-    assert.equal(options.correlationId, ID);
-    assert.equal(options.replyTo, 'amq.rabbitmq.reply-to');
+  it('are persistent, mandatory JSON with correlation_id = task id, the reply_to and the timeout as expiration', () => {
+    const m = wire(task());
+    assert.equal(m.properties['deliveryMode'], 2);
+    assert.equal(m.method['mandatory'], true);
+    assert.equal(m.method['exchange'], 'celery');
+    assert.equal(m.method['routingKey'], 'celery');
+    assert.equal(m.properties['contentType'], 'application/json');
+    assert.equal(m.properties['contentEncoding'], 'utf-8');
+    assert.equal(m.properties['correlationId'], ID);
+    assert.equal(m.properties['messageId'], 'msg-1');
+    assert.equal(m.properties['replyTo'], 'amq.rabbitmq.reply-to');
+    assert.equal(m.properties['expiration'], '5000');
   });
 
-  it('encodes the body as UTF-8 JSON [args, kwargs, embed]', () => {
-    const input = task({ kwargs: { k: 1 } });
-    const { content } = encodeCeleryTask(input);
-    const text = content.toString('utf8');
-    assert.deepEqual(JSON.parse(text), [input.args, { k: 1 }, EMBED]);
+  it('encode the body as UTF-8 JSON [args, kwargs, embed]', () => {
+    const input = task();
+    const m = wire(input);
+    assert.deepEqual(JSON.parse(m.body.toString('utf8')), [input.args, {}, EMBED]);
     // Bytes are UTF-8, not JSON \u escapes of the CJK text: Celery decodes with content_encoding.
-    assert.ok(content.includes(Buffer.from('山田太郎', 'utf8')));
+    assert.ok(m.body.includes(Buffer.from('山田太郎', 'utf8')));
   });
 
-  it('asks for no result when there is no reply_to', () => {
-    const { options } = encodeCeleryTask(task({ replyTo: '', expires: null }));
-    assert.equal(options.replyTo, '');
-    assert.equal(options.headers?.['ignore_result'], true);
-    assert.equal(options.headers?.['expires'], null);
+  it('ask for no result, and set no expiry, when the route does not wait', () => {
+    const m = wire(task({ expires: undefined }), false);
+    assert.equal(m.properties['replyTo'], '');
+    assert.equal(m.properties['expiration'], undefined);
+    assert.equal(m.properties.headers?.['ignore_result'], true);
+    assert.equal(m.properties.headers?.['expires'], null);
   });
 
-  it("cuts argsrepr at Celery's 1024 characters, keeping the full args in the body", () => {
+  it("cut argsrepr at Celery's 1024 characters, keeping the full args in the body", () => {
     const big = 'x'.repeat(5000);
-    const { content, options } = encodeCeleryTask(task({ args: [{}, {}, big] }));
-    const argsrepr: unknown = options.headers?.['argsrepr'];
+    const m = wire(task({ args: [{}, {}, big] }));
+    const argsrepr: unknown = m.properties.headers?.['argsrepr'];
     assert.equal(typeof argsrepr, 'string');
     assert.equal(String(argsrepr).length, 1024);
     assert.ok(String(argsrepr).endsWith('...'));
-    const body: unknown = JSON.parse(content.toString('utf8'));
+    const body: unknown = JSON.parse(m.body.toString('utf8'));
     assert.ok(Array.isArray(body));
     assert.deepEqual(body[0], [{}, {}, big]);
   });

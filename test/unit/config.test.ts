@@ -84,7 +84,7 @@ describe('config defaults', { timeout: 10_000 }, () => {
       ],
     });
     const [publish, publishWithResponse, rpc, celery] = config.routes;
-    assert.deepEqual(publish, { path: '/p', mode: 'publish', exchange: '', routingKey: 'p', forwardHeaders: [] });
+    assert.deepEqual(publish, { path: '/p', mode: 'publish', exchange: '', routingKey: 'p', persistent: true, forwardHeaders: [] });
     assert.ok(publishWithResponse?.mode === 'publish');
     assert.deepEqual(publishWithResponse.response, { status: 202, body: '' });
     assert.deepEqual(rpc, {
@@ -94,6 +94,7 @@ describe('config defaults', { timeout: 10_000 }, () => {
       routingKey: 'r',
       forwardHeaders: [],
       timeoutMs: 5000,
+      persistent: false,
       replyHeaders: [],
     });
     assert.deepEqual(celery, {

@@ -35,7 +35,7 @@ function manifestEncoding(row: ManifestRow): { label: string; bom: boolean } {
 }
 
 function run(body: Uint8Array, allowDoctype: boolean, chunkSize?: number): XmlSummary {
-  const checker = new XmlChecker({ maxDepth: 256, allowDoctype, extract: [] });
+  const checker = new XmlChecker({ maxDepth: 256, allowDoctype });
   if (chunkSize === undefined) {
     checker.feed(body);
   } else {

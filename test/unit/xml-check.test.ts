@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { XmlError, type XmlRejectReason } from '../../src/shared/errors.js';
 import { XmlChecker, type XmlCheckOptions, type XmlSummary } from '../../src/worker/xml/check.js';
+import { compilePaths } from '../../src/worker/xml/paths.js';
 import { sniffEncoding } from '../../src/worker/xml/encoding.js';
 
 const utf8 = new TextEncoder();
@@ -33,27 +34,36 @@ function utf16(s: string, endian: 'le' | 'be', bom: boolean): Uint8Array {
   return out;
 }
 
-const DEFAULTS: XmlCheckOptions = { maxDepth: 64, allowDoctype: false, extract: [] };
+const DEFAULTS: XmlCheckOptions = { maxDepth: 64, allowDoctype: false };
+
+/** Checker options with the element paths to extract written out, as routes declare them. */
+type CheckOptions = Partial<XmlCheckOptions> & { readonly extract?: readonly string[] };
+
+function newChecker(options: CheckOptions = {}): XmlChecker {
+  const { extract, ...rest } = options;
+  return new XmlChecker({ ...DEFAULTS, ...rest, paths: extract === undefined || extract.length === 0 ? undefined : compilePaths(extract) });
+}
 
 /**
  * Runs a document through a fresh checker. `chunkSize` splits the body; each chunk is fed from a
  * reused scratch buffer that is overwritten after feed() returns, as the socket layer does.
  */
-function check(doc: Uint8Array | string, options: Partial<XmlCheckOptions> = {}, chunkSize?: number): XmlSummary {
+function check(doc: Uint8Array | string, options: CheckOptions = {}, chunkSize?: number): XmlSummary {
   const body = typeof doc === 'string' ? utf8.encode(doc) : doc;
-  const checker = new XmlChecker({ ...DEFAULTS, ...options });
+  const c = newChecker(options);
   if (chunkSize === undefined) {
-    checker.feed(body);
+    // As the HTTP layer feeds a body that arrived in one piece.
+    c.feed(body, true);
   } else {
     const scratch = new Uint8Array(chunkSize);
     for (let at = 0; at < body.length; at += chunkSize) {
       const piece = body.subarray(at, at + chunkSize);
       scratch.set(piece);
-      checker.feed(scratch.subarray(0, piece.length));
+      c.feed(scratch.subarray(0, piece.length), at + chunkSize >= body.length);
       scratch.fill(0xff);
     }
   }
-  return checker.end();
+  return c.end();
 }
 
 function rejects(reason: XmlRejectReason, message?: RegExp): (err: unknown) => boolean {
@@ -185,7 +195,7 @@ describe('XmlChecker: chunking', () => {
   it('decodes a multibyte character split at every position of a chunk edge', () => {
     const doc = utf8.encode('<a>中😀é</a>');
     for (let cut = 1; cut < doc.length; cut++) {
-      const checker = new XmlChecker({ ...DEFAULTS, extract: ['/a'] });
+      const checker = newChecker({ extract: ['/a'] });
       checker.feed(doc.subarray(0, cut));
       checker.feed(doc.subarray(cut));
       assert.equal(checker.end().values.get('/a'), '中😀é', `cut at ${cut}`);
@@ -194,7 +204,7 @@ describe('XmlChecker: chunking', () => {
 
   it('does not keep a reference to a fed chunk while the declaration is incomplete', () => {
     const doc = utf8.encode('<?xml version="1.0" encoding="ISO-8859-1"?><a>x</a>');
-    const checker = new XmlChecker({ ...DEFAULTS, extract: ['/a'] });
+    const checker = newChecker({ extract: ['/a'] });
     const scratch = new Uint8Array(10);
     scratch.set(doc.subarray(0, 10));
     checker.feed(scratch);
@@ -204,7 +214,7 @@ describe('XmlChecker: chunking', () => {
   });
 
   it('ignores empty chunks', () => {
-    const checker = new XmlChecker(DEFAULTS);
+    const checker = newChecker();
     checker.feed(new Uint8Array(0));
     checker.feed(utf8.encode('<a/>'));
     checker.feed(new Uint8Array(0));
@@ -245,7 +255,7 @@ describe('XmlChecker: refusals', () => {
 
   it('refuses an empty body, a BOM only, whitespace only as empty', () => {
     const message = /^empty body: an XML document is required$/;
-    assert.throws(() => new XmlChecker(DEFAULTS).end(), rejects('empty', message));
+    assert.throws(() => newChecker().end(), rejects('empty', message));
     assert.throws(() => check(''), rejects('empty', message));
     assert.throws(() => check(bytes([0xef, 0xbb, 0xbf])), rejects('empty', message));
     assert.throws(() => check(bytes([0xff, 0xfe])), rejects('empty', message));
@@ -275,7 +285,7 @@ describe('XmlChecker: refusals', () => {
   });
 
   it('throws the same error on every call after the first failure', () => {
-    const checker = new XmlChecker(DEFAULTS);
+    const checker = newChecker();
     let first: unknown;
     try {
       checker.feed(utf8.encode('<a/><b/>'));

@@ -4,61 +4,92 @@
  * backend (a JSON `{task_id, status, result, traceback, children}` to `reply_to`, with
  * `correlation_id` = task id).
  */
-import type { ConsumeMessage, Options } from 'amqplib';
-import type { Config, RouteConfig } from '../../shared/config-schema.js';
+import type { ConsumeMessage } from 'amqplib';
+import type { CeleryRouteConfig, Config, RouteConfig } from '../../shared/config-schema.js';
 import { BridgeError } from '../../shared/errors.js';
+import { PublishTemplate, type PublishFields } from './frames.js';
+import { DIRECT_REPLY_TO } from './replies.js';
+import { APP_ID } from './message.js';
 
 /** Celery's `argsrepr_maxsize`: the repr shown by monitoring tools is cut there. */
 const REPR_MAX = 1024;
 
-export interface CeleryTaskInput {
-  readonly id: string;
-  readonly task: string;
-  readonly args: readonly unknown[];
-  readonly kwargs: Readonly<Record<string, unknown>>;
-  /** Where rpc:// results go; '' when no result is wanted. */
-  readonly replyTo: string;
-  /** ISO 8601 instant after which workers discard the task, or null. */
-  readonly expires: string | null;
-  readonly origin: string;
+/** Celery's `embed` part of a protocol 2 body: no callbacks, no chain, no chord. */
+const EMBED_JSON = '{"callbacks":null,"errbacks":null,"chain":null,"chord":null}';
+
+/** Where the task goes: Celery's defaults (a direct exchange and routing key named like the queue). */
+export function celeryDestination(route: CeleryRouteConfig): { readonly exchange: string; readonly routingKey: string } {
+  return { exchange: route.exchange ?? route.queue, routingKey: route.routingKey ?? route.queue };
 }
 
-function repr(value: unknown): string {
-  const text = JSON.stringify(value);
-  return text.length > REPR_MAX ? `${text.slice(0, REPR_MAX - 3)}...` : text;
-}
+/** Task message headers that vary per task, in template order. */
+export const CELERY_HEADER_NAMES = ['id', 'root_id', 'argsrepr', 'x-request-id'] as const;
+/** With `wait`, `expires` varies too (publish time + timeoutMs). */
+const CELERY_WAIT_HEADER_NAMES = [...CELERY_HEADER_NAMES, 'expires'] as const;
 
-/** The body and publish options of one task message. */
-export function encodeCeleryTask(input: CeleryTaskInput): { content: Buffer; options: Options.Publish } {
-  const body = [input.args, input.kwargs, { callbacks: null, errbacks: null, chain: null, chord: null }];
-  return {
-    content: Buffer.from(JSON.stringify(body), 'utf8'),
-    options: {
-      persistent: true,
-      mandatory: true,
-      contentType: 'application/json',
-      contentEncoding: 'utf-8',
-      correlationId: input.id,
-      replyTo: input.replyTo,
-      headers: {
-        lang: 'py',
-        task: input.task,
-        id: input.id,
-        shadow: null,
-        eta: null,
-        expires: input.expires,
-        group: null,
-        group_index: null,
-        retries: 0,
-        timelimit: [null, null],
-        root_id: input.id,
-        parent_id: null,
-        argsrepr: repr(input.args),
-        kwargsrepr: repr(input.kwargs),
-        origin: input.origin,
-        ignore_result: input.replyTo === '',
-      },
+/**
+ * The template of a celery route's task messages, as Celery 5's `send_task` builds them
+ * (celery/app/amqp.py `as_task_v2`): JSON, persistent, mandatory; with `wait`, reply_to for the
+ * rpc:// result and the timeout as `expiration`, as send_task does with `expires`.
+ */
+export function celeryTemplate(route: CeleryRouteConfig, origin: string): PublishTemplate {
+  return new PublishTemplate({
+    exchange: celeryDestination(route).exchange,
+    mandatory: true,
+    persistent: true,
+    appId: APP_ID,
+    contentEncoding: 'utf-8',
+    correlationId: true,
+    replyTo: route.wait ? DIRECT_REPLY_TO : '',
+    expiration: route.wait ? String(route.timeoutMs) : undefined,
+    constantHeaders: {
+      lang: 'py',
+      task: route.task,
+      shadow: null,
+      eta: null,
+      ...(route.wait ? {} : { expires: null }),
+      group: null,
+      group_index: null,
+      retries: 0,
+      timelimit: [null, null],
+      parent_id: null,
+      kwargsrepr: '{}',
+      origin,
+      ignore_result: !route.wait,
     },
+    headerNames: route.wait ? CELERY_WAIT_HEADER_NAMES : CELERY_HEADER_NAMES,
+  });
+}
+
+export interface CeleryTaskInput {
+  /** The task id (also correlation_id and root_id). */
+  readonly id: string;
+  readonly args: readonly unknown[];
+  /** x-request-id: identifies a returned message. */
+  readonly requestId: string;
+  readonly messageId: string;
+  readonly routingKey: string;
+  /** With `wait`: the ISO instant after which workers discard the task (Python isoformat). */
+  readonly expires: string | undefined;
+}
+
+/**
+ * One task message's per-task fields for `celeryTemplate`: the JSON body `[args, kwargs, embed]`
+ * and the headers that vary, `args` JSON-encoded once for both the body and argsrepr.
+ */
+export function celeryTaskFields(input: CeleryTaskInput): PublishFields {
+  const argsJson = JSON.stringify(input.args);
+  const argsrepr = argsJson.length > REPR_MAX ? `${argsJson.slice(0, REPR_MAX - 3)}...` : argsJson;
+  const headerValues = [input.id, input.id, argsrepr, input.requestId];
+  if (input.expires !== undefined) headerValues.push(input.expires);
+  return {
+    routingKey: input.routingKey,
+    contentType: 'application/json',
+    messageId: input.messageId,
+    correlationId: input.id,
+    timestampSeconds: Math.floor(Date.now() / 1000),
+    headerValues,
+    body: Buffer.from(`[${argsJson},{},${EMBED_JSON}]`, 'utf8'),
   };
 }
 
@@ -120,8 +151,7 @@ export function withCeleryTopology(topology: Topology, routes: readonly RouteCon
   const bindings = [...topology.bindings];
   for (const route of routes) {
     if (route.mode !== 'celery') continue;
-    const exchange = route.exchange ?? route.queue;
-    const routingKey = route.routingKey ?? route.queue;
+    const { exchange, routingKey } = celeryDestination(route);
     if (!queues.some((q) => q.name === route.queue)) {
       queues.push({ name: route.queue, durable: true, autoDelete: false, arguments: {} });
     }

@@ -12,7 +12,6 @@ import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { Config } from '../../shared/config-schema.js';
 import type { AmqpState } from '../../shared/ipc.js';
 import { assertTopology } from './topology.js';
-import { socketOf, WriteCoalescer } from './write-coalescer.js';
 
 export interface BrokerLinkOptions {
   readonly amqp: Config['amqp'];
@@ -21,10 +20,18 @@ export interface BrokerLinkOptions {
   readonly connectionName: string;
 }
 
-/** Server-side reason a channel was closed (AMQP reply code, e.g. 404 NOT_FOUND). */
+/** Server-side reason a channel was closed: AMQP reply code (e.g. 404 NOT_FOUND) and the method that caused it. */
 export interface ChannelCloseInfo {
   readonly replyCode: number | undefined;
+  /** AMQP class and method ids of the failed operation (60/40 = basic.publish), when the broker named one. */
+  readonly classId: number | undefined;
+  readonly methodId: number | undefined;
   readonly message: string;
+}
+
+/** True when the broker closed the channel because a basic.publish named an exchange that does not exist. */
+export function isMissingExchangeOnPublish(info: ChannelCloseInfo | undefined): boolean {
+  return info?.replyCode === 404 && info.classId === 60 && info.methodId === 40;
 }
 
 /**
@@ -36,7 +43,6 @@ export class BrokerLink extends EventEmitter {
   #state: AmqpState = 'connecting';
   #channel: ConfirmChannel | undefined;
   #model: ChannelModel | undefined;
-  #coalescer: WriteCoalescer | undefined;
   #manager: AmqpConnectionManager | undefined;
   #closing: Promise<void> | undefined;
   #reopenTimer: NodeJS.Timeout | undefined;
@@ -102,11 +108,6 @@ export class BrokerLink extends EventEmitter {
     });
   }
 
-  /** Batches the frames of one event-loop turn into one socket write (see write-coalescer.ts). */
-  coalesceWrites(): void {
-    this.#coalescer?.hold();
-  }
-
   /**
    * Adds a step run on every new channel after topology and before the channel is used (e.g. the
    * direct reply-to consumer, which must exist before a request names it in reply_to).
@@ -130,7 +131,6 @@ export class BrokerLink extends EventEmitter {
     manager.on('connect', ({ connection }) => {
       // ACM types the connection as amqplib's Connection; at runtime it is the ChannelModel.
       this.#model = connection as unknown as ChannelModel;
-      this.#coalescer = WriteCoalescer.forSocket(socketOf(this.#model));
       this.#reopenAttempts = 0;
       void this.#openChannel(this.#model);
     });
@@ -138,7 +138,6 @@ export class BrokerLink extends EventEmitter {
       this.#model = undefined;
       if (this.#reopenTimer !== undefined) clearTimeout(this.#reopenTimer);
       this.#reopenTimer = undefined;
-      this.#coalescer = undefined;
       this.#dropChannel(undefined);
       this.#setState('disconnected');
       this.emit('problem', { what: 'broker connection lost', err });
@@ -161,11 +160,12 @@ export class BrokerLink extends EventEmitter {
     let closeInfo: ChannelCloseInfo | undefined;
     try {
       channel = await model.createConfirmChannel();
-      channel.on('error', (err: Error & { code?: unknown }) => {
+      channel.on('error', (err: Error & { code?: unknown; classId?: unknown; methodId?: unknown }) => {
         // amqplib emits 'error' before rejecting the channel's pending confirms, so the reason
         // is known when those callbacks run; the listener also stops amqplib from tearing
         // down the whole connection over one channel error (PITFALLS #5).
-        closeInfo = { replyCode: typeof err.code === 'number' ? err.code : undefined, message: err.message };
+        const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+        closeInfo = { replyCode: num(err.code), classId: num(err.classId), methodId: num(err.methodId), message: err.message };
         if (channel) this.#closeInfo.set(channel, closeInfo);
       });
       const opened = channel;

@@ -1,187 +1,223 @@
 /**
- * Confirm-gated publishing on the link's raw confirm channel: maps ack / nack / basic.return /
- * channel loss / timeout to an outcome, and owns the per-worker `maxInFlight` admission gate.
+ * Confirm-gated publishing on the link's confirm channel: encodes a message with its route's
+ * template, queues the frames for this turn's socket write, and settles each publish from the
+ * broker's own answers, told apart by their frames: basic.ack (confirmed, or unroutable when a
+ * basic.return came first), basic.nack, channel loss, or no answer within confirmTimeoutMs
+ * (found by one sweep timer, not a timer per publish).
  */
-import type { ConfirmChannel, Message, Options } from 'amqplib';
-import { BridgeError } from '../../shared/errors.js';
-import type { PublishOutcome } from '../../shared/types.js';
-import type { BrokerLink } from './connection.js';
+import type { ConfirmChannel, Message } from 'amqplib';
+import { BridgeError, ERRORS, type ErrorCode } from '../../shared/errors.js';
+import type { RequestRecord } from '../request.js';
+import { ConfirmWindow, type Pending, type Settlement } from './confirm-window.js';
+import { isMissingExchangeOnPublish, type BrokerLink, type ChannelCloseInfo } from './connection.js';
+import { FrameWriter } from './frame-writer.js';
+import type { PublishFields, PublishTemplate } from './frames.js';
+import { wireOf, type Wire } from './wire.js';
 
 export interface PublisherOptions {
-  readonly maxInFlight: number;
   readonly confirmTimeoutMs: number;
 }
-
-/** Called once per publish with its outcome (and confirm time when the broker answered). */
-export type PublishObserver = (label: string, outcome: PublishOutcome, confirmSeconds: number | undefined) => void;
 
 /** The header that identifies a publish when the broker hands it back with basic.return. */
 export const TRACK_HEADER = 'x-request-id';
 
-interface PendingPublish {
-  returned: boolean;
-}
+class PendingPublish implements Pending {
+  seq = 0;
+  returned = false;
+  settled = false;
+  readonly deadline: number;
+  readonly trackId: string;
+  readonly started: number;
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly record: RequestRecord;
+  readonly resolve: () => void;
+  readonly reject: (err: BridgeError) => void;
 
-/** Classifies the failure of one publish into the error the partner sees (the one mapping). */
-export function publishErrorOutcome(err: BridgeError): PublishOutcome {
-  switch (err.code) {
-    case 'BRIDGE_PUBLISH_NACKED':
-      return 'nacked';
-    case 'BRIDGE_UNROUTABLE':
-      return 'returned';
-    case 'BRIDGE_CONFIRM_TIMEOUT':
-      return 'timeout';
-    case 'BRIDGE_OVERLOADED':
-      return 'overloaded';
-    default:
-      return 'unavailable';
+  constructor(
+    started: number,
+    timeoutMs: number,
+    trackId: string,
+    fields: { readonly exchange: string; readonly routingKey: string },
+    record: RequestRecord,
+    resolve: () => void,
+    reject: (err: BridgeError) => void,
+  ) {
+    this.started = started;
+    this.deadline = started + timeoutMs;
+    this.trackId = trackId;
+    this.exchange = fields.exchange;
+    this.routingKey = fields.routingKey;
+    this.record = record;
+    this.resolve = resolve;
+    this.reject = reject;
   }
 }
 
+/** One open confirm channel with what publishing on it needs. */
+interface OpenChannel {
+  readonly channel: ConfirmChannel;
+  readonly wire: Wire;
+  readonly writer: FrameWriter;
+  readonly window: ConfirmWindow<PendingPublish>;
+}
+
+const writers = new WeakMap<Wire['socket'], FrameWriter>();
+
 export class Publisher {
-  #inFlight = 0;
-  readonly #pending = new Map<string, PendingPublish>();
   readonly #link: BrokerLink;
   readonly #options: PublisherOptions;
-  /** Set by main.ts to feed metrics. */
-  observe: PublishObserver = () => undefined;
+  #open: OpenChannel | undefined;
+  readonly #sweep: NodeJS.Timeout;
+  /** Exchanges that confirmed a publish on this connection: a 404 on publish cannot be theirs. */
+  #existingExchanges = new Set<string>();
+  #confirmed = 0;
 
   constructor(link: BrokerLink, options: PublisherOptions) {
     this.#link = link;
     this.#options = options;
-    link.on('channel', (channel: ConfirmChannel) => {
-      // Unroutable mandatory messages come back as basic.return and are then *acked*; the
-      // return always precedes the ack on the channel, so marking here is race-free (PITFALLS #2).
-      channel.on('return', (msg: Message) => {
-        const id: unknown = msg.properties.headers?.[TRACK_HEADER];
-        if (typeof id === 'string') {
-          const pending = this.#pending.get(id);
-          if (pending) pending.returned = true;
-        }
-      });
+    link.on('channel', (channel: ConfirmChannel) => this.#attach(channel));
+    link.on('state', (state: string) => {
+      if (state === 'disconnected') this.#existingExchanges = new Set();
     });
+    // Deadlines are checked 20 times per timeout: a 504 comes at most 5% late.
+    const sweepMs = Math.max(5, Math.min(250, Math.floor(options.confirmTimeoutMs / 20)));
+    this.#sweep = setInterval(() => this.#open?.window.expire(performance.now()), sweepMs);
+    this.#sweep.unref();
   }
 
-  /** Requests admitted and not yet released: publishes awaiting confirms, bodies streaming in. */
-  get inFlight(): number {
-    return this.#inFlight;
+  /** Publishes waiting for their confirm. */
+  get unconfirmed(): number {
+    return this.#open?.window.size ?? 0;
   }
 
-  /**
-   * Admission before the body is read: undefined when admitted (then `release()` exactly once),
-   * else the 503 to answer at once. Never lets a request wait for a broker that is not there.
-   */
-  admit(): BridgeError | undefined {
-    const link = this.#link;
-    if (link.state === 'blocked') {
-      return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'the broker is blocking publishers (memory or disk alarm)');
-    }
-    if (!link.ready && !link.reopening) return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
-    if (this.#inFlight >= this.#options.maxInFlight) {
-      return new BridgeError('BRIDGE_OVERLOADED', `maxInFlight (${this.#options.maxInFlight}) requests are in flight`);
-    }
-    this.#inFlight += 1;
-    return undefined;
+  /** Confirms received so far (for the admission's rate estimate). */
+  get confirmedTotal(): number {
+    return this.#confirmed;
   }
 
-  release(): void {
-    this.#inFlight -= 1;
+  /** When the oldest publish still waiting was made (performance.now()), if any waits. */
+  get oldestWaitingSince(): number | undefined {
+    return this.#open?.window.oldest?.started;
   }
 
   /**
-   * Publishes and resolves once the broker confirmed it, having routed it to at least one queue.
-   * Rejects with a BridgeError: nack or return → 502; channel/connection lost → 503 (outcome
-   * unknown, the partner retries with the same Idempotency-Key); no confirm in time → 504.
-   * `options.headers[TRACK_HEADER]` must be unique among in-flight publishes.
+   * Publishes one message and resolves once the broker confirmed it, routed to at least one queue.
+   * Rejects with a BridgeError: nack or return → 502; channel lost before the confirm → 503
+   * (outcome unknown); no confirm within confirmTimeoutMs → 504; not connected → 503. Holds
+   * `record` until settled and writes the publish outcome into it. `trackId` is the value of the
+   * message's TRACK_HEADER (unique among publishes in flight): it identifies a basic.return.
    */
-  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish, label = ''): Promise<void> {
-    const link = this.#link;
-    let channel = link.channel;
-    if (channel === undefined && link.reopening) {
+  publish(template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
+    const open = this.#open;
+    if (open !== undefined && this.#link.state !== 'blocked') return this.#publishOn(open, template, fields, trackId, record);
+    return this.#publishAfterReopen(template, fields, trackId, record);
+  }
+
+  async #publishAfterReopen(template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
+    if (this.#link.reopening) {
       // A channel error (e.g. another route's missing exchange) is being recovered from: that
       // takes milliseconds, so wait for it within the confirm budget rather than refuse.
-      channel = await link.nextChannel(this.#options.confirmTimeoutMs).catch(() => undefined);
+      await this.#link.nextChannel(this.#options.confirmTimeoutMs).catch(() => undefined);
     }
-    if (channel === undefined || link.state === 'blocked') {
-      this.observe(label, 'unavailable', undefined);
+    const open = this.#open;
+    if (open === undefined || this.#link.state === 'blocked') {
+      record.settlePublish(ERRORS.BRIDGE_BROKER_UNAVAILABLE.publishOutcome, undefined);
       throw new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
     }
-    const started = performance.now();
-    try {
-      await this.#publishOn(channel, exchange, routingKey, content, options);
-      this.observe(label, 'confirmed', (performance.now() - started) / 1000);
-    } catch (err) {
-      const outcome = err instanceof BridgeError ? publishErrorOutcome(err) : 'unavailable';
-      this.observe(label, outcome, outcome === 'nacked' || outcome === 'returned' ? (performance.now() - started) / 1000 : undefined);
-      throw err;
-    }
+    return this.#publishOn(open, template, fields, trackId, record);
   }
 
-  #publishOn(
-    channel: ConfirmChannel,
-    exchange: string,
-    routingKey: string,
-    content: Buffer,
-    options: Options.Publish,
-  ): Promise<void> {
-    const link = this.#link;
-    const trackId = String(options.headers?.[TRACK_HEADER]);
-    const entry: PendingPublish = { returned: false };
-    this.#pending.set(trackId, entry);
-
+  #publishOn(open: OpenChannel, template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
+    const frames = template.encode(open.wire.channelNumber, open.wire.frameMax, fields);
+    record.hold();
     return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const settle = (err: BridgeError | undefined): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.#pending.delete(trackId);
-        if (err) reject(err);
-        else resolve();
-      };
-      const timer = setTimeout(
-        () =>
-          settle(
-            new BridgeError('BRIDGE_CONFIRM_TIMEOUT', `the broker did not confirm within ${this.#options.confirmTimeoutMs} ms`),
-          ),
-        this.#options.confirmTimeoutMs,
+      open.window.add(
+        new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, resolve, reject),
       );
-      try {
-        channel.publish(exchange, routingKey, content, options, (err: unknown) => {
-          if (err === null || err === undefined) {
-            settle(
-              entry.returned
-                ? new BridgeError('BRIDGE_UNROUTABLE', `no queue is bound for routing key "${routingKey}" on exchange "${exchange}"`)
-                : undefined,
-            );
-          } else {
-            settle(this.#classify(channel, err, exchange));
-          }
-        });
-        // After publish: the hold must be queued behind amqplib's own flush (write-coalescer.ts).
-        link.coalesceWrites();
-      } catch (err) {
-        // amqplib throws synchronously when the channel closed between our check and the call.
-        settle(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'the broker channel is closed', { cause: err }));
-      }
+      open.writer.write(frames);
     });
   }
 
-  #classify(channel: ConfirmChannel, err: unknown, exchange: string): BridgeError {
-    const closed = this.#link.closeInfoOf(channel);
-    if (closed === undefined && err instanceof Error && err.message === 'message nacked') {
-      // amqplib reports a broker nack with exactly this message (lib/channel.js).
-      return new BridgeError('BRIDGE_PUBLISH_NACKED', 'the broker refused the message (nack), e.g. a full queue', {
-        cause: err,
-      });
+  #attach(channel: ConfirmChannel): void {
+    const wire = wireOf(channel);
+    let writer = writers.get(wire.socket);
+    if (writer === undefined) {
+      writer = new FrameWriter(wire.socket);
+      writers.set(wire.socket, writer);
     }
-    if (closed?.replyCode === 404) {
-      return new BridgeError('BRIDGE_UNROUTABLE', `exchange "${exchange}" does not exist (broker: ${closed.message})`, {
-        cause: err,
-      });
-    }
-    return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'the broker connection or channel was lost before the confirm', {
-      cause: err,
+    let lostBecause: ChannelCloseInfo | undefined;
+    const window = new ConfirmWindow<PendingPublish>((p, how) => this.#settle(p, how, lostBecause));
+    const open: OpenChannel = { channel, wire, writer, window };
+    channel.on('ack', (f: { deliveryTag: number; multiple: boolean }) => window.confirm(f.deliveryTag, f.multiple, 'ack'));
+    channel.on('nack', (f: { deliveryTag: number; multiple: boolean }) => window.confirm(f.deliveryTag, f.multiple, 'nack'));
+    // Unroutable mandatory messages come back as basic.return and are then *acked*; the return
+    // always precedes the ack on the channel, so marking here is race-free (docs/failure-modes.md #2).
+    channel.on('return', (msg: Message) => {
+      const id: unknown = msg.properties.headers?.[TRACK_HEADER];
+      if (typeof id === 'string') window.markReturned(id);
     });
+    channel.on('close', () => {
+      // The channel's 'error' (if any) came first: the reason is known here.
+      lostBecause = this.#link.closeInfoOf(channel);
+      if (this.#open === open) this.#open = undefined;
+      window.loseAll();
+    });
+    this.#open = open;
+  }
+
+  #settle(p: PendingPublish, how: Settlement, lostBecause: ChannelCloseInfo | undefined): void {
+    const seconds = (performance.now() - p.started) / 1000;
+    let code: ErrorCode | undefined;
+    let detail = '';
+    switch (how) {
+      case 'ack':
+        if (p.returned) {
+          code = 'BRIDGE_UNROUTABLE';
+          detail = `no queue is bound for routing key "${p.routingKey}" on exchange "${p.exchange}"`;
+        } else {
+          this.#confirmed += 1;
+          this.#existingExchanges.add(p.exchange);
+        }
+        break;
+      case 'nack':
+        code = 'BRIDGE_PUBLISH_NACKED';
+        detail = 'the broker refused the message (nack), e.g. a full queue';
+        break;
+      case 'timeout':
+        code = 'BRIDGE_CONFIRM_TIMEOUT';
+        detail = `the broker did not confirm within ${this.#options.confirmTimeoutMs} ms`;
+        break;
+      case 'lost':
+        // A publish to a missing exchange closes the channel (404 on basic.publish): publishes to
+        // exchanges that confirmed before were not the cause, and may have been delivered.
+        if (isMissingExchangeOnPublish(lostBecause) && !this.#existingExchanges.has(p.exchange)) {
+          code = 'BRIDGE_UNROUTABLE';
+          detail = `exchange "${p.exchange}" does not exist (broker: ${lostBecause?.message ?? ''})`;
+        } else {
+          code = 'BRIDGE_CONNECTION_LOST';
+          detail = 'the broker connection or channel was lost before the confirm';
+        }
+        break;
+      default: {
+        const never: never = how;
+        throw new TypeError(`unknown settlement ${String(never)}`);
+      }
+    }
+    const record = p.record;
+    if (code === undefined) {
+      record.settlePublish('confirmed', seconds);
+      p.resolve();
+    } else {
+      // The broker answered a nack or a return: that took a confirm's time too.
+      record.settlePublish(ERRORS[code].publishOutcome, how === 'timeout' || how === 'lost' ? undefined : seconds);
+      p.reject(new BridgeError(code, detail));
+    }
+    record.end();
+  }
+
+  /** Stops the deadline sweep (shutdown). */
+  close(): void {
+    clearInterval(this.#sweep);
   }
 }

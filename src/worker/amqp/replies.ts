@@ -1,14 +1,16 @@
 /**
  * Replies over RabbitMQ's direct reply-to: one no-ack consumer of `amq.rabbitmq.reply-to` on the
  * worker's channel (set up before the channel is used, as direct reply-to requires), a
- * correlation-id → waiter map with per-request deadlines, and counting of replies nobody waits for.
+ * correlation-id → waiter map, deadlines found by a sweep over per-timeout FIFO queues (waits with
+ * the same timeout expire in the order they began), and counting of replies nobody waits for.
  *
  * A reply to a request sent on a channel that has since closed is lost (the broker returns it
- * to the responder, PITFALLS #10): so every waiter fails at once with 503 when the channel goes.
+ * to the responder, docs/failure-modes.md #10): so every waiter fails at once when the channel goes.
  */
 import { EventEmitter } from 'node:events';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { BridgeError } from '../../shared/errors.js';
+import { DeadlineQueue } from '../deadline-queue.js';
 import type { BrokerLink } from './connection.js';
 
 export const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to';
@@ -19,15 +21,74 @@ export const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to';
  */
 export type ReplyInterpreter<T> = (message: ConsumeMessage) => T | undefined;
 
-interface Waiter {
-  readonly onMessage: (message: ConsumeMessage) => void;
-  readonly fail: (err: BridgeError) => void;
-}
-
-export interface PendingReply<T> {
+/** One request waiting for its reply. */
+export class ReplyWait<T> {
   readonly promise: Promise<T>;
+  readonly correlationId: string;
+  readonly label: string;
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  settled = false;
+
+  get finished(): boolean {
+    return this.settled;
+  }
+  #interpret: ReplyInterpreter<T> | undefined;
+  #resolve: ((value: T) => void) | undefined;
+  #reject: ((err: Error) => void) | undefined;
+  readonly #router: ReplyRouter;
+
+  constructor(router: ReplyRouter, correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>, label: string) {
+    this.#router = router;
+    this.correlationId = correlationId;
+    this.timeoutMs = timeoutMs;
+    this.deadline = performance.now() + timeoutMs;
+    this.#interpret = interpret;
+    this.label = label;
+    this.promise = new Promise<T>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    // Callers may cancel before they await (e.g. the publish failed): never an unhandled rejection.
+    this.promise.catch(() => undefined);
+  }
+
   /** Stops waiting and rejects `promise` with `reason`; a reply arriving later counts as late. */
-  cancel(reason: Error): void;
+  cancel(reason: Error): void {
+    if (this.settled) return;
+    this.#router.forget(this);
+    this.#finish(undefined, reason);
+  }
+
+  /** @internal A reply with this correlation id arrived. */
+  deliver(message: ConsumeMessage): void {
+    let value: T | undefined;
+    try {
+      value = (this.#interpret as ReplyInterpreter<T>)(message); // set until settled
+    } catch (err) {
+      this.#finish(undefined, err instanceof BridgeError ? err : new BridgeError('BRIDGE_BAD_REPLY', 'the reply could not be read', { cause: err }));
+      return;
+    }
+    if (value !== undefined) this.#finish(value, undefined);
+  }
+
+  /** @internal Settles once and drops what the wait no longer needs (waits can sit in queues). */
+  fail(err: Error): void {
+    this.#finish(undefined, err);
+  }
+
+  #finish(value: T | undefined, err: Error | undefined): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.#router.settled(this);
+    const resolve = this.#resolve;
+    const reject = this.#reject;
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    this.#interpret = undefined;
+    if (err !== undefined) reject?.(err);
+    else resolve?.(value as T); // value is the interpreted reply when err is undefined
+  }
 }
 
 /** How many given-up correlation ids are remembered to attribute late replies to their route. */
@@ -38,8 +99,11 @@ const GONE_MEMORY = 10_000;
  * gave up on it when still remembered, else undefined.
  */
 export class ReplyRouter extends EventEmitter {
-  readonly #waiters = new Map<string, Waiter>();
+  readonly #waiters = new Map<string, ReplyWait<unknown>>();
+  /** Per timeout, the waits in the order they began (so in deadline order). */
+  readonly #queues = new Map<number, DeadlineQueue<ReplyWait<unknown>>>();
   readonly #gone = new Map<string, string>();
+  readonly #sweep: NodeJS.Timeout;
 
   constructor(link: BrokerLink) {
     super();
@@ -47,6 +111,8 @@ export class ReplyRouter extends EventEmitter {
       await channel.consume(DIRECT_REPLY_TO, (msg) => msg && this.#deliver(msg), { noAck: true });
     });
     link.on('channel-closed', () => this.#failAll('the broker channel closed before the reply arrived'));
+    this.#sweep = setInterval(() => this.#expire(performance.now()), 50);
+    this.#sweep.unref();
   }
 
   /** Requests waiting for a reply. */
@@ -57,49 +123,28 @@ export class ReplyRouter extends EventEmitter {
   /**
    * Starts waiting for replies with `correlationId` (call before publishing the request, so a
    * fast reply is not missed). Rejects with BRIDGE_REPLY_TIMEOUT after `timeoutMs`, or with
-   * BRIDGE_BROKER_UNAVAILABLE when the channel closes.
+   * BRIDGE_CONNECTION_LOST when the channel closes.
    */
-  wait<T>(correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>, label = ''): PendingReply<T> {
-    let cancel = (_reason: Error): void => undefined;
-    const promise = new Promise<T>((resolve, reject) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.#waiters.delete(correlationId);
-      };
-      const timer = setTimeout(() => {
-        done();
-        this.#remember(correlationId, label);
-        reject(new BridgeError('BRIDGE_REPLY_TIMEOUT', `no reply from the backend within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#waiters.set(correlationId, {
-        onMessage: (message) => {
-          let value: T | undefined;
-          try {
-            value = interpret(message);
-          } catch (err) {
-            done();
-            reject(err instanceof BridgeError ? err : new BridgeError('BRIDGE_BAD_REPLY', 'the reply could not be read', { cause: err }));
-            return;
-          }
-          if (value === undefined) return;
-          done();
-          resolve(value);
-        },
-        fail: (err) => {
-          done();
-          reject(err);
-        },
-      });
-      cancel = (reason) => {
-        if (!this.#waiters.has(correlationId)) return;
-        done();
-        this.#remember(correlationId, label);
-        reject(reason);
-      };
-    });
-    // Callers may cancel before they await (e.g. the publish failed): never an unhandled rejection.
-    promise.catch(() => undefined);
-    return { promise, cancel: (reason) => cancel(reason) };
+  wait<T>(correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>, label = ''): ReplyWait<T> {
+    const wait = new ReplyWait<T>(this, correlationId, timeoutMs, interpret, label);
+    this.#waiters.set(correlationId, wait as ReplyWait<unknown>); // stored type-erased, delivered by correlation id
+    let queue = this.#queues.get(timeoutMs);
+    if (queue === undefined) {
+      queue = new DeadlineQueue();
+      this.#queues.set(timeoutMs, queue);
+    }
+    queue.add(wait as ReplyWait<unknown>);
+    return wait;
+  }
+
+  /** @internal A wait settled: it leaves the map; settled waits leave their queue from the front. */
+  settled(wait: { readonly correlationId: string }): void {
+    this.#waiters.delete(wait.correlationId);
+  }
+
+  /** @internal A wait was given up: a reply for it later is late, counted for its route. */
+  forget(wait: { readonly correlationId: string; readonly label: string }): void {
+    this.#remember(wait.correlationId, wait.label);
   }
 
   #deliver(message: ConsumeMessage): void {
@@ -111,7 +156,16 @@ export class ReplyRouter extends EventEmitter {
       this.emit('late', label);
       return;
     }
-    waiter.onMessage(message);
+    waiter.deliver(message);
+  }
+
+  #expire(now: number): void {
+    for (const queue of this.#queues.values()) {
+      queue.sweep(now, (wait) => {
+        this.#remember(wait.correlationId, wait.label);
+        wait.fail(new BridgeError('BRIDGE_REPLY_TIMEOUT', `no reply from the backend within ${wait.timeoutMs} ms`));
+      });
+    }
   }
 
   #remember(correlationId: string, label: string): void {
@@ -123,12 +177,12 @@ export class ReplyRouter extends EventEmitter {
   }
 
   #failAll(detail: string): void {
-    const waiters = [...this.#waiters.values()];
-    for (const w of waiters) w.fail(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', detail));
+    for (const w of [...this.#waiters.values()]) w.fail(new BridgeError('BRIDGE_CONNECTION_LOST', detail));
   }
 
-  /** Fails every waiter (shutdown). */
+  /** Fails every waiter and stops the deadline sweep (shutdown). */
   close(): void {
+    clearInterval(this.#sweep);
     this.#failAll('the bridge is shutting down');
   }
 }

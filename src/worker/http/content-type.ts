@@ -10,8 +10,20 @@ const XML_TYPE = /^(?:application\/xml|text\/xml|application\/[a-z0-9!#$&^_.+-]+
 const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)"?/i;
 const ABSENT: MediaType = { xml: true, charset: undefined };
 
+/** Partners send the same few Content-Type values over and over. */
+const seen = new Map<string, MediaType>();
+const SEEN_MAX = 64;
+
 export function parseContentType(header: string): MediaType {
   if (header === '') return ABSENT;
+  const known = seen.get(header);
+  if (known !== undefined) return known;
+  const parsed = parse(header);
+  if (seen.size < SEEN_MAX) seen.set(header, parsed);
+  return parsed;
+}
+
+function parse(header: string): MediaType {
   const semi = header.indexOf(';');
   const type = (semi === -1 ? header : header.slice(0, semi)).trim().toLowerCase();
   if (!XML_TYPE.test(type)) return { xml: false, charset: undefined };

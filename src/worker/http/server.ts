@@ -5,7 +5,7 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { BridgeError } from '../../shared/errors.js';
-import { problemResponse, writeResponse } from './respond.js';
+import { renderProblem, writeResponse } from './render.js';
 import type { Uws } from '../../shared/uws.js';
 
 export class HttpServer {
@@ -22,7 +22,7 @@ export class HttpServer {
         // A throw escaping a uWS handler aborts the whole process (PITFALLS #7): answer 500.
         onBug(err);
         try {
-          writeResponse(res, problemResponse(new BridgeError('BRIDGE_INTERNAL', 'internal error'), 'unknown'));
+          writeResponse(res, renderProblem(new BridgeError('BRIDGE_INTERNAL', 'internal error'), 'unknown'), 'unknown', undefined, true);
         } catch {
           // the response had been written already; nothing more to do
         }

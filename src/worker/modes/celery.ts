@@ -1,15 +1,11 @@
 /** `celery` mode: a Celery task protocol 2 message; with `wait`, the rpc:// result as the answer. */
 import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
-import type { RequestFacts } from '../amqp/message.js';
-import { encodeCeleryTask, interpretCeleryResult, queryParams } from '../amqp/celery.js';
-import { DIRECT_REPLY_TO } from '../amqp/replies.js';
-import type { ReceivedBody } from '../http/body.js';
-import type { ResponseSpec } from '../http/respond.js';
-import type { CompiledRoute } from '../http/routes.js';
-import { requestReply, type ReplyDeps } from './rpc.js';
-
-const ORIGIN = `gen${process.pid}@${hostname()}`;
+import { TextDecoder } from 'node:util';
+import { celeryTaskFields, interpretCeleryResult, queryParams } from '../amqp/celery.js';
+import type { ModeResult, ReceivedBody } from '../request.js';
+import type { CompiledCeleryRoute } from '../routes.js';
+import type { ModeDeps, ModeRequest } from './mode.js';
+import { requestReply } from './request-reply.js';
 
 /**
  * What Python's `datetime.isoformat()` writes: microseconds and an explicit offset. Celery 5.2's
@@ -20,61 +16,51 @@ export function pythonIsoformat(date: Date): string {
   return date.toISOString().replace(/Z$/, '000+00:00');
 }
 
-/** The body as text in its own encoding (the task gets a str, as the Python stacks passed it). */
+/** Whole-body decoders by encoding label: each use decodes and flushes, so no state carries over. */
+const decoders = new Map<string, TextDecoder>();
+const STREAM = { stream: true } as const;
+
+/**
+ * The body as text in its own encoding (the task gets a str, as the Python stacks passed it).
+ * The XML check decoded it strictly already, so this cannot fail. Streaming call and flush:
+ * Node 20's one-shot windows-1252 decode takes a Latin-1 shortcut (0x80 → U+0080, not €).
+ */
 export function bodyText(received: ReceivedBody): string {
-  return new TextDecoder(received.summary.encoding).decode(received.body);
+  const label = received.summary.encoding;
+  let decoder = decoders.get(label);
+  if (decoder === undefined) {
+    decoder = new TextDecoder(label);
+    // Bounded by the WHATWG encodings the XML check accepts.
+    decoders.set(label, decoder);
+  }
+  return decoder.decode(received.body, STREAM) + decoder.decode();
 }
 
 /** A task result as HTTP: a string as is (XML-looking text as application/xml), else JSON. */
-export function resultResponse(result: unknown, facts: RequestFacts): ResponseSpec {
-  const headers: Array<readonly [string, string]> = [['X-Request-Id', facts.requestId]];
+export function resultResult(result: unknown): ModeResult {
   if (typeof result === 'string') {
     const type = result.trimStart().startsWith('<') ? 'application/xml; charset=utf-8' : 'text/plain; charset=utf-8';
-    return { status: 200, headers: [['Content-Type', type], ...headers], body: result };
+    return { kind: 'reply', status: 200, headers: [['Content-Type', type]], body: result };
   }
-  return { status: 200, headers: [['Content-Type', 'application/json'], ...headers], body: JSON.stringify(result ?? null) };
+  return { kind: 'reply', status: 200, headers: [['Content-Type', 'application/json']], body: JSON.stringify(result ?? null) };
 }
 
-export async function runCelery(
-  deps: ReplyDeps,
-  route: CompiledRoute,
-  facts: RequestFacts,
-  received: ReceivedBody,
-  signal: AbortSignal,
-): Promise<ResponseSpec> {
+export async function runCelery(req: ModeRequest<CompiledCeleryRoute>, deps: ModeDeps): Promise<ModeResult> {
+  const { route, facts, body } = req;
   const cfg = route.config;
-  if (cfg.mode !== 'celery') throw new TypeError(`runCelery called for a ${cfg.mode} route`);
   const id = randomUUID();
-  const { content, options } = encodeCeleryTask({
+  const fields = celeryTaskFields({
     id,
-    task: cfg.task,
-    args: [facts.allHeaders ?? {}, queryParams(facts.query), bodyText(received)],
-    kwargs: {},
-    replyTo: cfg.wait ? DIRECT_REPLY_TO : '',
-    expires: cfg.wait ? pythonIsoformat(new Date(Date.now() + cfg.timeoutMs)) : null,
-    origin: ORIGIN,
+    args: [facts.allHeaders ?? {}, queryParams(facts.query), bodyText(body)],
+    requestId: facts.requestId,
+    messageId: facts.messageId,
+    routingKey: route.routingKey,
+    expires: cfg.wait ? pythonIsoformat(new Date(Date.now() + cfg.timeoutMs)) : undefined,
   });
-  // x-request-id tracks basic.return (publisher.ts); message_id lets consumers de-duplicate.
-  options.messageId = facts.messageId;
-  // As Celery's send_task does with `expires`: the broker drops the task once its caller is gone.
-  if (cfg.wait) options.expiration = String(cfg.timeoutMs);
-  options.headers = { ...options.headers, 'x-request-id': facts.requestId };
-  const exchange = cfg.exchange ?? cfg.queue;
-  const routingKey = cfg.routingKey ?? cfg.queue;
-
   if (!cfg.wait) {
-    await deps.publisher.publish(exchange, routingKey, content, options, route.name);
-    return {
-      status: 202,
-      headers: [['Content-Type', 'application/json'], ['X-Request-Id', facts.requestId], ['Message-Id', facts.messageId]],
-      body: JSON.stringify({ task_id: id }),
-    };
+    await deps.publisher.publish(route.template, fields, facts.requestId, req.record);
+    return { kind: 'task-queued', taskId: id };
   }
-  const { result } = await requestReply(
-    deps,
-    route,
-    { correlationId: id, timeoutMs: cfg.timeoutMs, interpret: interpretCeleryResult, exchange, routingKey, content, options },
-    signal,
-  );
-  return resultResponse(result, facts);
+  const { result } = await requestReply(req, deps, { correlationId: id, timeoutMs: cfg.timeoutMs, interpret: interpretCeleryResult, template: route.template, fields });
+  return resultResult(result);
 }

@@ -1,0 +1,170 @@
+/**
+ * The request path, top to bottom: read the head (route, method, Content-Type, declared size)
+ * and admit the request -- all before a byte of body is read -- then stream the body through the
+ * XML check, run the route's mode, answer, and hand the request's one record on once the answer
+ * is out and its publish settled. Every failure is a BridgeError rendered by render.ts;
+ * anything else is a bug, answered 500 and reported.
+ */
+import { randomUUID } from 'node:crypto';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Config } from '../../shared/config-schema.js';
+import { BridgeError, ClientGoneError, ERRORS } from '../../shared/errors.js';
+import { UNMATCHED_ROUTE } from '../../shared/metrics.js';
+import type { Admission } from '../admission.js';
+import { DeadlineQueue } from '../deadline-queue.js';
+import { runMode } from '../modes/dispatch.js';
+import type { ModeDeps } from '../modes/mode.js';
+import { RequestRecord, type ReceivedBody, type RecordObserver, type RequestFacts } from '../request.js';
+import type { CompiledRoute, RouteTable } from '../routes.js';
+import { XmlChecker } from '../xml/check.js';
+import { HttpExchange, type BodySink } from './exchange.js';
+import { readHead } from './head.js';
+import { renderProblem, renderResult, writeResponse, type Rendered } from './render.js';
+
+export interface PipelineDeps {
+  readonly routes: RouteTable;
+  readonly limits: Config['limits'];
+  readonly admission: Admission;
+  readonly modes: ModeDeps;
+  readonly isDraining: () => boolean;
+  /** Hears of every request's publish and end (metrics, access log). */
+  readonly records: RecordObserver;
+  /** A bug surfaced while handling a request (answered 500). */
+  readonly onBug: (err: unknown, requestId: string) => void;
+  /** Sees each complete body before its mode runs (debug logging), when set. */
+  readonly onBody?: ((requestId: string, route: string, received: ReceivedBody) => void) | undefined;
+}
+
+export class RequestPipeline {
+  readonly #deps: PipelineDeps;
+  readonly #uploads = new DeadlineQueue<HttpExchange>();
+  readonly #sweep: NodeJS.Timeout;
+
+  constructor(deps: PipelineDeps) {
+    this.#deps = deps;
+    const timeoutMs = deps.limits.requestTimeoutMs;
+    this.#sweep = setInterval(
+      () => this.#uploads.sweep(performance.now(), (exchange) => exchange.uploadTimedOut(timeoutMs)),
+      Math.max(10, Math.min(250, Math.floor(timeoutMs / 20))),
+    );
+    this.#sweep.unref();
+  }
+
+  /** The uWS handler for every path and method. */
+  readonly handle = (res: HttpResponse, req: HttpRequest): void => {
+    const deps = this.#deps;
+    const startedAt = performance.now();
+    const requestId = randomUUID();
+    const head = readHead(req, res, deps.routes, deps.limits, requestId);
+    if ('error' in head) {
+      this.#refuse(res, head.route, startedAt, requestId, head.error, head.close, renderProblem(head.error, requestId, head.headers), false);
+      return;
+    }
+    const refused = deps.admission.admit();
+    if (refused !== undefined) {
+      this.#refuse(res, head.route, startedAt, requestId, refused, true, renderProblem(refused, requestId), true);
+      return;
+    }
+    const exchange = new HttpExchange(res, requestId, startedAt);
+    const flight = new InFlight(deps, head.route, head.facts, exchange);
+    const { limits } = deps;
+    const checker = new XmlChecker({ maxDepth: limits.maxXmlDepth, allowDoctype: limits.allowDoctype, paths: head.route.paths, contentTypeCharset: head.charset });
+    exchange.receive(checker, limits.maxBodyBytes, limits.requestTimeoutMs, flight);
+    this.#uploads.add(exchange);
+  };
+
+  /** Answers inside the uWS handler (corked already) and records the refusal. */
+  #refuse(
+    res: HttpResponse,
+    route: CompiledRoute | undefined,
+    startedAt: number,
+    requestId: string,
+    err: BridgeError,
+    close: boolean,
+    rendered: Rendered,
+    atAdmission: boolean,
+  ): void {
+    writeResponse(res, rendered, requestId, undefined, close || this.#deps.isDraining());
+    const record = new RequestRecord(route?.name ?? UNMATCHED_ROUTE, requestId, startedAt, this.#deps.records);
+    record.status = err.status;
+    record.error = err;
+    // Admission refusals count as publish outcomes (overloaded, unavailable); head refusals do not.
+    if (atAdmission) record.settlePublish(ERRORS[err.code].publishOutcome, undefined);
+    record.end();
+  }
+
+  /** Stops the upload deadline sweep (shutdown). */
+  close(): void {
+    clearInterval(this.#sweep);
+  }
+}
+
+/** One admitted request, from its body to its end. */
+class InFlight implements BodySink, RecordObserver {
+  readonly #deps: PipelineDeps;
+  readonly #route: CompiledRoute;
+  readonly #facts: RequestFacts;
+  readonly #exchange: HttpExchange;
+  readonly #record: RequestRecord;
+
+  constructor(deps: PipelineDeps, route: CompiledRoute, facts: RequestFacts, exchange: HttpExchange) {
+    this.#deps = deps;
+    this.#route = route;
+    this.#facts = facts;
+    this.#exchange = exchange;
+    this.#record = new RequestRecord(route.name, facts.requestId, exchange.startedAt, this);
+  }
+
+  published(record: RequestRecord): void {
+    this.#deps.records.published(record);
+  }
+
+  ended(record: RequestRecord): void {
+    this.#deps.admission.release();
+    this.#deps.records.ended(record);
+  }
+
+  body(received: ReceivedBody): void {
+    this.#record.bodyBytes = received.body.byteLength;
+    this.#deps.onBody?.(this.#facts.requestId, this.#route.name, received);
+    void this.#serve(received);
+  }
+
+  bodyFailed(err: BridgeError, bug: unknown, uploadComplete: boolean): void {
+    if (bug !== undefined) this.#deps.onBug(bug, this.#facts.requestId);
+    this.#answerError(err, !uploadComplete);
+  }
+
+  async #serve(received: ReceivedBody): Promise<void> {
+    let rendered: Rendered;
+    try {
+      const result = await runMode({ route: this.#route, facts: this.#facts, body: received, client: this.#exchange, record: this.#record }, this.#deps.modes);
+      rendered = renderResult(this.#route, result);
+    } catch (err) {
+      if (err instanceof BridgeError) this.#answerError(err, false);
+      else {
+        this.#deps.onBug(err, this.#facts.requestId);
+        this.#answerError(new BridgeError('BRIDGE_INTERNAL', 'internal error; see the bridge log for this request id', { cause: err }), false);
+      }
+      return;
+    }
+    this.#answer(rendered, false);
+  }
+
+  #answerError(err: BridgeError, close: boolean): void {
+    this.#record.error = err;
+    if (err instanceof ClientGoneError) {
+      this.#answer(undefined, false);
+      return;
+    }
+    this.#answer(renderProblem(err, this.#facts.requestId), close);
+  }
+
+  #answer(rendered: Rendered | undefined, close: boolean): void {
+    const record = this.#record;
+    const sent = rendered !== undefined && this.#exchange.respond(rendered, this.#facts.messageId, close || this.#deps.isDraining());
+    record.status = sent ? rendered.status : ERRORS.BRIDGE_CLIENT_GONE.status;
+    record.seconds = (performance.now() - record.startedAt) / 1000;
+    record.end();
+  }
+}
