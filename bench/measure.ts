@@ -30,6 +30,12 @@ export interface Measured {
   readonly servingRssMaxMb: number;
   /** Sum of the per-process peaks (an upper bound of the stack's footprint). */
   readonly rssTotalMb: number;
+  /**
+   * RSS of the largest serving process once the stack had started and gone quiet, before its
+   * warm-up: one measurement per stack, repeated in each of its runs. Absent in runs saved before
+   * it was measured.
+   */
+  readonly idleRssMb?: number;
   readonly processes: number;
   /** CPU seconds per 10,000 requests: the stack (all its processes), the broker, the backend. */
   readonly cpuPer10k: number;
@@ -156,6 +162,20 @@ export async function drained(admin: QueueAdmin, queue: string, boundMs = 20_000
   while ((await admin.count(queue)).messages > 0 && Date.now() < deadline) await sleep(250); // as above
 }
 
+/**
+ * The largest serving process's RSS with the stack started and idle: quiet first (start-up work
+ * done), then the largest of 5 samples over 2 s, as the heap still moves a little when idle.
+ */
+export async function idleRssMb(stack: HttpStack): Promise<number> {
+  await quiet(processTree(stack.rootPid));
+  let largest = NaN;
+  for (let i = 0; i < 5; i++) {
+    if (i > 0) await sleep(500);
+    for (const mb of stack.servingPids().map(rssMb).filter(Number.isFinite)) largest = Number.isFinite(largest) ? Math.max(largest, mb) : mb;
+  }
+  return largest;
+}
+
 /** Waits until `pids` use under 3% of a core over 500 ms (leftover requests done), at most `boundMs`. */
 export async function quiet(pids: readonly number[], boundMs = 15_000): Promise<void> {
   const deadline = Date.now() + boundMs;
@@ -177,6 +197,8 @@ export interface HttpRunOptions {
   /** Wait for this queue to drain after the run (rpc and blocking celery). */
   readonly drainQueue: string | undefined;
   readonly admin: QueueAdmin;
+  /** The stack's idle RSS (`idleRssMb()`, measured once when it started), recorded with the run. */
+  readonly idleRssMb: number;
   /** Checked while wrk runs: a reason to stop the run at once (the run then fails with it). */
   readonly guard?: () => string | undefined;
 }
@@ -261,6 +283,7 @@ export async function measureHttp(key: RunKey, stack: HttpStack, options: HttpRu
     rssMaxMb: Math.max(...peaks.map(([, mb]) => mb)),
     servingRssMaxMb: Math.max(...peaks.filter(([p]) => serving.has(p)).map(([, mb]) => mb)),
     rssTotalMb: peaks.reduce((s, [, mb]) => s + mb, 0),
+    idleRssMb: options.idleRssMb,
     processes: pids.length,
     cpuPer10k: per10k(cpuAfter - cpu),
     brokerCpuPer10k: per10k(brokerAfter - broker),

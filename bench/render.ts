@@ -4,7 +4,7 @@ import path from 'node:path';
 import { chartSvg } from './chart.js';
 import { ROOT } from './harness.js';
 import type { Measured } from './measure.js';
-import { Results, scenarioTables, summarise, targets, targetsTable } from './report.js';
+import { earlierTargets, Results, scenarioTables, summarise, targetCounts, targets, targetsTable } from './report.js';
 import { buildScenarios, type Scenario } from './scenarios.js';
 import { GEVENT_POOL } from './stacks.js';
 
@@ -68,26 +68,43 @@ function method(info: RunInfo): string {
   "bare" = without them) keeps min(connections, 256) messages unconfirmed, so a 100-connection run is compared with a
   window of 100; its window-256 run stands for 1,000 and 10,000 connections. \`bench/raw-rpc-client.ts\` keeps as many
   requests in flight over direct reply-to as the run has connections.
+- Rates compared are 2xx answers per second, rps × (requests − non-2xx) ÷ requests, wherever a stack can answer
+  non-2xx (the bridge refuses with a fast 503 when its oldest publish has waited half its confirm timeout): a fast
+  refusal is not a request served. The raw clients count confirmed messages or replies per second. The 503 and 504
+  counts of the bridge come from its own metrics (\`bridge_http_requests_total\` by status, before and after the run).
 - CPU: user + system time from \`/proc\` of every process of the stack (the bridge's primary and workers), of
-  RabbitMQ's \`beam.smp\` and of the backend, over the run, per 10,000 requests answered. RSS: peak \`VmRSS\` per process,
-  sampled every 250 ms; "serving" = the workers that handle requests.`;
+  RabbitMQ's \`beam.smp\` and of the backend, over the run. CPU per request = that CPU ÷ the requests answered (any
+  status), quoted in seconds per 10,000 requests; the targets compare it between stacks in the same run.
+- RSS: peak \`VmRSS\` per process, sampled every 250 ms; "serving" = the workers that handle requests. Idle RSS: once a
+  stack has started and its processes are quiet (under 3% of a core over 500 ms), before its warm-up, the largest
+  serving process's \`VmRSS\`, the largest of 5 samples over 2 s.`;
 }
 
-/** Writes `<base>.md` and `<base>.svg`; returns the targets table (for the console). */
-export function renderReport(info: RunInfo, rawRuns: readonly Measured[], base: string): string {
+export interface Rendered {
+  /** The PASS/MISS counts of both target tables, one line each. */
+  readonly counts: string;
+  /** The counts and both tables (for the console after a run). */
+  readonly summary: string;
+}
+
+/** Writes `<base>.md` and `<base>.svg`. */
+export function renderReport(info: RunInfo, rawRuns: readonly Measured[], base: string): Rendered {
   const runs = revive(rawRuns);
   const scenarios = scenariosOf(info);
   const results = new Results(summarise(scenarios, runs));
-  const rows = targets(results, scenarios);
+  const rows = targets(results);
+  const earlier = earlierTargets(results);
   const table = targetsTable(rows);
+  const earlierTable = targetsTable(earlier);
   const name = path.basename(base);
   writeFileSync(`${base}.svg`, chartSvg(results.cells, `xml-amqp-bridge bench, ${info.date}, ${info.host} (${info.size})`));
-  const missed = rows.filter((r) => r.pass === false).length;
+  const countLines = [`Targets (issue #9): ${targetCounts(rows)}.`, `Earlier targets (issue #4): ${targetCounts(earlier)}.`];
+  const counts = countLines.join('\n');
   const failed = runs.filter((r) => r.error !== '');
   const md = [
     `# xml-amqp-bridge benchmark: ${info.date}, ${info.host} (${info.size} run)`,
     '',
-    `\`${info.command}\` — ${info.minutes.toFixed(1)} minutes, ${runs.length} runs. Targets: ${rows.filter((r) => r.pass === true).length} PASS, ${missed} MISS, ${rows.filter((r) => r.pass === undefined).length} not measured.`,
+    `\`${info.command}\` — ${info.minutes.toFixed(1)} minutes, ${runs.length} runs. ${countLines.join(' ')}`,
     '',
     '## Machine',
     '',
@@ -97,23 +114,28 @@ export function renderReport(info: RunInfo, rawRuns: readonly Measured[], base: 
     '',
     method(info),
     '',
-    '## Targets (issue #4)',
+    '## Targets (issue #9)',
     '',
     table,
+    '',
+    '## Earlier targets (issue #4)',
+    '',
+    earlierTable,
     '',
     `![requests/s and p99 latency per scenario and stack](${name}.svg)`,
     '',
     '## Results by scenario',
     '',
-    'Columns: "bridge ÷ this" = the bridge\'s requests/s over this stack\'s at the same connection count; socket errors and',
-    'timeouts are per run; "2xx / messages in queue" per run (confirmed / in queue for the raw publisher); RSS in MB; CPU',
-    'in seconds per 10,000 requests answered.',
+    'Columns: "2xx/s" = requests/s × the share answered 2xx (confirms or replies per second for the raw clients);',
+    '"bridge ÷ this" = the bridge\'s 2xx/s over this stack\'s at the same connection count; socket errors and timeouts are',
+    'per run; "2xx / messages in queue" per run (confirmed / in queue for the raw publisher); RSS in MB, idle = before the',
+    'warm-up ("—": not measured); CPU in seconds per 10,000 requests answered.',
     '',
     scenarioTables(results, scenarios),
     ...(failed.length > 0 ? ['## Runs that failed', '', ...failed.map((r) => `- ${r.scenario} c${r.conns} ${r.stack} (round ${r.round + 1}): ${r.error}`), ''] : []),
   ].join('\n');
   writeFileSync(`${base}.md`, md);
-  return table;
+  return { counts, summary: `${counts}\n\n${table}\n\n${earlierTable}` };
 }
 
 const START = '<!-- bench:latest:start -->';
@@ -128,7 +150,8 @@ export function updateReadme(base: string, readme = path.join(ROOT, 'README.md')
   const rel = path.relative(ROOT, base);
   const report = readFileSync(`${base}.md`, 'utf8');
   const machine = /## Machine\n\n([\s\S]*?)\n\n/.exec(report)?.[1] ?? '';
-  const targetsBlock = /## Targets \(issue #4\)\n\n([\s\S]*?)\n\n/.exec(report)?.[1] ?? '';
+  const targetsBlock = /## Targets \(issue #9\)\n\n([\s\S]*?)\n\n/.exec(report)?.[1] ?? '';
+  const earlierBlock = /## Earlier targets \(issue #4\)\n\n([\s\S]*?)\n\n/.exec(report)?.[1] ?? '';
   const block = [
     START,
     `Latest committed run: [\`${rel}.md\`](${rel}.md) (full run).`,
@@ -137,6 +160,7 @@ export function updateReadme(base: string, readme = path.join(ROOT, 'README.md')
     '',
     targetsBlock,
     '',
+    ...(earlierBlock === '' ? [] : ['Earlier targets (issue #4), against the Python stacks:', '', earlierBlock, '']),
     `![requests/s and p99 latency per scenario and stack](${rel}.svg)`,
     END,
   ].join('\n');

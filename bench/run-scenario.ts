@@ -1,6 +1,6 @@
 /** Runs one scenario: its queues, its backend, its stacks started once, then rounds × connection counts × stacks. */
 import { processTree, wrk } from './harness.js';
-import { drained, failedRun, GuardTripped, measureHttp, measureRawPublisher, measureRawRpc, quiet, settledCount, type Measured, type QueueAdmin, type RunKey } from './measure.js';
+import { drained, failedRun, GuardTripped, idleRssMb, measureHttp, measureRawPublisher, measureRawRpc, quiet, settledCount, type Measured, type QueueAdmin, type RunKey } from './measure.js';
 import { rawWindow, type Scenario, type StackSpec } from './scenarios.js';
 import { startCeleryWorker, startResponder, type HttpStack, type Spawned, type StartContext } from './stacks.js';
 import { brokerDescriptors } from './system.js';
@@ -59,6 +59,7 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
   const queueOf = (spec: StackSpec): string => shared ?? `bench-${o.tag}-${scenario.id}-${spec.id}`;
   const running = new Map<string, HttpStack>();
   const broken = new Map<string, string>();
+  const idleRss = new Map<string, number>();
   let backendPids: number[] = [];
   o.log(`${scenario.id}: starting (${scenario.stacks.map((s) => s.id).join(', ')})`);
   try {
@@ -82,6 +83,10 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
         const stack = await spec.start(ctx);
         keep(() => stack.stop());
         running.set(spec.id, stack);
+        // Before the warm-up: what a worker holds before it has served anything.
+        const idle = await idleRssMb(stack);
+        idleRss.set(spec.id, idle);
+        o.log(`${scenario.id}: ${spec.id} idle: largest serving process ${fmtInt(idle)} MB RSS`);
         // Warm-up (JIT, connection pools), not counted; then back to an empty queue and an idle stack.
         await wrk(stack.url, 100, o.warmupSeconds, { timeoutSeconds: o.timeoutSeconds, nofile: o.nofile });
         if (shared === undefined) {
@@ -154,6 +159,7 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
           countQueue: shared === undefined && spec.family !== 'http-limit' ? queue : undefined,
           drainQueue: shared,
           admin: o.admin,
+          idleRssMb: idleRss.get(spec.id) ?? NaN,
           guard: brokerGuard,
         });
       }

@@ -45,8 +45,8 @@ if (values.render !== undefined) {
   // Re-render a saved run (report layout changes need no new measurements).
   const saved = JSON.parse(readFileSync(values.render, 'utf8')) as { info: RunInfo; runs: Measured[] }; // written by this script below
   const base = values.render.replace(/\.json$/, '');
-  renderReport(saved.info, saved.runs, base);
-  log(`bench: rendered ${base}.md and ${base}.svg`);
+  const { counts } = renderReport(saved.info, saved.runs, base);
+  log(`bench: rendered ${base}.md and ${base}.svg\n${counts}`);
   process.exit(0);
 }
 
@@ -92,7 +92,7 @@ const scenarios = buildScenarios(size)
 const plan = scenarios.flatMap((s) => s.conns.flatMap((c) => s.stacks.filter((st) => st.conns === undefined || st.conns.includes(c)).map(() => c)));
 const runCount = plan.length * info0.rounds;
 const startCount = scenarios.reduce((n, s) => n + s.stacks.length, 0);
-const estimate = info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) + startCount * (info0.warmupSeconds + 3);
+const estimate = info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) + startCount * (info0.warmupSeconds + 5.5); // + idle RSS: quiet, then 2 s of samples
 log(`bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s); about ${Math.round(estimate / 60)} min`);
 log(`bench: ${machine.lines.join('\n       ')}`);
 if (values['dry-run']) {
@@ -151,7 +151,7 @@ const info: RunInfo = {
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
 };
 writeFileSync(`${base}.json`, `${JSON.stringify({ info, runs }, null, 1)}\n`);
-const summary = renderReport(info, runs, base);
+const { summary } = renderReport(info, runs, base);
 log(`\n${summary}\n`);
 log(`bench: done in ${info.minutes.toFixed(1)} min: ${base}.md, ${base}.svg, ${base}.json`);
 if (size === 'full' && !values['no-readme'] && values.out === undefined) {
