@@ -23,7 +23,7 @@ import {
   type MetricValue,
 } from 'prom-client';
 import { isWorkerToPrimary } from '../shared/ipc.js';
-import { DROPPED_DEFAULT_METRICS, FINAL_SNAPSHOT_ID, PRIMARY_METRICS } from '../shared/metrics.js';
+import { DROPPED_DEFAULT_METRICS, EVENT_LOOP_MONITORING_PRECISION_MS, FINAL_SNAPSHOT_ID, PRIMARY_METRICS } from '../shared/metrics.js';
 
 type MetricJson = MetricObjectWithValues<MetricValue<string>>;
 
@@ -74,7 +74,7 @@ export class MetricsAggregator {
     new Gauge({ ...m.workers, labelNames: [], registers, collect() { this.set(workerCount()); } });
     this.#restarts = new Counter({ ...m.workerRestarts, labelNames: [], registers });
     this.#scrapeErrors = new Counter({ ...m.scrapeErrors, labelNames: [], registers });
-    collectDefaultMetrics({ register: this.#registry });
+    collectDefaultMetrics({ register: this.#registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
     for (const name of DROPPED_DEFAULT_METRICS) this.#registry.removeSingleMetric(name);
     // The drain's final snapshot is unasked, so the supervisor's `metrics` event (which carries
     // no worker) cannot attribute it; cluster's own message event can.

@@ -40,7 +40,7 @@ export const ERRORS = {
   BRIDGE_BODY_TOO_LARGE: spec(413, 'Content Too Large', undefined, 'no'),
   BRIDGE_UNSUPPORTED_MEDIA_TYPE: spec(415, 'Unsupported Media Type', undefined, 'no'),
   /** Not sent (the client is gone): the status of `bridge_http_requests_total` for such requests. */
-  BRIDGE_CLIENT_GONE: spec(499, 'Client Closed Request', undefined, 'safe'),
+  BRIDGE_CLIENT_GONE: spec(499, 'Client Closed Request', undefined, 'with-key'),
   BRIDGE_INTERNAL: spec(500, 'Internal Server Error', undefined, 'with-key'),
   BRIDGE_PUBLISH_NACKED: spec(502, 'Broker Refused Message', 'nacked', 'with-key'),
   BRIDGE_UNROUTABLE: spec(502, 'Message Unroutable', 'returned', 'safe'),

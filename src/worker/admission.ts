@@ -17,6 +17,7 @@ export interface AdmissionOptions {
 
 export class Admission {
   #active = 0;
+  #lastAdmitted = -Infinity;
   #idleWaiters: Array<() => void> = [];
   readonly #link: BrokerLink;
   readonly #publisher: Publisher;
@@ -54,6 +55,7 @@ export class Admission {
       return new BridgeError('BRIDGE_OVERLOADED', `the broker is slow to confirm: a publish has waited more than ${this.#confirmBacklogMs} ms`);
     }
     this.#active += 1;
+    this.#lastAdmitted = performance.now();
     return undefined;
   }
 
@@ -70,5 +72,19 @@ export class Admission {
   idle(): Promise<void> {
     if (this.#active === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Resolves once no request is in flight and none was admitted for `quietMs`: during a drain,
+   * requests still arriving on connections opened before the listen socket closed are served
+   * (with Connection: close) before those connections are closed under them.
+   */
+  async quiet(quietMs: number): Promise<void> {
+    for (;;) {
+      await this.idle();
+      const since = performance.now() - this.#lastAdmitted;
+      if (since >= quietMs) return;
+      await new Promise((resolve) => setTimeout(resolve, quietMs - since)); // waiting for time to pass with no request
+    }
   }
 }

@@ -25,6 +25,8 @@ import { drain } from './shutdown.js';
 let log = createLogger({ role: 'worker' });
 
 const BROKER_WAIT_BEFORE_LISTEN_MS = 5000;
+/** How long a draining worker waits with no new request before it closes its connections. */
+const DRAIN_QUIET_MS = 100;
 /** Below the 4 KiB that pipe writes keep atomic, so workers' lines never interleave. */
 const DEBUG_BODY_BYTES = 3072;
 
@@ -129,7 +131,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
             draining = true;
             report();
           },
-          whenIdle: () => admission.idle(),
+          whenIdle: () => admission.quiet(DRAIN_QUIET_MS),
           closeConnections: () => server.close(),
           closeBroker: () => {
             replies.close();

@@ -1,7 +1,8 @@
 /**
  * The worker's drain: stop accepting, serve requests that still arrive on open connections with
- * Connection: close, wait for in-flight requests (and so their confirms) up to the deadline, then
- * close every remaining connection -- idle keep-alive ones too -- BEFORE the broker link: a
+ * Connection: close, wait for in-flight requests (and so their confirms) and for a short quiet
+ * spell with no new request (connections accepted just before the listen socket closed still
+ * bring theirs) up to the deadline, then close every remaining connection -- idle keep-alive ones too -- BEFORE the broker link: a
  * request arriving on a kept-alive connection after the broker was closed would get a 503,
  * while a closed connection sends its client to a live worker. Each step runs even if an
  * earlier one failed.
@@ -9,6 +10,7 @@
 export interface DrainSteps {
   readonly stopListening: () => void;
   readonly setDraining: () => void;
+  /** Resolves when no request is in flight and none came for a moment. */
   readonly whenIdle: () => Promise<void>;
   /** Closes every HTTP connection (uWS app.close()); in-flight ones are aborted. */
   readonly closeConnections: () => void;

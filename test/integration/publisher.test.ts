@@ -252,6 +252,24 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
     await idleNow;
     assert.equal(admission.active, 0);
   });
+
+  it('is quiet only once no request is in flight and none came for the quiet spell (the drain waits for that)', async () => {
+    assert.equal(admission.admit(), undefined);
+    const admittedAt = performance.now();
+    let quietAt = 0;
+    const quiet = admission.quiet(150).then(() => {
+      quietAt = performance.now();
+    });
+    admission.release();
+    // A request that arrives during the spell starts it again.
+    await new Promise((r) => setTimeout(r, 50)); // lets part of the spell pass
+    assert.equal(admission.admit(), undefined);
+    const secondAt = performance.now();
+    admission.release();
+    await quiet;
+    assert.ok(quietAt - secondAt >= 149, `quiet ${Math.round(quietAt - secondAt)} ms after the last admission`);
+    assert.ok(quietAt - admittedAt >= 199);
+  });
 });
 
 describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60_000 }, () => {

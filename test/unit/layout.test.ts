@@ -1,4 +1,8 @@
-/** Guards the one-way import rule: primary and worker share only src/shared and talk over IPC. */
+/**
+ * Guards the one-way import rules: primary and worker share only src/shared and talk over IPC;
+ * inside the worker, HTTP sits on top (http → modes → amqp/xml → the request contract), so
+ * nothing below it knows about HTTP.
+ */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -40,4 +44,24 @@ describe('source layout', () => {
       }
     });
   }
+
+  const worker = path.join(src, 'worker');
+  for (const below of ['modes', 'amqp', 'xml']) {
+    it(`src/worker/${below} imports nothing from src/worker/http`, () => {
+      for (const file of sourceFiles(path.join(worker, below))) {
+        for (const spec of importsOf(file)) {
+          if (!spec.startsWith('.')) continue;
+          const target = path.relative(worker, path.resolve(path.dirname(file), spec));
+          assert.ok(!target.startsWith(`http${path.sep}`), `${path.relative(PROJECT_ROOT, file)} imports ${spec}`);
+        }
+      }
+    });
+  }
+
+  it('src/worker/request.ts, the request contract, depends on nothing but shared types and the XML summary', () => {
+    const file = path.join(worker, 'request.ts');
+    for (const spec of importsOf(file)) {
+      assert.ok(spec.startsWith('../shared/') || spec === './xml/check.js', `request.ts imports ${spec}`);
+    }
+  });
 });

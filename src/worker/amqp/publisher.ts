@@ -3,7 +3,7 @@
  * template, queues the frames for this turn's socket write, and settles each publish from the
  * broker's own answers, told apart by their frames: basic.ack (confirmed, or unroutable when a
  * basic.return came first), basic.nack, channel loss, or no answer within confirmTimeoutMs
- * (found by one sweep timer, not a timer per publish).
+ * (found by one timer armed for the oldest publish, not a timer per publish).
  */
 import type { ConfirmChannel, Message } from 'amqplib';
 import { BridgeError, ERRORS, type ErrorCode } from '../../shared/errors.js';
@@ -68,7 +68,8 @@ export class Publisher {
   readonly #link: BrokerLink;
   readonly #options: PublisherOptions;
   #open: OpenChannel | undefined;
-  readonly #sweep: NodeJS.Timeout;
+  /** Armed for the oldest publish's deadline while any publish waits. */
+  #deadlineTimer: NodeJS.Timeout | undefined;
   /** Exchanges that confirmed a publish on this connection: a 404 on publish cannot be theirs. */
   #existingExchanges = new Set<string>();
   #confirmed = 0;
@@ -80,10 +81,6 @@ export class Publisher {
     link.on('state', (state: string) => {
       if (state === 'disconnected') this.#existingExchanges = new Set();
     });
-    // Deadlines are checked 20 times per timeout: a 504 comes at most 5% late.
-    const sweepMs = Math.max(5, Math.min(250, Math.floor(options.confirmTimeoutMs / 20)));
-    this.#sweep = setInterval(() => this.#open?.window.expire(performance.now()), sweepMs);
-    this.#sweep.unref();
   }
 
   /** Publishes waiting for their confirm. */
@@ -132,12 +129,30 @@ export class Publisher {
     const frames = template.encode(open.wire.channelNumber, open.wire.frameMax, fields);
     record.hold();
     return new Promise<void>((resolve, reject) => {
-      open.window.add(
-        new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, resolve, reject),
-      );
+      const pending = new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, resolve, reject);
+      open.window.add(pending);
       open.writer.write(frames);
+      if (this.#deadlineTimer === undefined) this.#armDeadline(pending.deadline);
     });
   }
+
+  /**
+   * Publishes all wait the same timeout, so they expire oldest first: one timer for the oldest
+   * is enough, and none runs while nothing waits (an idle worker is not woken up for nothing).
+   */
+  #armDeadline(deadline: number): void {
+    this.#deadlineTimer = setTimeout(this.#onDeadline, Math.max(0, Math.ceil(deadline - performance.now()) + 1));
+    this.#deadlineTimer.unref();
+  }
+
+  readonly #onDeadline = (): void => {
+    this.#deadlineTimer = undefined;
+    const window = this.#open?.window;
+    if (window === undefined) return;
+    window.expire(performance.now());
+    const oldest = window.oldest;
+    if (oldest !== undefined) this.#armDeadline(oldest.deadline);
+  };
 
   #attach(channel: ConfirmChannel): void {
     const wire = wireOf(channel);
@@ -216,8 +231,9 @@ export class Publisher {
     record.end();
   }
 
-  /** Stops the deadline sweep (shutdown). */
+  /** Stops the deadline timer (shutdown). */
   close(): void {
-    clearInterval(this.#sweep);
+    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
   }
 }

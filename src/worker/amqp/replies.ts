@@ -1,8 +1,8 @@
 /**
  * Replies over RabbitMQ's direct reply-to: one no-ack consumer of `amq.rabbitmq.reply-to` on the
  * worker's channel (set up before the channel is used, as direct reply-to requires), a
- * correlation-id → waiter map, deadlines found by a sweep over per-timeout FIFO queues (waits with
- * the same timeout expire in the order they began), and counting of replies nobody waits for.
+ * correlation-id → waiter map, deadlines kept by per-timeout FIFO queues (waits with the same
+ * timeout expire in the order they began), and counting of replies nobody waits for.
  *
  * A reply to a request sent on a channel that has since closed is lost (the broker returns it
  * to the responder, docs/failure-modes.md #10): so every waiter fails at once when the channel goes.
@@ -103,7 +103,6 @@ export class ReplyRouter extends EventEmitter {
   /** Per timeout, the waits in the order they began (so in deadline order). */
   readonly #queues = new Map<number, DeadlineQueue<ReplyWait<unknown>>>();
   readonly #gone = new Map<string, string>();
-  readonly #sweep: NodeJS.Timeout;
 
   constructor(link: BrokerLink) {
     super();
@@ -111,8 +110,6 @@ export class ReplyRouter extends EventEmitter {
       await channel.consume(DIRECT_REPLY_TO, (msg) => msg && this.#deliver(msg), { noAck: true });
     });
     link.on('channel-closed', () => this.#failAll('the broker channel closed before the reply arrived'));
-    this.#sweep = setInterval(() => this.#expire(performance.now()), 50);
-    this.#sweep.unref();
   }
 
   /** Requests waiting for a reply. */
@@ -130,7 +127,7 @@ export class ReplyRouter extends EventEmitter {
     this.#waiters.set(correlationId, wait as ReplyWait<unknown>); // stored type-erased, delivered by correlation id
     let queue = this.#queues.get(timeoutMs);
     if (queue === undefined) {
-      queue = new DeadlineQueue();
+      queue = new DeadlineQueue((expired) => this.#timeOut(expired));
       this.#queues.set(timeoutMs, queue);
     }
     queue.add(wait as ReplyWait<unknown>);
@@ -159,13 +156,9 @@ export class ReplyRouter extends EventEmitter {
     waiter.deliver(message);
   }
 
-  #expire(now: number): void {
-    for (const queue of this.#queues.values()) {
-      queue.sweep(now, (wait) => {
-        this.#remember(wait.correlationId, wait.label);
-        wait.fail(new BridgeError('BRIDGE_REPLY_TIMEOUT', `no reply from the backend within ${wait.timeoutMs} ms`));
-      });
-    }
+  #timeOut(wait: ReplyWait<unknown>): void {
+    this.#remember(wait.correlationId, wait.label);
+    wait.fail(new BridgeError('BRIDGE_REPLY_TIMEOUT', `no reply from the backend within ${wait.timeoutMs} ms`));
   }
 
   #remember(correlationId: string, label: string): void {
@@ -180,9 +173,9 @@ export class ReplyRouter extends EventEmitter {
     for (const w of [...this.#waiters.values()]) w.fail(new BridgeError('BRIDGE_CONNECTION_LOST', detail));
   }
 
-  /** Fails every waiter and stops the deadline sweep (shutdown). */
+  /** Fails every waiter and stops the deadline timers (shutdown). */
   close(): void {
-    clearInterval(this.#sweep);
+    for (const queue of this.#queues.values()) queue.close();
     this.#failAll('the bridge is shutting down');
   }
 }

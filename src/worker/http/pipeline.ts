@@ -37,17 +37,12 @@ export interface PipelineDeps {
 
 export class RequestPipeline {
   readonly #deps: PipelineDeps;
-  readonly #uploads = new DeadlineQueue<HttpExchange>();
-  readonly #sweep: NodeJS.Timeout;
+  readonly #uploads: DeadlineQueue<HttpExchange>;
 
   constructor(deps: PipelineDeps) {
     this.#deps = deps;
     const timeoutMs = deps.limits.requestTimeoutMs;
-    this.#sweep = setInterval(
-      () => this.#uploads.sweep(performance.now(), (exchange) => exchange.uploadTimedOut(timeoutMs)),
-      Math.max(10, Math.min(250, Math.floor(timeoutMs / 20))),
-    );
-    this.#sweep.unref();
+    this.#uploads = new DeadlineQueue((exchange) => exchange.uploadTimedOut(timeoutMs));
   }
 
   /** The uWS handler for every path and method. */
@@ -93,9 +88,9 @@ export class RequestPipeline {
     record.end();
   }
 
-  /** Stops the upload deadline sweep (shutdown). */
+  /** Stops the upload deadline timer (shutdown). */
   close(): void {
-    clearInterval(this.#sweep);
+    this.#uploads.close();
   }
 }
 
