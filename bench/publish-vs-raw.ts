@@ -1,6 +1,6 @@
 /**
  * Publish throughput of the bridge against the broker's raw ingest rate, measured in one run,
- * alternating raw and bridge rounds (A B A B) and quoting medians, as PERFORMANCE.md advises.
+ * alternating raw and bridge rounds (A B A B) and quoting medians, as docs/performance.md advises.
  * Loopback only; every process it starts is stopped by PID.
  *
  * Usage: node dist/bench/publish-vs-raw.js [--seconds 10] [--rounds 2] [--workers 1,2] [--conns 100,1000]

@@ -3,7 +3,7 @@
  * persistent 1 KiB messages unconfirmed, for `seconds`. Prints one JSON line with msgs/s.
  * Usage: node dist/bench/raw-publisher.js QUEUE [seconds=10] [window=256] [format=bare|bridge] [type=classic|quorum]
  *
- * `bridge` sends the properties and headers the bridge sets (CONTRACT.md): the like-for-like
+ * `bridge` sends the properties and headers the bridge sets (README, "The AMQP message"): the like-for-like
  * ceiling, since encoding and routing those costs the broker about a quarter of its rate here.
  */
 import { randomUUID } from 'node:crypto';

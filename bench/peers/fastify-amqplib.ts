@@ -40,7 +40,7 @@ if (cluster.isPrimary) {
   process.on('SIGINT', stop);
   for (let i = 0; i < workers; i++) cluster.fork();
 } else {
-  // noDelay is the one setting a careful user adds (PITFALLS #11); without it rpc would suffer Nagle.
+  // noDelay is the one setting a careful user adds (docs/failure-modes.md #11); without it rpc would suffer Nagle.
   const connection = await amqplib.connect(values.url, { noDelay: true });
   const confirm = await connection.createConfirmChannel();
   const rpc = await connection.createChannel();
@@ -58,7 +58,7 @@ if (cluster.isPrimary) {
   const app = Fastify({ logger: false });
   app.addContentTypeParser(['text/xml', 'application/xml'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  // The same message the bridge publishes (CONTRACT.md: mandatory, app_id, timestamp and the
+  // The same message the bridge publishes (README, "The AMQP message": mandatory, app_id, timestamp and the
   // x-http-* headers), since its consumers need them: the broker's work per message then matches
   // (those headers alone cost the broker about a quarter of its rate on this machine).
   app.post('/notify', async (req, reply) => {

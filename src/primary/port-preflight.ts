@@ -1,7 +1,7 @@
 /**
  * Before forking, bind the partner port once *without* SO_REUSEPORT. uWS listens with
  * SO_REUSEPORT, so an unrelated process already on the port would otherwise silently get a share
- * of partner traffic (PITFALLS 1.2); our plain bind fails with EADDRINUSE instead. Port 0 picks a
+ * of partner traffic (docs/failure-modes.md 1.2); our plain bind fails with EADDRINUSE instead. Port 0 picks a
  * free port for all workers.
  */
 import { createServer } from 'node:net';

@@ -1,5 +1,5 @@
 /**
- * The single table of metric definitions (CONTRACT.md "Metrics"): name, help, type, labels,
+ * The single table of metric definitions (the README's Metrics section, the external contract): name, help, type, labels,
  * buckets and how the primary aggregates them across workers. Label values come only from the
  * config (route names, `unmatched`) and closed outcome sets, never from request input.
  */

@@ -1,6 +1,6 @@
 /**
  * Loads uWebSockets.js and tells whether its native binary loaded. The package silently falls
- * back to a slow JS server (different limits, crashes on req.getQuery(key); PITFALLS #9) when
+ * back to a slow JS server (different limits, crashes on req.getQuery(key); docs/failure-modes.md #9) when
  * the binary does not match this Node.js; only the native module exports getParts.
  */
 import { createRequire } from 'node:module';

@@ -117,7 +117,7 @@ describe('port guard', { timeout: 90_000 }, () => {
     const res = await fetch(`${bridge.url}/nope`);
     await res.arrayBuffer();
     assert.equal(res.status, 404, 'the fallback server answers HTTP');
-    // Reported, not asserted: the operator opted into a server PITFALLS #9 calls broken.
+    // Reported, not asserted: the operator opted into a server docs/failure-modes.md #9 calls broken.
     const post = await postXml(`${bridge.url}/a`, xmlBody(1), uniqueName('fb'));
     t.diagnostic(`POST on the fallback: ${post.status} ${post.body}`);
     await bridge.stop();

@@ -1,4 +1,4 @@
-/** E2E, publish mode: every status of CONTRACT.md's table with its problem body and headers, the AMQP message the bridge publishes, header abuse and routing-key templates. */
+/** E2E, publish mode: every status of the README's table with its problem body and headers, the AMQP message the bridge publishes, header abuse and routing-key templates. */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -483,7 +483,7 @@ describe('publish mode while the broker blocks publishers (memory alarm)', { tim
     let blockedAt = fromLog;
     try {
       await rabbitmqctl('set_vm_memory_high_watermark', 'absolute', '1');
-      // connection.blocked only arrives once this connection publishes after the alarm (PITFALLS
+      // connection.blocked only arrives once this connection publishes after the alarm (docs/failure-modes.md
       // 2.4): that publish is never confirmed (504 after confirmTimeoutMs) or already refused.
       let first: Reply | undefined;
       for (let i = 0; i < 10 && first === undefined; i++) {

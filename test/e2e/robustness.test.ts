@@ -95,7 +95,7 @@ describe('clients that go away and abusive requests', { timeout: 60_000 }, () =>
     const pids = await workerPids(bridge);
     const headers: Record<string, string> = { 'Content-Type': 'application/xml' };
     for (let i = 0; i < 60; i++) headers[`x-filler-${i}`] = 'y';
-    // uWS closes such a connection without a response (PITFALLS 1.5); either outcome is fine
+    // uWS closes such a connection without a response (docs/failure-modes.md 1.5); either outcome is fine
     // as long as nothing is published and the worker keeps serving.
     const outcome = await send(`${bridge.url}/a`, { headers, body: xmlBody('many') }).then(
       (r) => r.status,

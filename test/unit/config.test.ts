@@ -48,7 +48,7 @@ function tempFile(t: { after: (fn: () => void) => void }, name: string, text: st
 }
 
 describe('config defaults', { timeout: 10_000 }, () => {
-  it('fills in the values of CONTRACT.md for every omitted key', () => {
+  it("fills in the contract's default for every omitted key", () => {
     const config = validateConfig({ routes: [PUBLISH] });
     assert.equal(config.listen, '0.0.0.0:8080');
     assert.equal(config.admin, '127.0.0.1:9464');
@@ -127,7 +127,7 @@ describe('config defaults', { timeout: 10_000 }, () => {
 });
 
 describe('valid config files', { timeout: 10_000 }, () => {
-  it("accepts CONTRACT.md's full example", () => {
+  it("accepts the contract's full example config", () => {
     const config = loadConfig(fixture('contract-example.yaml'), NO_ENV);
     assert.equal(config.listen, '0.0.0.0:8080');
     assert.equal(config.workers, 'auto');

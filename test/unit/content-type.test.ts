@@ -1,4 +1,4 @@
-/** parseContentType: which request media types count as XML (CONTRACT.md 415 row) and which charset they name. */
+/** parseContentType: which request media types count as XML (the README's 415 row) and which charset they name. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseContentType } from '../../src/worker/http/content-type.js';

@@ -1,7 +1,7 @@
 /**
  * The bridge's own publish frames (src/worker/amqp/frames.ts, message.ts): byte for byte what
  * amqplib 2.3 writes for the same message, read back by amqplib's parser with every property and
- * header CONTRACT.md's "The AMQP message" fixes, for publish and rpc routes.
+ * header the README's "The AMQP message" fixes, for publish and rpc routes.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';

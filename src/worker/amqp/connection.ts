@@ -4,7 +4,7 @@
  * after a channel-level error, asserts topology on every (re)open and tracks connected/blocked.
  *
  * We deliberately do not publish through ChannelWrapper: its offline queue is unbounded and it
- * never recreates a channel closed by a channel error (PITFALLS #4, #5; ACM issues #190, #347).
+ * never recreates a channel closed by a channel error (docs/failure-modes.md #4, #5; ACM issues #190, #347).
  */
 import { EventEmitter } from 'node:events';
 import amqp, { type AmqpConnectionManager } from 'amqp-connection-manager';
@@ -122,7 +122,7 @@ export class BrokerLink extends EventEmitter {
       heartbeatIntervalInSeconds: opts.heartbeatSeconds,
       reconnectTimeInSeconds: opts.reconnectSeconds,
       connectionOptions: {
-        // Nagle's algorithm cost RPC round trips 35x here (PITFALLS #11).
+        // Nagle's algorithm cost RPC round trips 35x here (docs/failure-modes.md #11).
         noDelay: true,
         clientProperties: { connection_name: connectionName },
       },
@@ -163,7 +163,7 @@ export class BrokerLink extends EventEmitter {
       channel.on('error', (err: Error & { code?: unknown; classId?: unknown; methodId?: unknown }) => {
         // amqplib emits 'error' before rejecting the channel's pending confirms, so the reason
         // is known when those callbacks run; the listener also stops amqplib from tearing
-        // down the whole connection over one channel error (PITFALLS #5).
+        // down the whole connection over one channel error (docs/failure-modes.md #5).
         const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
         closeInfo = { replyCode: num(err.code), classId: num(err.classId), methodId: num(err.methodId), message: err.message };
         if (channel) this.#closeInfo.set(channel, closeInfo);

@@ -19,7 +19,7 @@ export class HttpServer {
       try {
         handler(res, req);
       } catch (err) {
-        // A throw escaping a uWS handler aborts the whole process (PITFALLS #7): answer 500.
+        // A throw escaping a uWS handler aborts the whole process (docs/failure-modes.md #7): answer 500.
         onBug(err);
         try {
           writeResponse(res, renderProblem(new BridgeError('BRIDGE_INTERNAL', 'internal error'), 'unknown'), 'unknown', undefined, true);
