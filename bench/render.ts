@@ -75,9 +75,13 @@ function method(info: RunInfo): string {
 - CPU: user + system time from \`/proc\` of every process of the stack (the bridge's primary and workers), of
   RabbitMQ's \`beam.smp\` and of the backend, over the run. CPU per request = that CPU ÷ the requests answered (any
   status), quoted in seconds per 10,000 requests; the targets compare it between stacks in the same run.
-- RSS: peak \`VmRSS\` per process, sampled every 250 ms; "serving" = the workers that handle requests. Idle RSS: once a
-  stack has started and its processes are quiet (under 3% of a core over 500 ms), before its warm-up, the largest
-  serving process's \`VmRSS\`, the largest of 5 samples over 2 s.`;
+- RSS: peak \`VmRSS\` per process, sampled every 250 ms; "serving" = the workers that handle requests. The tables give
+  the largest peak of any round; the peak-RSS targets use the first round's run at that connection count, when the
+  stack had seen only smaller loads: after a 10,000-connection run V8 keeps the grown heap for a while, so a later
+  1,000-connection run starts from it. Idle RSS: once a stack has started and its processes are quiet (under 3% of a
+  core over 500 ms), before its warm-up, the largest serving process's \`VmRSS\`, the largest of 5 samples over 2 s.
+  \`VmRSS\` counts the pages of the \`node\` binary each process touched (about 30 MB for an empty Node.js 20 process
+  here), which all Node processes share.`;
 }
 
 export interface Rendered {

@@ -106,12 +106,38 @@ export class Publisher {
    * message's TRACK_HEADER (unique among publishes in flight): it identifies a basic.return.
    */
   publish(template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
-    const open = this.#open;
-    if (open !== undefined && this.#link.state !== 'blocked') return this.#publishOn(open, template, fields, trackId, record);
-    return this.#publishAfterReopen(template, fields, trackId, record);
+    return new Promise<void>((resolve, reject) => this.send(template, fields, trackId, record, resolve, reject));
   }
 
-  async #publishAfterReopen(template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
+  /**
+   * `publish` for callers that do not wait for the confirm (rpc: the reply proves delivery), with
+   * no promise to create: exactly one of `confirmed` and `failed` is called, `failed` with the
+   * BridgeError `publish` would reject with.
+   */
+  send(
+    template: PublishTemplate,
+    fields: PublishFields,
+    trackId: string,
+    record: RequestRecord,
+    confirmed: () => void,
+    failed: (err: BridgeError) => void,
+  ): void {
+    const open = this.#open;
+    if (open !== undefined && this.#link.state !== 'blocked') {
+      this.#publishOn(open, template, fields, trackId, record, confirmed, failed);
+      return;
+    }
+    void this.#sendAfterReopen(template, fields, trackId, record, confirmed, failed);
+  }
+
+  async #sendAfterReopen(
+    template: PublishTemplate,
+    fields: PublishFields,
+    trackId: string,
+    record: RequestRecord,
+    confirmed: () => void,
+    failed: (err: BridgeError) => void,
+  ): Promise<void> {
     if (this.#link.reopening) {
       // A channel error (e.g. another route's missing exchange) is being recovered from: that
       // takes milliseconds, so wait for it within the confirm budget rather than refuse.
@@ -120,20 +146,27 @@ export class Publisher {
     const open = this.#open;
     if (open === undefined || this.#link.state === 'blocked') {
       record.settlePublish(ERRORS.BRIDGE_BROKER_UNAVAILABLE.publishOutcome, undefined);
-      throw new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
+      failed(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker'));
+      return;
     }
-    return this.#publishOn(open, template, fields, trackId, record);
+    this.#publishOn(open, template, fields, trackId, record, confirmed, failed);
   }
 
-  #publishOn(open: OpenChannel, template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
+  #publishOn(
+    open: OpenChannel,
+    template: PublishTemplate,
+    fields: PublishFields,
+    trackId: string,
+    record: RequestRecord,
+    confirmed: () => void,
+    failed: (err: BridgeError) => void,
+  ): void {
     const frames = template.encode(open.wire.channelNumber, open.wire.frameMax, fields);
     record.hold();
-    return new Promise<void>((resolve, reject) => {
-      const pending = new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, resolve, reject);
-      open.window.add(pending);
-      open.writer.write(frames);
-      if (this.#deadlineTimer === undefined) this.#armDeadline(pending.deadline);
-    });
+    const pending = new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, confirmed, failed);
+    open.window.add(pending);
+    open.writer.write(frames);
+    if (this.#deadlineTimer === undefined) this.#armDeadline(pending.deadline);
   }
 
   /**

@@ -45,12 +45,12 @@ export class ReplyWait<T> {
     this.deadline = performance.now() + timeoutMs;
     this.#interpret = interpret;
     this.label = label;
+    // Callers await `promise` in the turn they start waiting (requestReply), before a cancel or
+    // a reply can settle it: no rejection goes unhandled, and no extra handler per request.
     this.promise = new Promise<T>((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
     });
-    // Callers may cancel before they await (e.g. the publish failed): never an unhandled rejection.
-    this.promise.catch(() => undefined);
   }
 
   /** Stops waiting and rejects `promise` with `reason`; a reply arriving later counts as late. */

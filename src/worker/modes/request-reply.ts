@@ -9,6 +9,8 @@ import type { ReplyInterpreter } from '../amqp/replies.js';
 import { BridgeError, ClientGoneError } from '../../shared/errors.js';
 import type { ModeDeps, ModeRequest } from './mode.js';
 
+const ignore = (): void => undefined;
+
 export interface ReplyRequest<T> {
   readonly correlationId: string;
   readonly timeoutMs: number;
@@ -23,9 +25,7 @@ export async function requestReply<T>(req: ModeRequest, deps: ModeDeps, r: Reply
   if (client.gone) throw new ClientGoneError();
   const wait = deps.replies.wait(r.correlationId, r.timeoutMs, r.interpret, req.route.name);
   client.onGone(() => wait.cancel(new ClientGoneError()));
-  deps.publisher.publish(r.template, r.fields, req.facts.requestId, record).catch((err: unknown) => {
-    wait.cancel(err instanceof Error ? err : new Error(String(err)));
-  });
+  deps.publisher.send(r.template, r.fields, req.facts.requestId, record, ignore, (err) => wait.cancel(err));
   try {
     const value = await wait.promise;
     record.reply = 'ok';
