@@ -31,8 +31,8 @@ class PendingPublish implements Pending {
   readonly exchange: string;
   readonly routingKey: string;
   readonly record: RequestRecord;
-  readonly resolve: () => void;
-  readonly reject: (err: BridgeError) => void;
+  readonly confirmed: () => void;
+  readonly failed: (err: BridgeError) => void;
 
   constructor(
     started: number,
@@ -40,8 +40,8 @@ class PendingPublish implements Pending {
     trackId: string,
     fields: { readonly exchange: string; readonly routingKey: string },
     record: RequestRecord,
-    resolve: () => void,
-    reject: (err: BridgeError) => void,
+    confirmed: () => void,
+    failed: (err: BridgeError) => void,
   ) {
     this.started = started;
     this.deadline = started + timeoutMs;
@@ -49,8 +49,8 @@ class PendingPublish implements Pending {
     this.exchange = fields.exchange;
     this.routingKey = fields.routingKey;
     this.record = record;
-    this.resolve = resolve;
-    this.reject = reject;
+    this.confirmed = confirmed;
+    this.failed = failed;
   }
 }
 
@@ -122,22 +122,13 @@ export class Publisher {
     confirmed: () => void,
     failed: (err: BridgeError) => void,
   ): void {
+    const pending = new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, confirmed, failed);
     const open = this.#open;
-    if (open !== undefined && this.#link.state !== 'blocked') {
-      this.#publishOn(open, template, fields, trackId, record, confirmed, failed);
-      return;
-    }
-    void this.#sendAfterReopen(template, fields, trackId, record, confirmed, failed);
+    if (open !== undefined && this.#link.state !== 'blocked') this.#publishOn(open, template, fields, pending);
+    else void this.#publishAfterReopen(template, fields, pending);
   }
 
-  async #sendAfterReopen(
-    template: PublishTemplate,
-    fields: PublishFields,
-    trackId: string,
-    record: RequestRecord,
-    confirmed: () => void,
-    failed: (err: BridgeError) => void,
-  ): Promise<void> {
+  async #publishAfterReopen(template: PublishTemplate, fields: PublishFields, pending: PendingPublish): Promise<void> {
     if (this.#link.reopening) {
       // A channel error (e.g. another route's missing exchange) is being recovered from: that
       // takes milliseconds, so wait for it within the confirm budget rather than refuse.
@@ -145,25 +136,16 @@ export class Publisher {
     }
     const open = this.#open;
     if (open === undefined || this.#link.state === 'blocked') {
-      record.settlePublish(ERRORS.BRIDGE_BROKER_UNAVAILABLE.publishOutcome, undefined);
-      failed(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker'));
+      pending.record.settlePublish(ERRORS.BRIDGE_BROKER_UNAVAILABLE.publishOutcome, undefined);
+      pending.failed(new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker'));
       return;
     }
-    this.#publishOn(open, template, fields, trackId, record, confirmed, failed);
+    this.#publishOn(open, template, fields, pending);
   }
 
-  #publishOn(
-    open: OpenChannel,
-    template: PublishTemplate,
-    fields: PublishFields,
-    trackId: string,
-    record: RequestRecord,
-    confirmed: () => void,
-    failed: (err: BridgeError) => void,
-  ): void {
+  #publishOn(open: OpenChannel, template: PublishTemplate, fields: PublishFields, pending: PendingPublish): void {
     const frames = template.encode(open.wire.channelNumber, open.wire.frameMax, fields);
-    record.hold();
-    const pending = new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, confirmed, failed);
+    pending.record.hold();
     open.window.add(pending);
     open.writer.write(frames);
     if (this.#deadlineTimer === undefined) this.#armDeadline(pending.deadline);
@@ -255,11 +237,11 @@ export class Publisher {
     const record = p.record;
     if (code === undefined) {
       record.settlePublish('confirmed', seconds);
-      p.resolve();
+      p.confirmed();
     } else {
       // The broker answered a nack or a return: that took a confirm's time too.
       record.settlePublish(ERRORS[code].publishOutcome, how === 'timeout' || how === 'lost' ? undefined : seconds);
-      p.reject(new BridgeError(code, detail));
+      p.failed(new BridgeError(code, detail));
     }
     record.end();
   }

@@ -18,7 +18,7 @@ import { RequestRecord, type ReceivedBody, type RecordObserver, type RequestFact
 import type { CompiledRoute, RouteTable } from '../routes.js';
 import { XmlChecker } from '../xml/check.js';
 import { HttpExchange, type BodySink } from './exchange.js';
-import { readHead } from './head.js';
+import { readHead, type RefusedHead } from './head.js';
 import { renderProblem, renderResult, writeResponse, type Rendered } from './render.js';
 
 export interface PipelineDeps {
@@ -52,12 +52,13 @@ export class RequestPipeline {
     const requestId = randomUUID();
     const head = readHead(req, res, deps.routes, deps.limits, requestId);
     if ('error' in head) {
-      this.#refuse(res, head.route, startedAt, requestId, head.error, head.close, renderProblem(head.error, requestId, head.headers), false);
+      this.#refuse(res, head, startedAt, requestId, false);
       return;
     }
     const refused = deps.admission.admit();
     if (refused !== undefined) {
-      this.#refuse(res, head.route, startedAt, requestId, refused, true, renderProblem(refused, requestId), true);
+      // Nothing of the body is read: close, so its bytes are not taken for the next request.
+      this.#refuse(res, { route: head.route, error: refused, headers: [], close: true }, startedAt, requestId, true);
       return;
     }
     const exchange = new HttpExchange(res, requestId, startedAt);
@@ -69,22 +70,14 @@ export class RequestPipeline {
   };
 
   /** Answers inside the uWS handler (corked already) and records the refusal. */
-  #refuse(
-    res: HttpResponse,
-    route: CompiledRoute | undefined,
-    startedAt: number,
-    requestId: string,
-    err: BridgeError,
-    close: boolean,
-    rendered: Rendered,
-    atAdmission: boolean,
-  ): void {
-    writeResponse(res, rendered, requestId, undefined, close || this.#deps.isDraining());
+  #refuse(res: HttpResponse, refusal: RefusedHead, startedAt: number, requestId: string, atAdmission: boolean): void {
+    const { route, error, headers, close } = refusal;
+    writeResponse(res, renderProblem(error, requestId, headers), requestId, undefined, close || this.#deps.isDraining());
     const record = new RequestRecord(route?.name ?? UNMATCHED_ROUTE, requestId, startedAt, this.#deps.records);
-    record.status = err.status;
-    record.error = err;
+    record.status = error.status;
+    record.error = error;
     // Admission refusals count as publish outcomes (overloaded, unavailable); head refusals do not.
-    if (atAdmission) record.settlePublish(ERRORS[err.code].publishOutcome, undefined);
+    if (atAdmission) record.settlePublish(ERRORS[error.code].publishOutcome, undefined);
     record.end();
   }
 
