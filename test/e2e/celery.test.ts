@@ -230,7 +230,8 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
     const { bridge, broker } = running();
     const t0 = Date.now();
     const delivered = firstDelivery(broker, q.idleWait);
-    const reply = await send(`${bridge.url}/inspect/wait?q=abc&lang=zh`, { headers: { ...XML, 'X-Partner': 'acme' }, body: CJK_ORDER });
+    const credentials = { Authorization: 'Bearer s3cr3t-token', 'Proxy-Authorization': 'Basic cHJveHk6cHc=', Cookie: 'session=s3cr3t-cookie' };
+    const reply = await send(`${bridge.url}/inspect/wait?q=abc&lang=zh`, { headers: { ...XML, 'X-Partner': 'acme', ...credentials }, body: CJK_ORDER });
     const t1 = Date.now();
     // This test's consumer takes the task instead of a Celery worker, so the bridge times out.
     assertProblem(reply, 504, 'no Celery worker consumes the idle queue');
@@ -288,6 +289,12 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
     const hd = headers as Record<string, unknown>; // narrowed to an object just above
     assert.equal(hd['x-partner'], 'acme');
     assert.equal(hd['content-type'], 'application/xml');
+    // Credentials never travel: not in the task's args, not in the argsrepr monitoring shows.
+    for (const name of ['authorization', 'proxy-authorization', 'cookie']) assert.equal(hd[name], undefined, `${name} in the task's headers`);
+    for (const secret of ['s3cr3t', 'cHJveHk6cHc=']) {
+      assert.ok(!msg.content.toString('utf8').includes(secret), `${secret} in the task message body`);
+      assert.ok(!String(h['argsrepr']).includes(secret), `${secret} in argsrepr`);
+    }
     assert.deepEqual(query, { q: 'abc', lang: 'zh' });
     assert.equal(text, CJK_ORDER);
   });

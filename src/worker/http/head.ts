@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Config } from '../../shared/config-schema.js';
 import { BridgeError } from '../../shared/errors.js';
+import { CREDENTIAL_HEADERS } from '../../shared/redact.js';
 import type { HeaderList, RequestFacts } from '../request.js';
 import type { CompiledRoute, RouteTable } from '../routes.js';
 import { parseContentType } from './content-type.js';
@@ -53,9 +54,11 @@ function readRemoteAddress(res: HttpResponse): string {
   }
 }
 
+/** The request headers a Celery task receives: all of them but the partner's credentials. */
 function taskHeaders(req: HttpRequest): Record<string, string> {
   const out: Record<string, string> = {};
   req.forEach((name, value) => {
+    if (CREDENTIAL_HEADERS.has(name)) return;
     out[name] = name in out ? `${out[name]}, ${value}` : value;
   });
   return out;
