@@ -1,9 +1,10 @@
-/** Command-line parsing: `--config FILE` (or BRIDGE_CONFIG), `check-config FILE`, `--help`. */
+/** Command-line parsing: `--config FILE` (or BRIDGE_CONFIG), `check-config FILE`, `--version`, `--help`. */
 
 export type Command =
   | { readonly kind: 'run'; readonly configFile: string | undefined; readonly takeover: boolean }
   | { readonly kind: 'check-config'; readonly configFile: string }
   | { readonly kind: 'help' }
+  | { readonly kind: 'version' }
   | { readonly kind: 'usage-error'; readonly message: string };
 
 export const USAGE = `Usage:
@@ -11,6 +12,7 @@ export const USAGE = `Usage:
       [--takeover]                     share the port with the running instance being upgraded
                                        (skips the check that refuses a port already in use)
   xml-amqp-bridge check-config FILE    validate FILE: exit 0, or list every problem and exit 2
+  xml-amqp-bridge --version            print the bridge, Node.js and uWebSockets.js versions
   xml-amqp-bridge --help
 
 Environment overrides: BRIDGE_LISTEN (host:port), BRIDGE_ADMIN_LISTEN (host:port),
@@ -29,6 +31,7 @@ export function parseArgs(argv: readonly string[]): Command {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') return { kind: 'help' };
+    if (arg === '--version' || arg === '-V') return { kind: 'version' };
     if (arg === '--takeover') {
       takeover = true;
       continue;

@@ -26,6 +26,7 @@ import { MetricsAggregator } from './metrics-aggregator.js';
 import { SystemdNotifier } from './systemd-notify.js';
 import { Registry } from 'prom-client';
 import { loadUws } from '../shared/uws.js';
+import { buildInfo, versionLine } from '../shared/build-info.js';
 
 let log = createLogger({ role: 'primary' });
 /** A scrape waits this long for workers; a hung one is answered from its last values. */
@@ -92,7 +93,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
   const count = native ? resolveWorkerCount(config) : 1;
   if (!native) log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
   const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count, allowFallback }, config, port);
-  const aggregator = new MetricsAggregator(() => supervisor.workers.length);
+  const aggregator = new MetricsAggregator(() => supervisor.workers.length, buildInfo(native));
   supervisor.on('metrics', (id: number, metrics: unknown) => aggregator.onAnswer(id, metrics));
   const admin = createAdminServer({
     readiness: () => readiness(supervisor.views),
@@ -209,6 +210,9 @@ const command = parseArgs(process.argv.slice(2));
 switch (command.kind) {
   case 'help':
     process.stdout.write(USAGE);
+    break;
+  case 'version':
+    process.stdout.write(`${versionLine(buildInfo(loadUws().native))}\n`);
     break;
   case 'usage-error':
     process.stderr.write(`${command.message}\n\n${USAGE}`);

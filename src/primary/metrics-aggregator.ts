@@ -23,6 +23,7 @@ import {
   type MetricValue,
 } from 'prom-client';
 import { isWorkerToPrimary } from '../shared/ipc.js';
+import type { BuildInfo } from '../shared/build-info.js';
 import { DROPPED_DEFAULT_METRICS, EVENT_LOOP_MONITORING_PRECISION_MS, FINAL_SNAPSHOT_ID, PRIMARY_METRICS } from '../shared/metrics.js';
 
 type MetricJson = MetricObjectWithValues<MetricValue<string>>;
@@ -68,10 +69,11 @@ export class MetricsAggregator {
   /** The highest value exported so far for each counter and histogram sample. */
   readonly #floor = new Map<string, number>();
 
-  constructor(workerCount: () => number) {
+  constructor(workerCount: () => number, build: BuildInfo) {
     const registers = [this.#registry];
     const m = PRIMARY_METRICS;
     new Gauge({ ...m.workers, labelNames: [], registers, collect() { this.set(workerCount()); } });
+    new Gauge({ ...m.buildInfo, labelNames: [...m.buildInfo.labelNames], registers }).set({ version: build.version, node: build.node, uws: build.uws }, 1);
     this.#restarts = new Counter({ ...m.workerRestarts, labelNames: [], registers });
     this.#scrapeErrors = new Counter({ ...m.scrapeErrors, labelNames: [], registers });
     collectDefaultMetrics({ register: this.#registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });

@@ -104,6 +104,12 @@ export const PRIMARY_METRICS = {
     kind: 'counter',
     labelNames: [],
   },
+  buildInfo: {
+    name: 'bridge_build_info',
+    help: 'Always 1: the bridge version, Node.js version and uWebSockets.js build that are running.',
+    kind: 'gauge',
+    labelNames: ['version', 'node', 'uws'],
+  },
 } as const satisfies Record<string, MetricDef>;
 
 /**

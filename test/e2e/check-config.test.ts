@@ -1,6 +1,7 @@
 /** The command line of the built bin: `check-config FILE`, `--help`, usage errors, and refusing to start on a broken config. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -56,6 +57,16 @@ function jsonLines(stdout: string): Array<Record<string, unknown>> {
       return parsed as Record<string, unknown>; // narrowed to a non-array object just above
     });
 }
+
+describe('--version', { timeout: 30_000 }, () => {
+  it('prints the bridge, Node.js and uWebSockets.js versions and exits 0', async () => {
+    const run = await runMain(['--version']);
+    assert.equal(run.code, 0, run.stderr);
+    const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }; // our own package.json
+    assert.equal(run.stdout, `xml-amqp-bridge ${pkg.version} (Node.js ${process.version}, uWebSockets.js ${run.stdout.match(/uWebSockets\.js (\S+ native)\)/)?.[1] ?? '?'})\n`);
+    assert.equal(run.stderr, '');
+  });
+});
 
 describe('check-config', { timeout: 60_000 }, () => {
   it('exits 0 and says OK for a valid config', async () => {

@@ -230,7 +230,14 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
       outcome: new Set(['confirmed', 'nacked', 'returned', 'timeout', 'unavailable', 'overloaded', 'ok', 'late']),
       reason: new Set(['malformed', 'too-deep', 'doctype', 'encoding', 'routing-key', 'empty']),
     };
-    const bridgeSamples = scrape.samples.filter((s) => s.name.startsWith('bridge_'));
+    // bridge_build_info: the one metric whose labels describe the build, not traffic.
+    const build = scrape.samples.filter((s) => s.name === 'bridge_build_info');
+    assert.equal(build.length, 1, 'one bridge_build_info sample, from the primary');
+    const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }; // our own package.json
+    assert.deepEqual({ ...build[0]?.labels }, { version: pkg.version, node: process.version, uws: build[0]?.labels['uws'] });
+    assert.match(build[0]?.labels['uws'] ?? '', /^\d+\.\d+\.\d+\S* native$/);
+    assert.equal(build[0]?.value, 1);
+    const bridgeSamples = scrape.samples.filter((s) => s.name.startsWith('bridge_') && s.name !== 'bridge_build_info');
     assert.ok(bridgeSamples.length > 50);
     for (const s of bridgeSamples) {
       for (const [label, value] of Object.entries(s.labels)) {
