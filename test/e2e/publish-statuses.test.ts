@@ -1,6 +1,7 @@
 /** E2E, publish mode: every status of the README's table with its problem body and headers, the AMQP message the bridge publishes, header abuse and routing-key templates. */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -222,6 +223,18 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
       assertProblem(await send(`${bridge.url}/plain`, { headers: { 'Content-Type': type }, body: '<a/>' }), 415, type);
     }
     await assertNothingPublished('415');
+  });
+
+  it('415 naming the encoding for a compressed body; identity is fine', async () => {
+    const gzipped = gzipSync('<a/>');
+    for (const encoding of ['gzip', 'br', 'deflate, gzip']) {
+      const problem = assertProblem(await send(`${bridge.url}/plain`, { headers: { ...XML, 'Content-Encoding': encoding }, body: gzipped }), 415, encoding);
+      assert.ok(problem.detail.includes(`Content-Encoding "${encoding}"`), problem.detail);
+    }
+    await assertNothingPublished('415 for Content-Encoding');
+    const plain = await send(`${bridge.url}/plain`, { headers: { ...XML, 'Content-Encoding': 'identity' }, body: '<a/>' });
+    assert.equal(plain.status, 202, plain.body.toString());
+    assert.equal((await broker.drain(queue)).length, 1, 'the identity-encoded body was published');
   });
 
   it('400 for malformed XML', async () => {

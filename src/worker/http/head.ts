@@ -85,6 +85,12 @@ export function readHead(req: HttpRequest, res: HttpResponse, routes: RouteTable
   if (!mediaType.xml) {
     return refuse(route, new BridgeError('BRIDGE_UNSUPPORTED_MEDIA_TYPE', `Content-Type "${contentType}" is not XML (application/xml, text/xml or application/*+xml)`), true);
   }
+  // The bridge checks and forwards the bytes as sent: a compressed body is neither XML it can
+  // read nor what consumers expect.
+  const encoding = req.getHeader('content-encoding');
+  if (encoding !== '' && encoding.trim().toLowerCase() !== 'identity') {
+    return refuse(route, new BridgeError('BRIDGE_UNSUPPORTED_MEDIA_TYPE', `Content-Encoding "${encoding}" is not supported: send the body uncompressed (identity)`), true);
+  }
   // content_type is an AMQP short string.
   if (contentType.length > 85 && Buffer.byteLength(contentType) > 255) {
     return refuse(route, new BridgeError('BRIDGE_BAD_REQUEST', 'Content-Type is longer than 255 bytes'), true);
