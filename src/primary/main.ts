@@ -115,6 +115,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
     (info['expected'] === true ? log.info : log.warn)('worker exited', info);
     if (typeof info['workerId'] === 'number') void aggregator.workerExited(info['workerId']);
   });
+  supervisor.on('worker-hung', (info: Record<string, unknown>) => log.error('worker hung (no state report); killed, to be reforked', info));
   supervisor.on('refork', (info: Record<string, unknown>) => {
     log.warn('reforking worker', info);
     aggregator.workerRestarted();

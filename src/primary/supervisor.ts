@@ -3,8 +3,12 @@
  * crash-loop detection, rolling replacement on reload (new worker listening before the old one
  * drains, so the port never goes unserved), and the graceful stop.
  *
+ * A worker that sends no state for `workerHangMs` (a stuck event loop, SIGSTOP) is killed; its
+ * slot is reforked as after a crash.
+ *
  * Events: `worker-status` (slot), `worker-exit` ({slot, pid, code, signal, expected}),
- * `refork` ({slot, delayMs}), `crash-loop`, `fatal` (detail).
+ * `worker-hung` ({slot, workerPid, silentMs}), `refork` ({slot, delayMs}), `crash-loop`,
+ * `fatal` (detail).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
@@ -45,6 +49,9 @@ export class Supervisor extends EventEmitter {
   #port: number;
   #stopping = false;
   readonly #allowFallback: boolean;
+  /** Workers killed for hanging, so a slow exit is not killed again. */
+  readonly #killedHung = new WeakSet<Worker>();
+  #watchdog: NodeJS.Timeout | undefined;
 
   constructor(options: SupervisorOptions, config: Config, port: number) {
     super();
@@ -81,6 +88,23 @@ export class Supervisor extends EventEmitter {
   /** Forks every slot; resolves when all listen, rejects if one cannot. */
   async start(): Promise<void> {
     await Promise.all(this.#slots.map((slot) => this.#launch(slot)));
+    // Workers report every second: a check per second notices a hang within a second of the limit.
+    this.#watchdog ??= setInterval(() => this.#killHung(Date.now()), 1000);
+    this.#watchdog.unref();
+  }
+
+  #killHung(now: number): void {
+    if (this.#stopping) return;
+    for (const slot of this.#slots) {
+      const worker = slot.worker;
+      if (worker === undefined || slot.lastSeen === 0 || this.#killedHung.has(worker)) continue;
+      const silentMs = now - slot.lastSeen;
+      if (silentMs <= this.#config.workerHangMs) continue;
+      this.#killedHung.add(worker);
+      this.emit('worker-hung', { slot: slot.index, workerPid: worker.process.pid, silentMs });
+      // A stopped or spinning process cannot drain: SIGKILL, and the exit reforks the slot.
+      worker.process.kill('SIGKILL');
+    }
   }
 
   /** Forks a worker for `slot` and resolves once it listens. */
@@ -211,6 +235,7 @@ export class Supervisor extends EventEmitter {
   /** Drains every worker; resolves true when all exited 0 within the deadline. */
   async stop(deadlineMs: number): Promise<boolean> {
     this.#stopping = true;
+    clearInterval(this.#watchdog);
     for (const slot of this.#slots) if (slot.timer) clearTimeout(slot.timer);
     const workers = this.workers;
     for (const w of workers) this.#retire(w);
@@ -221,6 +246,7 @@ export class Supervisor extends EventEmitter {
   /** Kills every worker at once (crash loop, fatal start error). */
   killAll(): void {
     this.#stopping = true;
+    clearInterval(this.#watchdog);
     for (const slot of this.#slots) if (slot.timer) clearTimeout(slot.timer);
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
   }

@@ -154,6 +154,10 @@ export const configSchema = z
     admin: hostPort.default('127.0.0.1:9464'),
     workers: z.union([z.literal('auto'), int(1, 256)]).default('auto'),
     shutdownTimeoutMs: int(100, 600_000).default(10_000),
+    /** SIGHUP: a replacement worker not ready (listening, connected, topology asserted) by then abandons the reload. */
+    reloadTimeoutMs: int(1000, 600_000).default(30_000),
+    /** A worker that sends no state for this long (stuck event loop, SIGSTOP) is killed and replaced; it reports every second. */
+    workerHangMs: int(3000, 600_000).default(15_000),
     /** Run on uWebSockets.js' pure-JS fallback when the native binary does not load. */
     allowUwsFallback: z.boolean().default(false),
     amqp: z

@@ -7,6 +7,7 @@ import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { holdUpload, send } from '../helpers/publish-http.js';
 import { getReadyz, logAfter, waitForReadyz, type Readyz } from '../helpers/admin.js';
 import { waitForMetric } from '../helpers/metrics.js';
+import { alive } from '../helpers/pids.js';
 
 const WORKERS = 2;
 const XML = { 'Content-Type': 'application/xml' };
@@ -259,3 +260,43 @@ describe('readiness with a hung worker', { timeout: 60_000 }, () => {
   });
 });
 
+
+describe('a worker hung longer than workerHangMs', { timeout: 60_000 }, () => {
+  let bridge: RunningBridge;
+  let broker: TestBroker;
+  let queue: string;
+
+  before(async () => {
+    broker = await openBroker();
+    queue = await broker.queue(uniqueName('readyz-hang-kill'));
+    bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], { workers: WORKERS, workerHangMs: 3000 }));
+  });
+  after(async () => {
+    await bridge?.stop();
+    await broker?.close();
+  });
+
+  it('is killed and replaced: the slot serves again with a new worker, and the restart is counted', async (t) => {
+    const [hung] = await workerPids(bridge);
+    assert.ok(hung !== undefined);
+    const from = bridge.logs.length;
+    process.kill(hung, 'SIGSTOP');
+    t.after(() => {
+      try {
+        process.kill(hung, 'SIGCONT'); // only if it survived, when an assertion failed
+      } catch {
+        // killed, as it should be
+      }
+    });
+    const killed = await logAfter(bridge, from, (l) => (l.msg ?? '').startsWith('worker hung') && l['workerPid'] === hung, 15_000);
+    assert.ok(Number(killed['silentMs']) > 3000, JSON.stringify(killed));
+    const back = await waitForReadyz(bridge, (r) => r.status === 200 && r.workers.length === WORKERS && r.workers.every((w) => w.pid !== hung), 20_000);
+    assert.equal(back.ready, true);
+    assert.equal(alive(hung), false, 'the hung process is gone');
+    assert.ok(((await waitForMetric(bridge.adminUrl, 'bridge_worker_restarts_total', {}, (v) => (v ?? 0) >= 1)) ?? 0) >= 1, 'the kill counts as a restart');
+    for (let i = 0; i < 4; i++) {
+      const reply = await send(`${bridge.url}/a`, { headers: XML, body: `<a n="${i}"/>` });
+      assert.equal(reply.status, 202, reply.body.toString());
+    }
+  });
+});
