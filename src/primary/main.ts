@@ -22,6 +22,7 @@ import { parseArgs, USAGE } from './cli.js';
 import { preflightPort } from './port-preflight.js';
 import { readiness } from './readiness.js';
 import { Supervisor } from './supervisor.js';
+import { reloadWorkers } from './reload.js';
 import { MetricsAggregator } from './metrics-aggregator.js';
 import { SystemdNotifier } from './systemd-notify.js';
 import { Registry } from 'prom-client';
@@ -154,6 +155,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;
         log.error('reload refused: invalid config; keeping the running one', { file, problems: err.problems });
+        aggregator.configLoaded(false);
         return;
       }
       reloading = true;
@@ -167,13 +169,19 @@ async function run(file: string, takeover: boolean): Promise<void> {
           log.warn('workers count changes need a restart; keeping the current count', { count });
         }
         if (next.admin !== config.admin) log.warn('admin address changes need a restart');
-        log.info('reloading: rolling restart of workers', { file });
-        await supervisor.reload(next, nextPort);
-        config = next;
-        port = nextPort;
-        log.info('reloaded', { port });
+        log.info('reloading: new workers start beside the running ones', { file, reloadTimeoutMs: config.reloadTimeoutMs });
+        const result = await reloadWorkers(supervisor, next, nextPort, config.reloadTimeoutMs);
+        if (result.ok) {
+          config = next;
+          port = nextPort;
+          log.info('reloaded', { port });
+        } else {
+          log.error('reload abandoned: the new workers were not ready; the running ones keep the previous config', { file, reasons: result.reasons });
+        }
+        aggregator.configLoaded(result.ok);
       } catch (err) {
-        log.error('reload failed; remaining workers keep the previous config', { err });
+        log.error('reload failed; the running workers keep the previous config', { err });
+        aggregator.configLoaded(false);
       } finally {
         reloading = false;
         announceWhenReady();

@@ -53,6 +53,8 @@ function openMetricsNames(metrics: readonly MetricJson[]): MetricJson[] {
 
 export class MetricsAggregator {
   readonly #registry = new Registry();
+  readonly #reloadSuccess: Gauge;
+  readonly #reloadSuccessTime: Gauge;
   readonly #restarts: Counter;
   readonly #scrapeErrors: Counter;
   /** The latest snapshot of each live worker, by cluster worker id. */
@@ -74,6 +76,9 @@ export class MetricsAggregator {
     const m = PRIMARY_METRICS;
     new Gauge({ ...m.workers, labelNames: [], registers, collect() { this.set(workerCount()); } });
     new Gauge({ ...m.buildInfo, labelNames: [...m.buildInfo.labelNames], registers }).set({ version: build.version, node: build.node, uws: build.uws }, 1);
+    this.#reloadSuccess = new Gauge({ ...m.reloadSuccess, labelNames: [], registers });
+    this.#reloadSuccessTime = new Gauge({ ...m.reloadSuccessTime, labelNames: [], registers });
+    this.configLoaded(true);
     this.#restarts = new Counter({ ...m.workerRestarts, labelNames: [], registers });
     this.#scrapeErrors = new Counter({ ...m.scrapeErrors, labelNames: [], registers });
     collectDefaultMetrics({ register: this.#registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
@@ -83,6 +88,12 @@ export class MetricsAggregator {
     cluster.on('message', (worker: Worker, msg: unknown) => {
       if (isWorkerToPrimary(msg) && msg.type === 'bridge:metrics' && msg.id === FINAL_SNAPSHOT_ID) this.#finalSnapshot(worker, msg.metrics);
     });
+  }
+
+  /** A config was put to work (start, reload: true) or refused or abandoned (false). */
+  configLoaded(ok: boolean): void {
+    this.#reloadSuccess.set(ok ? 1 : 0);
+    if (ok) this.#reloadSuccessTime.set(Date.now() / 1000);
   }
 
   workerRestarted(): void {

@@ -1,7 +1,7 @@
 /**
  * Worker supervision with node:cluster: one worker per slot, refork with exponential back-off,
- * crash-loop detection, rolling replacement on reload (new worker listening before the old one
- * drains, so the port never goes unserved), and the graceful stop.
+ * crash-loop detection, replacements for a reload (forked beside the running workers, committed
+ * or abandoned by src/primary/reload.ts), and the graceful stop.
  *
  * A worker that sends no state for `workerHangMs` (a stuck event loop, SIGSTOP) is killed; its
  * slot is reforked as after a crash.
@@ -31,6 +31,16 @@ interface Slot {
   startedAt: number;
   failures: number;
   timer: NodeJS.Timeout | undefined;
+}
+
+/** A forked worker on its way to serving a slot. */
+export interface Fork {
+  readonly slot: number;
+  readonly worker: Worker;
+  /** Resolves once it listens; see Supervisor#fork. */
+  readonly listening: Promise<void>;
+  /** Its latest report, with the broker's complaint if it has one. */
+  status: WorkerStatus | undefined;
 }
 
 export interface SupervisorOptions {
@@ -107,76 +117,97 @@ export class Supervisor extends EventEmitter {
     }
   }
 
-  /** Forks a worker for `slot` and resolves once it listens. */
+  /** Forks a worker for `slot`; it takes the slot once it listens. Resolves then. */
   #launch(slot: Slot): Promise<Worker> {
-    const worker = cluster.fork({ BRIDGE_WORKER_SLOT: String(slot.index) });
-    return new Promise<Worker>((resolve, reject) => {
-      let listening = false;
-      const deadline = setTimeout(() => {
-        if (!listening) {
-          this.#retire(worker);
-          reject(new Error(`worker ${slot.index} did not listen within ${LISTEN_DEADLINE_MS} ms`));
-        }
-      }, LISTEN_DEADLINE_MS);
-      worker.on('message', (msg: unknown) => {
-        if (!isWorkerToPrimary(msg)) return;
-        switch (msg.type) {
-          case 'bridge:hello': {
-            const start: PrimaryToWorker = {
-              type: 'bridge:start',
-              config: this.#config,
-              slot: slot.index,
-              port: this.#port,
-              allowFallback: this.#allowFallback,
-            };
-            worker.send(start);
-            break;
-          }
-          case 'bridge:status':
-            if (slot.worker === worker || (!listening && msg.status.listening)) {
-              if (!listening && msg.status.listening) {
-                listening = true;
-                clearTimeout(deadline);
-                // The new worker takes over the slot only once it serves the port.
-                slot.worker = worker;
-                slot.startedAt = Date.now();
-                resolve(worker);
-              }
-              if (slot.worker === worker) {
-                slot.status = msg.status;
-                slot.lastSeen = Date.now();
-                this.emit('worker-status', slot.index);
-              }
-            }
-            break;
-          case 'bridge:metrics':
-            this.emit('metrics', msg.id, msg.metrics);
-            break;
-          case 'bridge:listen-failed':
-          case 'bridge:fatal':
-            clearTimeout(deadline);
-            this.#retire(worker);
-            reject(new Error(`worker ${slot.index}: ${msg.detail}`));
-            this.emit('fatal', msg.detail);
-            break;
-          default: {
-            const unknownMsg: never = msg;
-            throw new TypeError(`unhandled IPC message ${JSON.stringify(unknownMsg)}`);
-          }
-        }
-      });
-      worker.on('exit', (code, signal) => {
-        clearTimeout(deadline);
-        const expected = this.#retiring.delete(worker) || this.#stopping;
-        this.emit('worker-exit', { slot: slot.index, workerPid: worker.process.pid, workerId: worker.id, code, signal, expected });
-        if (!listening) reject(new Error(`worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`));
-        if (slot.worker !== worker) return;
-        slot.worker = undefined;
-        slot.status = undefined;
-        slot.lastSeen = 0;
-        if (!expected) this.#onCrash(slot);
-      });
+    const fork = this.#fork(slot, this.#config, this.#port, false, LISTEN_DEADLINE_MS);
+    return fork.listening.then(() => {
+      if (fork.worker.isDead()) throw new Error(`worker ${slot.index} exited as it started listening`);
+      this.#takeSlot(slot, fork);
+      return fork.worker;
     });
+  }
+
+  /**
+   * Forks a worker for `slot` with `config`, without giving it the slot: `listening` resolves
+   * once it serves the port (with `strict`, only once its broker channel is open and the topology
+   * asserted), rejects if it reports a fatal error, exits first, or misses `deadlineMs` (then it is
+   * told to drain).
+   */
+  #fork(slot: Slot, config: Config, port: number, strict: boolean, deadlineMs: number): Fork {
+    const worker = cluster.fork({ BRIDGE_WORKER_SLOT: String(slot.index) });
+    let resolveListening: () => void = () => undefined;
+    let rejectListening: (err: Error) => void = () => undefined;
+    const listening = new Promise<void>((resolve, reject) => {
+      resolveListening = resolve;
+      rejectListening = reject;
+    });
+    // A caller that gives up first (reload abandoned) must not leave an unhandled rejection.
+    listening.catch(() => undefined);
+    const fork: Fork = { slot: slot.index, worker, listening, status: undefined };
+    let listened = false;
+    const deadline = setTimeout(() => {
+      if (listened) return;
+      this.#retire(worker);
+      rejectListening(new Error(`worker ${slot.index} did not ${strict ? 'connect and listen' : 'listen'} within ${deadlineMs} ms`));
+    }, deadlineMs);
+    worker.on('message', (msg: unknown) => {
+      if (!isWorkerToPrimary(msg)) return;
+      switch (msg.type) {
+        case 'bridge:hello': {
+          const start: PrimaryToWorker = { type: 'bridge:start', config, slot: slot.index, port, allowFallback: this.#allowFallback, listenWhenConnected: strict };
+          worker.send(start);
+          break;
+        }
+        case 'bridge:status':
+          fork.status = msg.status;
+          if (slot.worker === worker) {
+            slot.status = msg.status;
+            slot.lastSeen = Date.now();
+            this.emit('worker-status', slot.index);
+          }
+          if (!listened && msg.status.listening) {
+            listened = true;
+            clearTimeout(deadline);
+            resolveListening();
+          }
+          break;
+        case 'bridge:metrics':
+          this.emit('metrics', msg.id, msg.metrics);
+          break;
+        case 'bridge:listen-failed':
+        case 'bridge:fatal':
+          clearTimeout(deadline);
+          this.#retire(worker);
+          rejectListening(new Error(`worker ${slot.index}: ${msg.detail}`));
+          this.emit('fatal', msg.detail);
+          break;
+        default: {
+          const unknownMsg: never = msg;
+          throw new TypeError(`unhandled IPC message ${JSON.stringify(unknownMsg)}`);
+        }
+      }
+    });
+    worker.on('exit', (code, signal) => {
+      clearTimeout(deadline);
+      const expected = this.#retiring.delete(worker) || this.#stopping;
+      this.emit('worker-exit', { slot: slot.index, workerPid: worker.process.pid, workerId: worker.id, code, signal, expected });
+      if (!listened) rejectListening(new Error(`worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`));
+      if (slot.worker !== worker) return;
+      slot.worker = undefined;
+      slot.status = undefined;
+      slot.lastSeen = 0;
+      if (!expected) this.#onCrash(slot);
+    });
+    return fork;
+  }
+
+  /** The worker of `fork` serves its slot from now on (it listens). */
+  #takeSlot(slot: Slot, fork: Fork): void {
+    slot.worker = fork.worker;
+    slot.status = fork.status;
+    slot.lastSeen = Date.now();
+    slot.startedAt = Date.now();
+    this.emit('worker-status', slot.index);
   }
 
   #onCrash(slot: Slot): void {
@@ -214,22 +245,39 @@ export class Supervisor extends EventEmitter {
   }
 
   /**
-   * Rolling restart with a new config, one slot at a time: fork the replacement, wait until it
-   * listens on the (SO_REUSEPORT) port, then drain the old worker. A replacement that fails to
-   * listen aborts the roll and leaves the remaining old workers serving.
+   * Forks one replacement per slot with `config` (see src/primary/reload.ts). Each listens only
+   * once its broker channel is open and the topology asserted, and takes no slot yet: until
+   * `commit`, the running workers keep their slots (and /readyz reports them).
    */
-  async reload(config: Config, port: number): Promise<void> {
+  forkReplacements(config: Config, port: number, deadlineMs: number): Fork[] {
+    return this.#slots.map((slot) => this.#fork(slot, config, port, true, deadlineMs));
+  }
+
+  /**
+   * The replacements (all listening) take their slots and the config becomes the running one; the
+   * workers they replace drain. Resolves once those exited (SIGKILL after the drain deadline).
+   */
+  async commit(replacements: readonly Fork[], config: Config, port: number): Promise<void> {
     this.#config = config;
     this.#port = port;
-    for (const slot of this.#slots) {
-      if (this.#stopping) return;
+    const retired: Worker[] = [];
+    for (const fork of replacements) {
+      const slot = this.#slots[fork.slot];
+      if (slot === undefined) continue;
+      if (slot.timer) clearTimeout(slot.timer);
+      slot.timer = undefined;
       const old = slot.worker;
-      await this.#launch(slot);
-      if (old !== undefined) {
-        this.#retire(old);
-        await this.#awaitExit(old, config.shutdownTimeoutMs + 2000);
-      }
+      this.#takeSlot(slot, fork);
+      if (old !== undefined) retired.push(old);
     }
+    for (const old of retired) this.#retire(old);
+    await Promise.all(retired.map((old) => this.#awaitExit(old, config.shutdownTimeoutMs + 2000)));
+  }
+
+  /** Drains (or kills, when stuck) replacements of a reload that is abandoned. */
+  async abandon(replacements: readonly Fork[]): Promise<void> {
+    for (const fork of replacements) this.#retire(fork.worker);
+    await Promise.all(replacements.map((fork) => this.#awaitExit(fork.worker, this.#config.shutdownTimeoutMs + 2000)));
   }
 
   /** Drains every worker; resolves true when all exited 0 within the deadline. */

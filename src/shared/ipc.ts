@@ -14,6 +14,8 @@ export interface WorkerStatus {
   readonly listening: boolean;
   readonly amqp: AmqpState;
   readonly draining: boolean;
+  /** The broker's latest complaint (e.g. `NOT_FOUND - no queue …` from the topology), passwords redacted. */
+  readonly problem?: string;
 }
 
 export type PrimaryToWorker =
@@ -24,6 +26,12 @@ export type PrimaryToWorker =
       readonly port: number;
       /** The operator allowed uWS's JS fallback (config or environment). */
       readonly allowFallback: boolean;
+      /**
+       * Listen only once the channel is open and the topology asserted, however long that takes
+       * (a reload's replacement: the primary gives up on it instead). Otherwise a worker listens
+       * after at most a few seconds anyway, so partners get 503s rather than refused connections.
+       */
+      readonly listenWhenConnected: boolean;
     }
   | { readonly type: 'bridge:drain' }
   /** Asks for the worker's metrics as prom-client JSON; answered with bridge:metrics. */

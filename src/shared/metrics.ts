@@ -104,6 +104,18 @@ export const PRIMARY_METRICS = {
     kind: 'counter',
     labelNames: [],
   },
+  reloadSuccess: {
+    name: 'bridge_config_reload_success',
+    help: 'Whether the last config reload (SIGHUP) succeeded: 1, or 0 when it was refused or abandoned and the previous config still runs.',
+    kind: 'gauge',
+    labelNames: [],
+  },
+  reloadSuccessTime: {
+    name: 'bridge_config_last_reload_success_timestamp_seconds',
+    help: 'When the running config was loaded: the start, or the last successful reload (Unix seconds).',
+    kind: 'gauge',
+    labelNames: [],
+  },
   buildInfo: {
     name: 'bridge_build_info',
     help: 'Always 1: the bridge version, Node.js version and uWebSockets.js build that are running.',

@@ -8,6 +8,7 @@ import { splitHostPort } from '../shared/host-port.js';
 import type { Config } from '../shared/config-schema.js';
 import { isPrimaryToWorker, WORKER_HEARTBEAT_MS, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
 import { createLogger } from '../shared/log.js';
+import { redactUrl } from '../shared/redact.js';
 import { loadUws } from '../shared/uws.js';
 import { FINAL_SNAPSHOT_ID } from '../shared/metrics.js';
 import { withCeleryTopology } from './amqp/celery.js';
@@ -55,7 +56,7 @@ async function sendFinalSnapshot(metrics: WorkerMetrics): Promise<void> {
   }
 }
 
-async function start(config: Config, slot: number, port: number, allowFallback: boolean): Promise<void> {
+async function start(config: Config, slot: number, port: number, allowFallback: boolean, listenWhenConnected: boolean): Promise<void> {
   log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
   const accessRate = config.logging.accessLogSampleRate;
   const { uws, native } = loadUws();
@@ -82,16 +83,24 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   replies.on('late', (route: string | undefined) => metrics.lateReply(route));
   let listening = false;
   let draining = false;
+  let problem: string | undefined;
 
   const report = (): void => {
-    const status: WorkerStatus = { listening, amqp: link.state, draining };
+    const status: WorkerStatus = { listening, amqp: link.state, draining, ...(problem === undefined ? {} : { problem }) };
     send({ type: 'bridge:status', status });
   };
   link.on('state', (state) => {
     log.info('broker state', { state });
     report();
   });
-  link.on('problem', ({ what, err }: { what: string; err: unknown }) => log.warn(what, { err }));
+  link.on('problem', ({ what, err }: { what: string; err: unknown }) => {
+    log.warn(what, { err });
+    problem = redactUrl(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+    report();
+  });
+  link.on('channel', () => {
+    problem = undefined;
+  });
   link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
 
   const records: RecordObserver = {
@@ -167,10 +176,13 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   // Take traffic only once we can publish: a replacement worker that listened at once would
   // answer 503 for the first tens of ms while its siblings could have served. Bounded, so that
   // with the broker down partners still get fast 503s rather than refused connections.
-  try {
-    await once(link, 'channel', { signal: AbortSignal.timeout(BROKER_WAIT_BEFORE_LISTEN_MS) });
-  } catch {
-    log.warn('broker not reachable yet; listening anyway (requests get 503 until it is)');
+  if (listenWhenConnected) await once(link, 'channel');
+  else {
+    try {
+      await once(link, 'channel', { signal: AbortSignal.timeout(BROKER_WAIT_BEFORE_LISTEN_MS) });
+    } catch {
+      log.warn('broker not reachable yet; listening anyway (requests get 503 until it is)');
+    }
   }
   const { host } = splitHostPort(config.listen);
   try {
@@ -196,7 +208,7 @@ process.once('message', (msg: unknown) => {
     log.fatal('first IPC message was not bridge:start');
     process.exit(1);
   }
-  start(msg.config, msg.slot, msg.port, msg.allowFallback).catch((err: unknown) => {
+  start(msg.config, msg.slot, msg.port, msg.allowFallback, msg.listenWhenConnected).catch((err: unknown) => {
     log.fatal('worker failed to start', { err });
     process.exit(1);
   });

@@ -6,6 +6,8 @@ import { describe, it } from 'node:test';
 import { baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { postXml, startLoad, summarize, xmlBody, type Attempt, type LoadResult } from '../helpers/load.js';
+import { getReadyz } from '../helpers/admin.js';
+import { metricValue } from '../helpers/metrics.js';
 
 const SHUTDOWN_TIMEOUT_MS = 5000;
 
@@ -247,7 +249,59 @@ describe('process lifecycle', { timeout: 110_000 }, () => {
     assert.deepEqual(await drainIds(broker, queue), [key]);
     assert.deepEqual(await workerPids(bridge), before);
     assert.equal(bridge.child.exitCode, null);
-    assert.ok(!bridge.logs.some(msgIs('reloading: rolling restart of workers')));
+    assert.ok(!bridge.logs.some((l) => (l.msg ?? '').startsWith('reloading')));
+    assert.equal(await metricValue(bridge.adminUrl, 'bridge_config_reload_success'), 0, 'a refused reload shows as 0');
+  });
+
+  it('SIGHUP with a binding to a missing queue: abandoned with the broker\'s reason, the old workers answer 2xx throughout, /readyz stays 200', async (t) => {
+    const broker = await openBroker();
+    t.after(() => broker.close());
+    const queue = await broker.queue(uniqueName('hup-safe'));
+    const missing = uniqueName('hup-missing-queue');
+    const config = baseConfig([publishRoute('/a', queue)], { shutdownTimeoutMs: SHUTDOWN_TIMEOUT_MS, reloadTimeoutMs: 3000 });
+    const bridge = await startBridge(config);
+    t.after(() => bridge.stop());
+    const before = await workerPids(bridge);
+    const loadedAt = await metricValue(bridge.adminUrl, 'bridge_config_last_reload_success_timestamp_seconds');
+    assert.equal(await metricValue(bridge.adminUrl, 'bridge_config_reload_success'), 1);
+
+    const load = startLoad({ url: `${bridge.url}/a`, concurrency: 2, maxRequests: 30_000, maxDurationMs: 30_000, keepAlive: true, idPrefix: uniqueName('hup-safe') });
+    await load.whenSettled(50);
+    let watching = true;
+    const readyz: number[] = [];
+    const watcher = (async () => {
+      while (watching) {
+        readyz.push((await getReadyz(bridge)).status);
+        await new Promise((r) => setTimeout(r, 50)); // polling /readyz through the reload: no event to await
+      }
+    })();
+    bridge.rewriteConfig({ ...config, topology: { bindings: [{ queue: missing, exchange: 'amq.direct', routingKey: 'k' }] } });
+    bridge.child.kill('SIGHUP');
+    const abandoned = await bridge.waitForLog((l) => (l.msg ?? '').startsWith('reload abandoned'), 20_000);
+    const reasons = JSON.stringify(abandoned['reasons']);
+    assert.match(reasons, /NOT_FOUND/, `the broker's own reason: ${reasons}`);
+    assert.ok(reasons.includes(missing), `names the missing queue: ${reasons}`);
+    await load.whenSettled(load.attempts.length + 50);
+    load.stop();
+    watching = false;
+    await watcher;
+    const result = await load.done;
+    t.diagnostic(`client during the abandoned reload: ${summarize(result)}; /readyz answers: ${readyz.length}`);
+    assert.deepEqual(Object.keys(result.statuses), ['202'], `only 2xx throughout (${summarize(result)})`);
+    assert.deepEqual(result.errors, {});
+    assert.ok(readyz.length > 10 && readyz.every((s) => s === 200), `/readyz stayed 200: ${JSON.stringify(readyz)}`);
+    assert.deepEqual(await workerPids(bridge), before, 'the old workers keep serving');
+    assert.equal(await metricValue(bridge.adminUrl, 'bridge_config_reload_success'), 0);
+    assert.equal(await metricValue(bridge.adminUrl, 'bridge_config_last_reload_success_timestamp_seconds'), loadedAt);
+    assertNoLostOk(result, await drainIds(broker, queue));
+
+    // A good config next: reloaded, and the metrics say so.
+    bridge.rewriteConfig(config);
+    bridge.child.kill('SIGHUP');
+    await bridge.waitForLog(msgIs('reloaded'), 30_000);
+    assert.equal(await metricValue(bridge.adminUrl, 'bridge_config_reload_success'), 1);
+    assert.ok(((await metricValue(bridge.adminUrl, 'bridge_config_last_reload_success_timestamp_seconds')) ?? 0) > (loadedAt ?? Infinity));
+    assert.deepEqual((await workerPids(bridge)).filter((p) => before.includes(p)), []);
   });
 
   it('crash loop: repeated worker deaths make the primary exit non-zero', async (t) => {
