@@ -598,5 +598,7 @@ function alertCases(): unknown[] {
     ),
     test([[`bridge_rpc_replies_total{${I}, route="orders", outcome="ok"}`, '0+100x30']], [['20m', 'BridgeLateRpcReplies', []]]),
     test([[`bridge_scrape_errors_total{${I}}`, '0+1x20']], [['15m', 'BridgeScrapeErrors', [{ ...job, severity: 'warning' }]]]),
+    test([[`bridge_config_reload_success{${I}}`, '1 1 0 0']], [['3m', 'BridgeConfigReloadFailed', [{ ...job, severity: 'warning' }]]]),
+    test([[`bridge_config_reload_success{${I}}`, '1x5']], [['4m', 'BridgeConfigReloadFailed', []]]),
   ];
 }
