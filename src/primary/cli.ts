@@ -2,7 +2,7 @@
 
 export type Command =
   | { readonly kind: 'run'; readonly configFile: string | undefined; readonly takeover: boolean }
-  | { readonly kind: 'check-config'; readonly configFile: string }
+  | { readonly kind: 'check-config'; readonly configFile: string; readonly broker: boolean }
   | { readonly kind: 'help' }
   | { readonly kind: 'version' }
   | { readonly kind: 'usage-error'; readonly message: string };
@@ -11,7 +11,10 @@ export const USAGE = `Usage:
   xml-amqp-bridge --config FILE        run the bridge (or set BRIDGE_CONFIG=FILE)
       [--takeover]                     share the port with the running instance being upgraded
                                        (skips the check that refuses a port already in use)
-  xml-amqp-bridge check-config FILE    validate FILE: exit 0, or list every problem and exit 2
+  xml-amqp-bridge check-config [--broker] FILE
+                                       validate FILE: exit 0, or list every problem and exit 2;
+                                       --broker also asks the broker (passively) whether every
+                                       exchange and queue FILE names exists: exit 3 if not
   xml-amqp-bridge --version            print the bridge, Node.js and uWebSockets.js versions
   xml-amqp-bridge --help
 
@@ -22,9 +25,11 @@ BRIDGE_WORKERS (number or auto), BRIDGE_AMQP_URLS (comma separated, tried in ord
 export function parseArgs(argv: readonly string[]): Command {
   const [first, ...rest] = argv;
   if (first === 'check-config') {
-    const file = rest[0];
-    if (file === undefined || rest.length > 1) return { kind: 'usage-error', message: 'check-config takes exactly one FILE' };
-    return { kind: 'check-config', configFile: file };
+    const broker = rest.includes('--broker');
+    const files = rest.filter((a) => a !== '--broker');
+    const file = files[0];
+    if (file === undefined || files.length > 1 || file.startsWith('-')) return { kind: 'usage-error', message: 'check-config takes [--broker] and exactly one FILE' };
+    return { kind: 'check-config', configFile: file, broker };
   }
   let configFile: string | undefined;
   let takeover = false;

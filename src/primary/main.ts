@@ -38,17 +38,32 @@ function printProblems(err: ConfigError, write: (line: string) => void): void {
   for (const p of err.problems) write(`${p.path}: ${p.message}\n`);
 }
 
-function checkConfig(file: string): number {
+async function checkConfig(file: string, broker: boolean): Promise<number> {
+  let config: Config;
   try {
-    const config = loadConfig(file);
-    process.stdout.write(`${file}: OK (${config.routes.length} routes, ${resolveWorkerCount(config)} workers)\n`);
-    return 0;
+    config = loadConfig(file);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`${file}: ${err.problems.length} problem(s)\n`);
     printProblems(err, (line) => process.stderr.write(`  ${line}`));
     return 2;
   }
+  process.stdout.write(`${file}: OK (${config.routes.length} routes, ${resolveWorkerCount(config)} workers)\n`);
+  if (!broker) return 0;
+  // Loaded only here: the running primary never talks AMQP (amqplib alone is 9 MB of RSS).
+  const { checkAgainstBroker } = await import('./broker-check.js');
+  const check = await checkAgainstBroker(config);
+  if (!check.reachable) {
+    process.stderr.write(`${file}: the broker did not answer: ${check.detail}\n`);
+    return 3;
+  }
+  if (check.disagreements.length > 0) {
+    process.stderr.write(`${file}: the broker at ${check.url} disagrees (${check.disagreements.length}):\n`);
+    for (const d of check.disagreements) process.stderr.write(`  ${d.path}: ${d.message}\n`);
+    return 3;
+  }
+  process.stdout.write(`${file}: the broker at ${check.url} has every exchange and queue it names (${check.checked} checked; the rest are declared by the bridge)\n`);
+  return 0;
 }
 
 async function run(file: string, takeover: boolean): Promise<void> {
@@ -228,7 +243,15 @@ switch (command.kind) {
     process.exitCode = 2;
     break;
   case 'check-config':
-    process.exitCode = checkConfig(command.configFile);
+    checkConfig(command.configFile, command.broker).then(
+      (code) => {
+        process.exitCode = code;
+      },
+      (err: unknown) => {
+        process.stderr.write(`check-config failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exitCode = 1;
+      },
+    );
     break;
   case 'run': {
     const file = command.configFile ?? configPathFromEnv();

@@ -1,11 +1,13 @@
 /** The command line of the built bin: `check-config FILE`, `--help`, usage errors, and refusing to start on a broken config. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { once } from 'node:events';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { MAIN, PROJECT_ROOT } from '../helpers/bridge.js';
+import { AMQP_URL, MAIN, PROJECT_ROOT } from '../helpers/bridge.js';
+import { openBroker, uniqueName } from '../helpers/broker.js';
 import { MANY_PROBLEMS_PATHS } from '../fixtures/configs/many-problems.js';
 
 const FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'configs');
@@ -124,7 +126,8 @@ describe('command line', { timeout: 60_000 }, () => {
     const run = await runMain(['--help']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /Usage:/);
-    assert.match(run.stdout, /check-config FILE/);
+    assert.match(run.stdout, /check-config \[--broker\] FILE/);
+    assert.match(run.stdout, /--version/);
     assert.match(run.stdout, /--config FILE/);
   });
 
@@ -165,5 +168,71 @@ describe('command line', { timeout: 60_000 }, () => {
     const run = await runMain(['--config', missing]);
     assert.equal(run.code, 2);
     assert.ok(run.stdout.includes(missing), run.stdout);
+  });
+});
+
+describe('check-config --broker', { timeout: 60_000 }, () => {
+  /** A config file written for one test, deleted after it. */
+  function configFile(t: { after: (fn: () => void) => void }, config: unknown): string {
+    const dir = mkdtempSync(path.join(tmpdir(), 'check-broker-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'config.yaml');
+    writeFileSync(file, JSON.stringify(config));
+    return file;
+  }
+
+  it('exits 0 when every exchange and queue named exists or is declared, and changes nothing', async (t) => {
+    const broker = await openBroker();
+    t.after(() => broker.close());
+    const queue = await broker.queue(uniqueName('check-ok'));
+    const exchange = await broker.exchange(uniqueName('check-ok-ex'), 'topic');
+    const declared = uniqueName('check-declared');
+    const file = configFile(t, {
+      amqp: { urls: [AMQP_URL] },
+      topology: { queues: [{ name: declared }], bindings: [{ queue, exchange, routingKey: 'a.#' }, { queue: declared, exchange: 'amq.topic', routingKey: 'b' }] },
+      routes: [
+        { path: '/a', mode: 'publish', exchange, routingKey: 'a.{/xml/MsgType}' },
+        { path: '/b', mode: 'publish', exchange: '', routingKey: queue },
+        { path: '/c', mode: 'rpc', exchange: '', routingKey: declared },
+        { path: '/d', mode: 'celery', task: 'x', queue: uniqueName('check-celery') },
+      ],
+    });
+    const run = await runMain(['check-config', '--broker', file]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /has every exchange and queue it names \(\d+ checked/);
+    // Passive: what topology declares was not created by the check.
+    await assert.rejects(broker.connection.createChannel().then(async (ch) => {
+      ch.on('error', () => undefined);
+      await ch.checkQueue(declared);
+    }));
+  });
+
+  it('exits 3 naming every exchange and queue the broker does not have, by its path in the file', async (t) => {
+    const missingExchange = uniqueName('check-no-ex');
+    const missingQueue = uniqueName('check-no-q');
+    const missingRouteQueue = uniqueName('check-no-route-q');
+    const file = configFile(t, {
+      amqp: { urls: [AMQP_URL] },
+      topology: { bindings: [{ queue: missingQueue, exchange: 'amq.direct', routingKey: 'k' }] },
+      routes: [
+        { path: '/a', mode: 'publish', exchange: missingExchange, routingKey: 'k' },
+        { path: '/b', mode: 'publish', exchange: '', routingKey: missingRouteQueue },
+      ],
+    });
+    const run = await runMain(['check-config', '--broker', file]);
+    assert.equal(run.code, 3, `${run.stdout}\n${run.stderr}`);
+    const lines = run.stderr.split('\n').filter((l) => l.startsWith('  '));
+    const byPath = new Map(lines.map((l) => [l.trim().split(':')[0], l]));
+    assert.deepEqual([...byPath.keys()].sort(), ['routes[0].exchange', 'routes[1].routingKey', 'topology.bindings[0].queue']);
+    assert.ok(byPath.get('routes[0].exchange')?.includes(missingExchange));
+    assert.ok(byPath.get('topology.bindings[0].queue')?.includes(`NOT_FOUND`), lines.join('\n'));
+  });
+
+  it('exits 3 when no broker answers, naming the URL without its password', async (t) => {
+    const file = configFile(t, { amqp: { urls: ['amqp://guest:s3cr3t@127.0.0.1:1/'] }, routes: [{ path: '/a', mode: 'publish', routingKey: 'k' }] });
+    const run = await runMain(['check-config', '--broker', file]);
+    assert.equal(run.code, 3, run.stderr);
+    assert.match(run.stderr, /did not answer: amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1\//);
+    assert.ok(!run.stderr.includes('s3cr3t'));
   });
 });
