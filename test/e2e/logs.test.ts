@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:net';
 import { baseConfig, startBridge, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
-import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
+import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { deadBrokerPort } from '../helpers/dead-broker.js';
 import { header, send } from '../helpers/publish-http.js';
 import { startLoad, summarize } from '../helpers/load.js';
@@ -38,6 +39,7 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
   const user = uniqueName('logs-user');
   const password = `pw-${randomUUID()}`;
   const startedAt = Date.now();
+  let node: PrivateBroker;
   let broker: TestBroker;
   let bridge: RunningBridge;
   let dead: Server;
@@ -69,9 +71,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
   }
 
   before(async () => {
-    await rabbitmqctl('add_user', user, password);
-    await rabbitmqctl('set_permissions', '-p', '/', user, '.*', '.*', '.*');
-    broker = await openBroker();
+    // A user with a password of its own, on a node of the test's own: the shared broker's users stay as they are.
+    node = await startPrivateBroker('logs');
+    await node.ctl('add_user', user, password);
+    await node.ctl('set_permissions', '-p', '/', user, '.*', '.*', '.*');
+    broker = await openBroker(node.url);
     queue = await broker.queue(uniqueName('logs'));
     const deadPort = await deadBrokerPort();
     dead = deadPort.server;
@@ -87,7 +91,7 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     config = {
       ...base,
       amqp: {
-        urls: [`amqp://${user}:${password}@127.0.0.1:${deadPort.port}/`, `amqp://${user}:${password}@127.0.0.1:5672/`],
+        urls: [`amqp://${user}:${password}@127.0.0.1:${deadPort.port}/`, `amqp://${user}:${password}@127.0.0.1:${node.port}/`],
         heartbeatSeconds: 5,
         reconnectSeconds: 0.5,
       },
@@ -98,7 +102,7 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     await bridge?.stop();
     await broker?.close();
     dead?.close();
-    await rabbitmqctl('delete_user', user).catch(() => undefined);
+    await node?.stop();
   });
 
   it('writes one JSON object per line: time, level, pid, role, msg, and the worker slot on worker lines', async () => {

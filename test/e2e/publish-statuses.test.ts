@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { GetMessage } from 'amqplib';
 import { AMQP_URL, MAIN, baseConfig, startBridge, waitUntilReady, type LogLine, type RunningBridge } from '../helpers/bridge.js';
-import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
+import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import {
   assertProblem,
   assertRequestId,
@@ -461,26 +462,29 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
   });
 });
 
-describe('publish mode while the broker blocks publishers (memory alarm)', { timeout: 90_000 }, () => {
+describe('publish mode while the broker blocks publishers (memory alarm, on a private node)', { timeout: 120_000 }, () => {
+  let node: PrivateBroker;
   let broker: TestBroker;
   let bridge: RunningBridge;
   let queue: string;
 
   before(async () => {
-    broker = await openBroker();
+    node = await startPrivateBroker('alarm');
+    broker = await openBroker(node.url);
     queue = await broker.queue(uniqueName('st-alarm'));
     bridge = await startBridge(
-      configWith([{ path: '/alarm', mode: 'publish', exchange: '', routingKey: queue }], { confirmTimeoutMs: 1000 }, { workers: 1 }),
+      configWith([{ path: '/alarm', mode: 'publish', exchange: '', routingKey: queue }], { urls: [node.url], confirmTimeoutMs: 1000 }, { workers: 1 }),
     );
   });
   after(async () => {
     await bridge?.stop();
     await broker?.close();
+    await node?.stop();
   });
 
   it('503 with Retry-After while blocked, served again once the alarm clears', async (t) => {
     const restore = async (): Promise<void> => {
-      await rabbitmqctl('set_vm_memory_high_watermark', '0.4');
+      await node.ctl('set_vm_memory_high_watermark', '0.4');
     };
     t.after(restore);
     const post = (id: string): Promise<Reply> =>
@@ -495,7 +499,7 @@ describe('publish mode while the broker blocks publishers (memory alarm)', { tim
     const fromLog = bridge.logs.length;
     let blockedAt = fromLog;
     try {
-      await rabbitmqctl('set_vm_memory_high_watermark', 'absolute', '1');
+      await node.ctl('set_vm_memory_high_watermark', 'absolute', '1');
       // connection.blocked only arrives once this connection publishes after the alarm (docs/failure-modes.md
       // 2.4): that publish is never confirmed (504 after confirmTimeoutMs) or already refused.
       let first: Reply | undefined;

@@ -1,17 +1,18 @@
 /** E2E, /readyz and /healthz: 503 naming each worker that is not ready and why (broker unreachable, connection lost, memory alarm, draining), 200 only when all are. */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { AMQP_URL, baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
-import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
+import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { holdUpload, send } from '../helpers/publish-http.js';
 import { getReadyz, logAfter, waitForReadyz, type Readyz } from '../helpers/admin.js';
 import { waitForMetric } from '../helpers/metrics.js';
 import { alive } from '../helpers/pids.js';
+import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
 
 const WORKERS = 2;
 const XML = { 'Content-Type': 'application/xml' };
-/** What `rabbitmqctl set_vm_memory_high_watermark` is restored to (the broker's setting in this environment). */
+/** RabbitMQ's default `vm_memory_high_watermark`: what the private node is set back to once the alarm test is done. */
 const NORMAL_WATERMARK = '0.4';
 const BLOCKED_REASON = 'broker blocked (memory or disk alarm)';
 
@@ -121,31 +122,34 @@ describe('readiness follows each worker\'s broker link', { timeout: 90_000 }, ()
   });
 });
 
-describe('readiness during a memory alarm', { timeout: 90_000 }, () => {
+describe('readiness during a memory alarm (on a private node)', { timeout: 120_000 }, () => {
+  let node: PrivateBroker;
   let bridge: RunningBridge;
   let broker: TestBroker;
   let queue: string;
 
   before(async () => {
-    broker = await openBroker();
+    node = await startPrivateBroker('readyz-alarm');
+    broker = await openBroker(node.url);
     queue = await broker.queue(uniqueName('readyz-alarm'));
     bridge = await startBridge(
       baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], {
         workers: WORKERS,
-        amqp: { urls: [AMQP_URL], heartbeatSeconds: 5, reconnectSeconds: 0.5, confirmTimeoutMs: 1500 },
+        amqp: { urls: [node.url], heartbeatSeconds: 5, reconnectSeconds: 0.5, confirmTimeoutMs: 1500 },
       }),
     );
   });
   after(async () => {
     await bridge?.stop();
     await broker?.close();
+    await node?.stop();
   });
 
   it('names the blocked worker while RabbitMQ blocks publishers, and is 200 again once the alarm clears', async (t) => {
     const from = bridge.logs.length;
-    t.after(() => rabbitmqctl('set_vm_memory_high_watermark', NORMAL_WATERMARK).then(() => undefined)); // even if an assertion throws
+    t.after(() => node.ctl('set_vm_memory_high_watermark', NORMAL_WATERMARK).then(() => undefined)); // even if an assertion throws
     try {
-      await rabbitmqctl('set_vm_memory_high_watermark', '0');
+      await node.ctl('set_vm_memory_high_watermark', '0');
       // connection.blocked reaches a worker only when it publishes after the alarm: the first
       // request's publish is held by the broker (504 at confirmTimeoutMs, or 503 if the blocked
       // notice came first).
@@ -169,7 +173,7 @@ describe('readiness during a memory alarm', { timeout: 90_000 }, () => {
       for (const w of r.workers.filter((x) => x.ready)) assert.deepEqual(w.reasons, []);
       assert.equal(await waitForMetric(bridge.adminUrl, 'bridge_amqp_blocked', {}, (v) => v !== undefined && v >= 1), notReady.length);
     } finally {
-      await rabbitmqctl('set_vm_memory_high_watermark', NORMAL_WATERMARK);
+      await node.ctl('set_vm_memory_high_watermark', NORMAL_WATERMARK);
     }
     const blocked = bridge.logs.slice(from).filter(isBrokerState('blocked'));
     for (const line of blocked) await logAfter(bridge, bridge.logs.indexOf(line), (l) => isBrokerState('connected')(l) && l['pid'] === line['pid']);

@@ -29,8 +29,9 @@ export interface TestBroker {
   close(): Promise<void>;
 }
 
-export async function openBroker(): Promise<TestBroker> {
-  const connection = await amqplib.connect(AMQP_URL);
+/** Test-side access to the shared broker, or to another one (a private node: `url`). */
+export async function openBroker(url: string = AMQP_URL): Promise<TestBroker> {
+  const connection = await amqplib.connect(url);
   let channel = await connection.createChannel();
   const queues: string[] = [];
   const exchanges: string[] = [];
@@ -74,7 +75,10 @@ export async function openBroker(): Promise<TestBroker> {
   };
 }
 
-/** rabbitmqctl, for broker-side faults (close_all_connections, alarms). */
+/**
+ * rabbitmqctl on the shared broker: for reading it and closing this suite's own connections only.
+ * Alarms, stops and other changes go to a private node (private-broker.ts).
+ */
 export async function rabbitmqctl(...args: string[]): Promise<string> {
   const { stdout } = await execFileAsync('rabbitmqctl', args, { timeout: 60_000 });
   return stdout;

@@ -1,0 +1,105 @@
+/**
+ * A RabbitMQ node of the test's own, for tests that alarm, stop, kill, freeze or reconfigure a
+ * broker: its own node name, ports, data directory and Erlang cookie, started from Debian's
+ * rabbitmq-server package and stopped by its PID. The shared broker on 5672 is never touched.
+ * Needs the rabbitmq-server package (.ci/run installs it) and takes about 4 s to boot.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { alive } from './pids.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Where Debian's rabbitmq-server package keeps the scripts that do not switch user. */
+const RABBITMQ_BIN = '/usr/lib/rabbitmq/bin';
+
+export interface PrivateBroker {
+  readonly node: string;
+  readonly port: number;
+  /** `amqp://guest:guest@127.0.0.1:<port>/` */
+  readonly url: string;
+  /** The OS PID of its Erlang VM. */
+  readonly pid: number;
+  /** rabbitmqctl against this node only. */
+  ctl(...args: string[]): Promise<string>;
+  /** Stops it by PID (SIGTERM, SIGKILL after 20 s) and deletes its directory; idempotent. */
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function startPrivateBroker(label: string): Promise<PrivateBroker> {
+  if (!existsSync(path.join(RABBITMQ_BIN, 'rabbitmq-server'))) throw new Error(`no ${RABBITMQ_BIN}/rabbitmq-server: install the rabbitmq-server package`);
+  const dir = mkdtempSync(path.join(tmpdir(), `private-broker-${label}-`));
+  const node = `bridgetest-${randomUUID().slice(0, 8)}@localhost`;
+  const [port, distPort] = [await freePort(), await freePort()];
+  const cookie = path.join(dir, '.erlang.cookie');
+  writeFileSync(cookie, `BRIDGETEST${randomUUID().replaceAll('-', '').toUpperCase()}`);
+  chmodSync(cookie, 0o400);
+  writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
+  writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = ${port}\nloopback_users = none\n`);
+  const env = {
+    ...process.env,
+    HOME: dir, // the node and its rabbitmqctl share the cookie in it
+    RABBITMQ_NODENAME: node,
+    RABBITMQ_NODE_PORT: String(port),
+    RABBITMQ_DIST_PORT: String(distPort),
+    RABBITMQ_MNESIA_BASE: path.join(dir, 'mnesia'),
+    RABBITMQ_LOG_BASE: path.join(dir, 'log'),
+    RABBITMQ_ENABLED_PLUGINS_FILE: path.join(dir, 'enabled_plugins'),
+    RABBITMQ_CONFIG_FILE: path.join(dir, 'rabbitmq'),
+    RABBITMQ_PID_FILE: path.join(dir, 'pid'),
+  };
+  const ctl = async (...args: string[]): Promise<string> => {
+    const { stdout } = await execFileAsync(path.join(RABBITMQ_BIN, 'rabbitmqctl'), ['-n', node, ...args], { env, timeout: 60_000 });
+    return stdout;
+  };
+  const server = spawn(path.join(RABBITMQ_BIN, 'rabbitmq-server'), [], { env, stdio: ['ignore', 'ignore', 'ignore'], detached: false });
+  let pid = -1;
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopped ??= (async () => {
+      const target = pid > 0 ? pid : server.pid ?? -1;
+      if (target > 0 && alive(target)) {
+        process.kill(target, 'SIGTERM');
+        const deadline = Date.now() + 20_000;
+        while (alive(target) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100)); // a foreign process: no exit event to await
+        if (alive(target)) process.kill(target, 'SIGKILL');
+      }
+      if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    })());
+  try {
+    // await_startup fails at once while the node has not registered with epmd yet: retry that.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        await ctl('await_startup', '--timeout', '60');
+        break;
+      } catch (err) {
+        if (server.exitCode !== null || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 250)); // the node is booting: nothing to await but its answer
+      }
+    }
+    pid = Number(readFileSync(path.join(dir, 'pid'), 'utf8').trim());
+    if (!(pid > 0)) throw new Error('the private node wrote no PID');
+  } catch (err) {
+    await stop();
+    throw new Error(`private RabbitMQ node ${node} did not start: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return { node, port, url: `amqp://guest:guest@127.0.0.1:${port}/`, pid, ctl, stop };
+}
