@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './config-schema.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
+import { describeIssue, schemaKeys } from './config-messages.js';
 
 export { splitHostPort } from './host-port.js';
 
@@ -40,15 +41,6 @@ export function fallbackAllowedByEnv(env: Env = process.env): boolean {
   return env['BRIDGE_ALLOW_UWS_FALLBACK'] === '1' || env['BRIDGE_ALLOW_UWS_FALLBACK'] === 'true';
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const step of path) {
-    if (typeof step === 'number') out += `[${step}]`;
-    else out += out === '' ? String(step) : `.${String(step)}`;
-  }
-  return out === '' ? '(root)' : out;
-}
-
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -64,9 +56,13 @@ export function parseConfigText(text: string, source: string): unknown {
   return doc.toJS({ maxAliasCount: 100 }) as unknown;
 }
 
+/** Config paths set from the environment, and the variable that set each. */
+export type EnvOrigins = ReadonlyMap<string, string>;
+
 /** Applies BRIDGE_* overrides onto a raw (unvalidated) config object. */
-export function applyEnvOverrides(raw: unknown, env: Env): { raw: unknown; problems: ConfigProblem[] } {
+export function applyEnvOverrides(raw: unknown, env: Env): { raw: unknown; problems: ConfigProblem[]; origins: EnvOrigins } {
   const problems: ConfigProblem[] = [];
+  const origins = new Map<string, string>();
   const out: Record<string, unknown> = isRecord(raw) ? structuredClone(raw) : {};
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
@@ -88,8 +84,19 @@ export function applyEnvOverrides(raw: unknown, env: Env): { raw: unknown; probl
       target = target[key] as Record<string, unknown>; // just assigned a record above
     }
     target[path[path.length - 1] as string] = parsed;
+    origins.set(path.join('.'), name);
   }
-  return { raw: out, problems };
+  return { raw: out, problems, origins };
+}
+
+/** The variable a problem's value came from, when an override set it: `BRIDGE_AMQP_URLS (entry 2)`. */
+function envPath(path: string, origins: EnvOrigins): string | undefined {
+  for (const [at, name] of origins) {
+    if (path === at) return name;
+    const entry = path.startsWith(`${at}[`) ? /^\[(\d+)\]/.exec(path.slice(at.length)) : null;
+    if (entry !== null) return `${name} (entry ${Number(entry[1]) + 1})`;
+  }
+  return undefined;
 }
 
 /** Marks a secret read from a file: `file:NAME` (in $CREDENTIALS_DIRECTORY) or `file:/absolute/path`. */
@@ -153,21 +160,32 @@ export function resolveSecretFiles(raw: unknown, env: Env): { raw: unknown; prob
   return { raw: out, problems, sources };
 }
 
+/** The schema's keys, for "did you mean" (computed at the first invalid config). */
+let knownKeys: Set<string> | undefined;
+
 /**
  * Validates a raw config object; throws ConfigError listing every problem. `sources` (from
  * resolveSecretFiles) names the file behind a value read from one, and silences the schema's
  * complaint about a reference that could not be read (already reported).
  */
-export function validateConfig(raw: unknown, envProblems: readonly ConfigProblem[] = [], sources: SecretSources = new Map()): Config {
+export function validateConfig(
+  raw: unknown,
+  envProblems: readonly ConfigProblem[] = [],
+  sources: SecretSources = new Map(),
+  origins: EnvOrigins = new Map(),
+): Config {
   const result = configSchema.safeParse(raw);
   const problems: ConfigProblem[] = [...envProblems];
   if (!result.success) {
+    knownKeys ??= schemaKeys(configSchema);
     for (const issue of result.error.issues) {
-      const path = formatPath(issue.path);
-      if (!sources.has(path)) problems.push({ path, message: issue.message });
-      else {
-        const file = sources.get(path);
-        if (file !== undefined) problems.push({ path, message: `${issue.message} (value read from ${file})` });
+      for (const { path, message } of describeIssue(issue, raw, knownKeys)) {
+        const fromEnv = envPath(path, origins);
+        if (!sources.has(path)) problems.push({ path: fromEnv ?? path, message });
+        else {
+          const file = sources.get(path);
+          if (file !== undefined) problems.push({ path: fromEnv ?? path, message: `${message} (value read from ${file})` });
+        }
       }
     }
   }
@@ -185,7 +203,7 @@ export function loadConfig(file: string, env: Env = process.env): Config {
   }
   const overridden = applyEnvOverrides(parseConfigText(text, file), env);
   const secrets = resolveSecretFiles(overridden.raw, env);
-  return validateConfig(secrets.raw, [...overridden.problems, ...secrets.problems], secrets.sources);
+  return validateConfig(secrets.raw, [...overridden.problems, ...secrets.problems], secrets.sources, overridden.origins);
 }
 
 /** The worker count `workers: auto` resolves to on this machine. */

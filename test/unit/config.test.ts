@@ -190,7 +190,18 @@ describe('config problems', { timeout: 10_000 }, () => {
     assert.match(problemAt(problems, 'amqp.urls[0]').message, /amqp/);
   });
 
-  it('reports an unknown key under the object that holds it, naming the key', () => {
+  it('says what a missing or wrong value should be, in sentences', () => {
+    const problems = problemsOf(() =>
+      validateConfig({ shutdownTimeoutMs: 'soon', workers: 0, routes: [{ path: '/a', routingKey: 'k' }, { path: '/b', mode: 'teleport', routingKey: 'k' }] }),
+    );
+    assert.equal(problemAt(problems, 'routes[0].mode').message, 'is required: one of publish, rpc, celery');
+    assert.equal(problemAt(problems, 'routes[1].mode').message, 'the string "teleport" is not one of publish, rpc, celery');
+    assert.equal(problemAt(problems, 'shutdownTimeoutMs').message, 'must be a number, not the string "soon"');
+    assert.equal(problemAt(problems, 'workers').message, 'must be at least 1, not number 0');
+    assert.equal(problemAt(problemsOf(() => validateConfig({})), 'routes').message, 'is required: a list');
+  });
+
+  it('reports an unknown key where it is, with the closest key the schema knows', () => {
     const problems = problemsOf(() =>
       validateConfig({
         colour: 'blue',
@@ -199,10 +210,11 @@ describe('config problems', { timeout: 10_000 }, () => {
         routes: [PUBLISH, { ...PUBLISH, path: '/b', colour: 'red' }],
       }),
     );
-    assert.match(problemAt(problems, '(root)').message, /"colour"/);
-    assert.match(problemAt(problems, 'amqp').message, /"urlz"/);
-    assert.match(problemAt(problems, 'limits').message, /"maxBodyByte"/);
-    assert.match(problemAt(problems, 'routes[1]').message, /"colour"/);
+    assert.equal(problemAt(problems, 'colour').message, 'unknown key');
+    assert.equal(problemAt(problems, 'amqp.urlz').message, 'unknown key; did you mean urls?');
+    assert.equal(problemAt(problems, 'limits.maxBodyByte').message, 'unknown key; did you mean maxBodyBytes?');
+    assert.equal(problemAt(problems, 'routes[1].colour').message, 'unknown key');
+    assert.equal(problemAt(problemsOf(() => validateConfig({ workrs: 2, routes: [PUBLISH] })), 'workrs').message, 'unknown key; did you mean workers?');
     assert.equal(problems.length, 4, JSON.stringify(problems));
   });
 
@@ -298,9 +310,10 @@ describe('environment overrides', { timeout: 10_000 }, () => {
     assert.equal(config.admin, '[::1]:9001');
   });
 
-  it('a bad BRIDGE_LISTEN is reported under the key it overrides', () => {
+  it('a bad BRIDGE_LISTEN is reported under the variable, not the key it overrides', () => {
     const problems = problemsOf(() => loadConfig(file, { BRIDGE_LISTEN: 'localhost' }));
-    problemAt(problems, 'listen');
+    assert.deepEqual(pathsOf(problems), ['BRIDGE_LISTEN']);
+    assert.match(problemAt(problems, 'BRIDGE_LISTEN').message, /must be host:port/);
   });
 
   it('BRIDGE_WORKERS takes a number or auto', () => {
@@ -327,9 +340,9 @@ describe('environment overrides', { timeout: 10_000 }, () => {
     assert.deepEqual(config.amqp.urls, ['amqp://u:p@rabbit-1:5672/', 'amqps://u:p@rabbit-2:5671/vhost']);
   });
 
-  it('a bad URL in BRIDGE_AMQP_URLS is reported with its index', () => {
+  it('a bad URL in BRIDGE_AMQP_URLS is reported under the variable with its entry', () => {
     const problems = problemsOf(() => loadConfig(file, { BRIDGE_AMQP_URLS: 'amqp://rabbit-1/,http://rabbit-2/' }));
-    assert.deepEqual([...new Set(pathsOf(problems))], ['amqp.urls[1]']);
+    assert.deepEqual([...new Set(pathsOf(problems))], ['BRIDGE_AMQP_URLS (entry 2)']);
   });
 
   it('empty variables change nothing', () => {
