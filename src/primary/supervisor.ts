@@ -122,6 +122,11 @@ export class Supervisor extends EventEmitter {
     const fork = this.#fork(slot, this.#config, this.#port, false, LISTEN_DEADLINE_MS);
     return fork.listening.then(() => {
       if (fork.worker.isDead()) throw new Error(`worker ${slot.index} exited as it started listening`);
+      if (slot.worker !== undefined) {
+        // A reload's replacement took the slot meanwhile (this was a refork with the old config).
+        this.#retire(fork.worker);
+        return slot.worker;
+      }
       this.#takeSlot(slot, fork);
       return fork.worker;
     });

@@ -192,6 +192,8 @@ export const configSchema = z
         level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
         /** Fraction of requests logged as `access` lines (0 = off, 1 = every request). */
         accessLogSampleRate: z.number().min(0).max(1).default(0),
+        /** Per worker and second, at most this many access lines for answers other than 2xx (0 = off); the rest are counted. */
+        errorAccessLogPerSecond: int(0, 100_000).default(20),
         /** Log request bodies (first 3 KiB, debug level). For debugging only: bodies carry partner data. */
         debugBodies: z.boolean().default(false),
       })

@@ -15,6 +15,7 @@ import { withCeleryTopology } from './amqp/celery.js';
 import { BrokerLink } from './amqp/connection.js';
 import { Publisher } from './amqp/publisher.js';
 import { ReplyRouter } from './amqp/replies.js';
+import { accessLog } from './access-log.js';
 import { Admission } from './admission.js';
 import { RequestPipeline } from './http/pipeline.js';
 import { HttpServer } from './http/server.js';
@@ -58,7 +59,6 @@ async function sendFinalSnapshot(metrics: WorkerMetrics): Promise<void> {
 
 async function start(config: Config, slot: number, port: number, allowFallback: boolean, listenWhenConnected: boolean): Promise<void> {
   log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
-  const accessRate = config.logging.accessLogSampleRate;
   const { uws, native } = loadUws();
   if (!native && !allowFallback) {
     send({ type: 'bridge:fatal', detail: 'uWebSockets.js native binary did not load (JS fallback refused)' });
@@ -103,13 +103,12 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   });
   link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
 
+  const logAccess = accessLog(log, config.logging);
   const records: RecordObserver = {
     published: (r) => metrics.published(r),
     ended: (r) => {
       metrics.ended(r);
-      if (accessRate > 0 && Math.random() < accessRate) {
-        log.info('access', { requestId: r.requestId, route: r.route, status: r.status, ms: Math.round(r.seconds * 10_000) / 10, bytes: r.bodyBytes, code: r.error?.code });
-      }
+      logAccess(r);
     },
   };
   const pipeline = new RequestPipeline({

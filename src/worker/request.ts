@@ -70,6 +70,10 @@ export class RequestRecord {
   readonly route: string;
   readonly requestId: string;
   readonly startedAt: number;
+  /** For the access log: the request line's method and path (no query), and the client address. */
+  method = '';
+  path = '';
+  client = '';
   status = 0;
   /** Seconds from the request head to the answer. */
   seconds = 0;

@@ -127,12 +127,13 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     assert.equal(bridge.stderr(), '', 'nothing on stderr');
   });
 
-  it('logs neither request bodies nor credentials in the default mode', async () => {
+  it('logs neither request bodies nor credentials in the default mode; non-2xx answers get an access line with code, reason, method, path and client', async () => {
     const marker = `BODY${randomUUID().replaceAll('-', '')}`;
     const signature = `SIG-${randomUUID()}`;
     const token = `TOKEN-${randomUUID()}`;
     secrets.push(marker, signature, token);
     const headers = { 'Content-Type': 'application/xml', 'X-Partner-Signature': signature, Authorization: `Bearer ${token}` };
+    const nowhere = `/nowhere-${randomUUID()}`;
     const cases: Array<[string, string, number]> = [
       ['/a', `<xml><secret>${marker}</secret></xml>`, 202],
       [`/a?sig=${marker}`, `<xml><secret>${marker}</secret></xml>`, 202],
@@ -140,11 +141,13 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
       ['/a', `<!DOCTYPE x [<!ENTITY e "${marker}">]><x>&e;</x>`, 400],
       ['/a', `<x>&${marker};</x>`, 400],
       ['/k', `<xml><kind>${marker}</kind></xml>`, 502],
-      [`/${marker}`, `<xml>${marker}</xml>`, 404],
+      [`${nowhere}?sig=${marker}`, `<xml>${marker}</xml>`, 404],
     ];
+    const ids = new Map<string, number>();
     for (const [pathname, body, status] of cases) {
       const reply = await send(`${bridge.url}${pathname}`, { headers, body });
       assert.equal(reply.status, status, `${pathname}: ${reply.body.toString()}`);
+      ids.set(String(header(reply, 'x-request-id')), status);
     }
     // Lines the workers wrote while handling these are in the pipe before any later line: kill
     // a worker and wait for the primary's report of it (also the next test's transition).
@@ -155,10 +158,44 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     const exited = await logAfter(bridge, from, (l) => l.msg === 'worker exited' && l['workerPid'] === victim);
     const upTo = bridge.logs.indexOf(exited);
     const lines = bridge.logs.slice(0, upTo);
-    assert.equal(lines.filter(isAccess).length, 0, 'no access log by default (accessLogSampleRate: 0)');
+    const access = lines.filter(isAccess);
+    assert.deepEqual(
+      access.map((l) => ids.get(String(l['requestId']))).sort(),
+      [400, 400, 400, 404, 502],
+      'an access line for each non-2xx answer, none for 2xx (accessLogSampleRate: 0)',
+    );
+    for (const l of access) {
+      assert.equal(l.level, Number(l['status']) >= 500 ? 'warn' : 'info');
+      assert.equal(l['method'], 'POST');
+      assert.match(String(l['client']), /127\.0\.0\.1$/);
+      assert.match(String(l['code']), /^BRIDGE_[A-Z_]+$/);
+      assert.equal(typeof l['reason'], 'string');
+    }
+    const notFound = access.find((l) => l['status'] === 404);
+    assert.equal(notFound?.['path'], nowhere, 'the path, without its query string');
+    assert.equal(notFound?.['reason'], 'Not Found');
+    assert.ok(access.some((l) => l['reason'] === 'Invalid XML (doctype)'));
     assert.equal(lines.filter(msgIs('request body')).length, 0, 'no bodies by default (debugBodies: false)');
     assert.equal(lines.filter((l) => l.level === 'debug').length, 0, 'level info by default');
     assertNoSecrets(lines, 'default mode');
+  });
+
+  it('holds back non-2xx access lines past errorAccessLogPerSecond and counts them', async () => {
+    await reload({ level: 'info', errorAccessLogPerSecond: 3 });
+    const from = bridge.logs.length;
+    const burst = 40;
+    const ids = new Set<string>();
+    for (let i = 0; i < burst; i++) {
+      const reply = await send(`${bridge.url}/nowhere-${i}`, { headers: { 'Content-Type': 'application/xml' }, body: '<x/>' });
+      assert.equal(reply.status, 404);
+      ids.add(String(header(reply, 'x-request-id')));
+    }
+    // Each worker that held lines back says how many once its second is over.
+    const heldBack = (): number => bridge.logs.slice(from).filter(msgIs('access lines held back')).reduce((n, l) => n + Number(l['count']), 0);
+    const written = (): number => bridge.logs.slice(from).filter((l) => isAccess(l) && ids.has(String(l['requestId']))).length;
+    await bridge.waitForLog(() => written() + heldBack() === burst, 10_000);
+    assert.ok(written() <= 3 * WORKERS * 2, `${written()} access lines for ${burst} 404s at 3 per worker and second`);
+    assert.ok(heldBack() > 0);
   });
 
   it('logs a worker\'s death and its refork, then the new worker\'s broker connection and listener', async () => {
@@ -211,10 +248,10 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     assert.equal(access.length, cases.length);
     for (const l of access) {
       assertLineShape(l, startedAt);
-      assert.equal(l.level, 'info');
       assert.equal(l['role'], 'worker');
       const want = expected.get(String(l['requestId']));
       assert.ok(want !== undefined, `access line for a request we sent: ${JSON.stringify(l)}`);
+      assert.equal(l.level, want.status >= 500 ? 'warn' : 'info');
       assert.equal(l['status'], want.status);
       assert.equal(l['route'], want.route);
       assert.equal(typeof l['ms'], 'number');

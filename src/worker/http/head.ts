@@ -46,7 +46,7 @@ function readQuery(req: HttpRequest): string {
 }
 
 /** The client's address; uWS's JS fallback does not implement it. */
-function readRemoteAddress(res: HttpResponse): string {
+export function readRemoteAddress(res: HttpResponse): string {
   try {
     return decoder.decode(res.getRemoteAddressAsText());
   } catch {

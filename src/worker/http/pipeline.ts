@@ -18,7 +18,7 @@ import { RequestRecord, type ReceivedBody, type RecordObserver, type RequestFact
 import type { CompiledRoute, RouteTable } from '../routes.js';
 import { XmlChecker } from '../xml/check.js';
 import { HttpExchange, type BodySink } from './exchange.js';
-import { readHead, type RefusedHead } from './head.js';
+import { readHead, readRemoteAddress, type RefusedHead } from './head.js';
 import { renderProblem, renderResult, writeResponse, type Rendered } from './render.js';
 
 export interface PipelineDeps {
@@ -52,13 +52,13 @@ export class RequestPipeline {
     const requestId = randomUUID();
     const head = readHead(req, res, deps.routes, deps.limits, requestId);
     if ('error' in head) {
-      this.#refuse(res, head, startedAt, requestId, false);
+      this.#refuse(res, req, head, startedAt, requestId, false);
       return;
     }
     const refused = deps.admission.admit();
     if (refused !== undefined) {
       // Nothing of the body is read: close, so its bytes are not taken for the next request.
-      this.#refuse(res, { route: head.route, error: refused, headers: [], close: true }, startedAt, requestId, true);
+      this.#refuse(res, req, { route: head.route, error: refused, headers: [], close: true }, startedAt, requestId, true);
       return;
     }
     const exchange = new HttpExchange(res, requestId, startedAt);
@@ -70,10 +70,15 @@ export class RequestPipeline {
   };
 
   /** Answers inside the uWS handler (corked already) and records the refusal. */
-  #refuse(res: HttpResponse, refusal: RefusedHead, startedAt: number, requestId: string, atAdmission: boolean): void {
+  #refuse(res: HttpResponse, req: HttpRequest, refusal: RefusedHead, startedAt: number, requestId: string, atAdmission: boolean): void {
     const { route, error, headers, close } = refusal;
-    writeResponse(res, renderProblem(error, requestId, headers), requestId, undefined, close || this.#deps.isDraining());
     const record = new RequestRecord(route?.name ?? UNMATCHED_ROUTE, requestId, startedAt, this.#deps.records);
+    // Read before the answer: uWS lets go of the request and the socket's address with it.
+    const url = req.getUrl();
+    record.method = req.getMethod().toUpperCase();
+    record.path = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
+    record.client = readRemoteAddress(res);
+    writeResponse(res, renderProblem(error, requestId, headers), requestId, undefined, close || this.#deps.isDraining());
     record.status = error.status;
     record.error = error;
     // Admission refusals count as publish outcomes (overloaded, unavailable); head refusals do not.
@@ -101,6 +106,9 @@ class InFlight implements BodySink, RecordObserver {
     this.#facts = facts;
     this.#exchange = exchange;
     this.#record = new RequestRecord(route.name, facts.requestId, exchange.startedAt, this);
+    this.#record.method = facts.method;
+    this.#record.path = facts.path;
+    this.#record.client = facts.remoteAddr;
   }
 
   published(record: RequestRecord): void {
