@@ -110,7 +110,6 @@ async function run(file: string, takeover: boolean): Promise<void> {
   if (!native) log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
   const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count, allowFallback }, config, port);
   const aggregator = new MetricsAggregator(() => supervisor.workers.length, buildInfo(native));
-  supervisor.on('metrics', (id: number, metrics: unknown) => aggregator.onAnswer(id, metrics));
   const admin = createAdminServer({
     readiness: () => readiness(supervisor.views),
     metrics: async (openMetrics) => {
@@ -127,16 +126,16 @@ async function run(file: string, takeover: boolean): Promise<void> {
     process.exit(1);
   }
 
-  supervisor.on('worker-exit', (info: Record<string, unknown>) => {
-    (info['expected'] === true ? log.info : log.warn)('worker exited', info);
-    if (typeof info['workerId'] === 'number') void aggregator.workerExited(info['workerId']);
+  supervisor.on('worker-exit', (exit) => {
+    if (exit.expected) log.info('worker exited', { ...exit });
+    else log.warn('worker exited', { ...exit });
   });
-  supervisor.on('worker-hung', (info: Record<string, unknown>) => log.error('worker hung (no state report); killed, to be reforked', info));
-  supervisor.on('refork', (info: Record<string, unknown>) => {
-    log.warn('reforking worker', info);
+  supervisor.on('worker-hung', (hung) => log.error('worker hung (no state report); killed, to be reforked', { ...hung }));
+  supervisor.on('refork', (refork) => {
+    log.warn('reforking worker', { ...refork });
     aggregator.workerRestarted();
   });
-  supervisor.on('refork-failed', (info: Record<string, unknown>) => log.error('refork failed', info));
+  supervisor.on('refork-failed', (failure) => log.error('refork failed', { ...failure }));
   supervisor.on('crash-loop', () => {
     log.fatal('workers are crash-looping (5 deaths in 30 s); exiting so systemd restarts us');
     supervisor.killAll();

@@ -83,11 +83,14 @@ export class MetricsAggregator {
     this.#scrapeErrors = new Counter({ ...m.scrapeErrors, labelNames: [], registers });
     collectDefaultMetrics({ register: this.#registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
     for (const name of DROPPED_DEFAULT_METRICS) this.#registry.removeSingleMetric(name);
-    // The drain's final snapshot is unasked, so the supervisor's `metrics` event (which carries
-    // no worker) cannot attribute it; cluster's own message event can.
+    // The whole IPC round trip is ours (as in prom-client's cluster.js): answers by their id,
+    // the unasked final snapshot of a draining worker by the worker that sent it.
     cluster.on('message', (worker: Worker, msg: unknown) => {
-      if (isWorkerToPrimary(msg) && msg.type === 'bridge:metrics' && msg.id === FINAL_SNAPSHOT_ID) this.#finalSnapshot(worker, msg.metrics);
+      if (!isWorkerToPrimary(msg) || msg.type !== 'bridge:metrics') return;
+      if (msg.id === FINAL_SNAPSHOT_ID) this.#finalSnapshot(worker, msg.metrics);
+      else this.#answer(msg.id, msg.metrics);
     });
+    cluster.on('exit', (worker: Worker) => this.#workerExited(worker.id));
   }
 
   /** A config was put to work (start, reload: true) or refused or abandoned (false). */
@@ -100,8 +103,7 @@ export class MetricsAggregator {
     this.#restarts.inc();
   }
 
-  /** Feed every `bridge:metrics` IPC answer here. */
-  onAnswer(id: number, metrics: unknown): void {
+  #answer(id: number, metrics: unknown): void {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);
@@ -117,7 +119,7 @@ export class MetricsAggregator {
   }
 
   /** A worker exited: keep what it counted. Synchronous on purpose (see `#retired`). */
-  workerExited(workerId: number): void {
+  #workerExited(workerId: number): void {
     const last = this.#last.get(workerId);
     this.#last.delete(workerId);
     if (last === undefined) return;

@@ -5,10 +5,7 @@
  *
  * A worker that sends no state for `workerHangMs` (a stuck event loop, SIGSTOP) is killed; its
  * slot is reforked as after a crash.
- *
- * Events: `worker-status` (slot), `worker-exit` ({slot, pid, code, signal, expected}),
- * `worker-hung` ({slot, workerPid, silentMs}), `refork` ({slot, delayMs}), `crash-loop`,
- * `fatal` (detail).
+
  */
 import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
@@ -43,6 +40,29 @@ export interface Fork {
   status: WorkerStatus | undefined;
 }
 
+export interface WorkerExit {
+  readonly slot: number;
+  readonly workerPid: number | undefined;
+  readonly workerId: number;
+  readonly code: number;
+  readonly signal: string;
+  /** We asked it to exit (retired by a reload, stopping): not a crash. */
+  readonly expected: boolean;
+}
+
+/** What the supervisor tells main.ts, which logs it and feeds metrics and readiness. */
+export interface SupervisorEvents {
+  /** The worker serving `slot` reported its state (or a new one took the slot). */
+  'worker-status': [slot: number];
+  'worker-exit': [exit: WorkerExit];
+  /** Killed after `silentMs` without a state report; its slot is reforked as after a crash. */
+  'worker-hung': [hung: { readonly slot: number; readonly workerPid: number | undefined; readonly silentMs: number }];
+  refork: [refork: { readonly slot: number; readonly delayMs: number }];
+  'refork-failed': [failure: { readonly slot: number; readonly err: unknown }];
+  /** Too many deaths too fast: main.ts exits so that systemd restarts the service. */
+  'crash-loop': [];
+}
+
 export interface SupervisorOptions {
   readonly workerScript: string;
   readonly count: number;
@@ -50,7 +70,7 @@ export interface SupervisorOptions {
   readonly allowFallback: boolean;
 }
 
-export class Supervisor extends EventEmitter {
+export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #slots: Slot[];
   readonly #crashLoop = new CrashLoopDetector();
   /** Workers we asked to exit (retired by a roll, or stopping): their exit is not a crash. */
@@ -177,14 +197,13 @@ export class Supervisor extends EventEmitter {
           }
           break;
         case 'bridge:metrics':
-          this.emit('metrics', msg.id, msg.metrics);
+          // The metrics aggregator's own round trip.
           break;
         case 'bridge:listen-failed':
         case 'bridge:fatal':
           clearTimeout(deadline);
           this.#retire(worker);
           rejectListening(new Error(`worker ${slot.index}: ${msg.detail}`));
-          this.emit('fatal', msg.detail);
           break;
         default: {
           const unknownMsg: never = msg;

@@ -10,7 +10,6 @@ import { isPrimaryToWorker, WORKER_HEARTBEAT_MS, type WorkerStatus, type WorkerT
 import { createLogger } from '../shared/log.js';
 import { redactUrl } from '../shared/redact.js';
 import { loadUws } from '../shared/uws.js';
-import { FINAL_SNAPSHOT_ID } from '../shared/metrics.js';
 import { withCeleryTopology } from './amqp/celery.js';
 import { BrokerLink } from './amqp/connection.js';
 import { Publisher } from './amqp/publisher.js';
@@ -20,6 +19,7 @@ import { Admission } from './admission.js';
 import { RequestPipeline } from './http/pipeline.js';
 import { HttpServer } from './http/server.js';
 import { WorkerMetrics } from './metrics.js';
+import { answerMetricsRequests, sendFinalSnapshot } from './metrics-ipc.js';
 import type { RecordObserver } from './request.js';
 import { RouteTable } from './routes.js';
 import { drain } from './shutdown.js';
@@ -34,27 +34,6 @@ const DEBUG_BODY_BYTES = 3072;
 
 function send(msg: WorkerToPrimary): void {
   if (process.connected) process.send?.(msg);
-}
-
-/**
- * Hands the primary this worker's final counts before it exits (FINAL_SNAPSHOT_ID), so a reload
- * or stop loses nothing counted since the last scrape. Bounded: a stuck channel cannot hold the exit.
- */
-async function sendFinalSnapshot(metrics: WorkerMetrics): Promise<void> {
-  if (!process.connected) return;
-  try {
-    const msg: WorkerToPrimary = { type: 'bridge:metrics', id: FINAL_SNAPSHOT_ID, metrics: await metrics.snapshot() };
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 1000);
-      const done = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      if (process.send?.(msg, undefined, undefined, done) === undefined) done();
-    });
-  } catch (err) {
-    log.warn('final metrics snapshot not sent', { err });
-  }
 }
 
 async function start(config: Config, slot: number, port: number, allowFallback: boolean, listenWhenConnected: boolean): Promise<void> {
@@ -80,7 +59,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
     blocked: () => link.state === 'blocked',
   });
   metrics.declareRoutes(routes.routes.map((r) => r.name));
-  replies.on('late', (route: string | undefined) => metrics.lateReply(route));
+  replies.on('late', (route) => metrics.lateReply(route));
   let listening = false;
   let draining = false;
   let problem: string | undefined;
@@ -93,7 +72,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
     log.info('broker state', { state });
     report();
   });
-  link.on('problem', ({ what, err }: { what: string; err: unknown }) => {
+  link.on('problem', ({ what, err }) => {
     log.warn(what, { err });
     problem = redactUrl(`${what}: ${err instanceof Error ? err.message : String(err)}`);
     report();
@@ -101,7 +80,7 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   link.on('channel', () => {
     problem = undefined;
   });
-  link.on('channel-closed', (info: unknown) => log.warn('confirm channel closed', { info }));
+  link.on('channel-closed', (info) => log.warn('confirm channel closed', { info }));
 
   const logAccess = accessLog(log, config.logging);
   const records: RecordObserver = {
@@ -152,21 +131,14 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
         config.shutdownTimeoutMs,
       );
       log.info('drained', { clean, left: admission.active });
-      await sendFinalSnapshot(metrics);
+      await sendFinalSnapshot(metrics, log);
       process.exit(clean ? 0 : 1);
     })());
 
   process.on('message', (msg: unknown) => {
-    if (!isPrimaryToWorker(msg)) return;
-    if (msg.type === 'bridge:drain') void shutdown('primary asked');
-    else if (msg.type === 'bridge:metrics-req') {
-      const { id } = msg;
-      metrics.snapshot().then(
-        (snapshot) => send({ type: 'bridge:metrics', id, metrics: snapshot }),
-        (err: unknown) => log.error('metrics snapshot failed', { err }),
-      );
-    }
+    if (isPrimaryToWorker(msg) && msg.type === 'bridge:drain') void shutdown('primary asked');
   });
+  answerMetricsRequests(metrics, log);
   // Under systemd's default KillMode=control-group the signal reaches every process at once.
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -34,12 +34,25 @@ export function isMissingExchangeOnPublish(info: ChannelCloseInfo | undefined): 
   return info?.replyCode === 404 && info.classId === 60 && info.methodId === 40;
 }
 
+/** Something went wrong with the broker, for main.ts to log; the link recovers by itself. */
+export interface LinkProblem {
+  readonly what: string;
+  readonly err: unknown;
+}
+
 /**
- * Events: `state` (AmqpState), `channel` (ConfirmChannel: a fresh channel is ready, topology
- * asserted), `channel-closed` (ChannelCloseInfo | undefined), `error` is never emitted:
- * problems are reported as `problem` ({ what, err }) for main.ts to log.
+ * What a BrokerLink tells its users. `error` is never emitted (an unhandled one would kill the
+ * worker): problems arrive as `problem`.
  */
-export class BrokerLink extends EventEmitter {
+export interface BrokerLinkEvents {
+  state: [state: AmqpState];
+  /** A fresh confirm channel is open and the topology asserted on it. */
+  channel: [channel: ConfirmChannel];
+  'channel-closed': [info: ChannelCloseInfo | undefined];
+  problem: [problem: LinkProblem];
+}
+
+export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   #state: AmqpState = 'connecting';
   #channel: ConfirmChannel | undefined;
   #model: ChannelModel | undefined;

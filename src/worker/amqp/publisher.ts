@@ -19,7 +19,7 @@ export interface PublisherOptions {
 }
 
 /** The header that identifies a publish when the broker hands it back with basic.return. */
-export const TRACK_HEADER = 'x-request-id';
+const TRACK_HEADER = 'x-request-id';
 
 class PendingPublish implements Pending {
   seq = 0;
@@ -77,8 +77,8 @@ export class Publisher {
   constructor(link: BrokerLink, options: PublisherOptions) {
     this.#link = link;
     this.#options = options;
-    link.on('channel', (channel: ConfirmChannel) => this.#attach(channel));
-    link.on('state', (state: string) => {
+    link.on('channel', (channel) => this.#attach(channel));
+    link.on('state', (state) => {
       if (state === 'disconnected') this.#existingExchanges = new Set();
     });
   }

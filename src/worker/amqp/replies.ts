@@ -22,7 +22,7 @@ export const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to';
 export type ReplyInterpreter<T> = (message: ConsumeMessage) => T | undefined;
 
 /** One request waiting for its reply. */
-export class ReplyWait<T> {
+class ReplyWait<T> {
   readonly promise: Promise<T>;
   readonly correlationId: string;
   readonly label: string;
@@ -94,11 +94,15 @@ export class ReplyWait<T> {
 /** How many given-up correlation ids are remembered to attribute late replies to their route. */
 const GONE_MEMORY = 10_000;
 
-/**
- * Events: `late` (label) for a reply nobody waits for any more -- the label of the request that
- * gave up on it when still remembered, else undefined.
- */
-export class ReplyRouter extends EventEmitter {
+export interface ReplyRouterEvents {
+  /**
+   * A reply nobody waits for any more: the label of the request that gave up on it while still
+   * remembered, else undefined.
+   */
+  late: [label: string | undefined];
+}
+
+export class ReplyRouter extends EventEmitter<ReplyRouterEvents> {
   readonly #waiters = new Map<string, ReplyWait<unknown>>();
   /** Per timeout, the waits in the order they began (so in deadline order). */
   readonly #queues = new Map<number, DeadlineQueue<ReplyWait<unknown>>>();
@@ -145,7 +149,7 @@ export class ReplyRouter extends EventEmitter {
   }
 
   #deliver(message: ConsumeMessage): void {
-    const id = message.properties.correlationId;
+    const id: unknown = message.properties.correlationId;
     const waiter = typeof id === 'string' ? this.#waiters.get(id) : undefined;
     if (waiter === undefined) {
       const label = typeof id === 'string' ? this.#gone.get(id) : undefined;
