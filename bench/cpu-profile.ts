@@ -47,7 +47,7 @@ const AMQPLIB = '/node_modules/amqplib/lib/';
 const WORKER = '/src/worker/';
 
 /** Which stage a frame alone belongs to, or undefined when its caller decides. */
-export function stageOfFrame(frame: CallFrame): Stage | undefined {
+function stageOfFrame(frame: CallFrame): Stage | undefined {
   const { url, functionName: fn } = frame;
   switch (fn) {
     case '(program)':

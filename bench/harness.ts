@@ -55,7 +55,7 @@ export function cpuSeconds(pid: number): number {
 }
 
 /** Whether `pid` runs (a zombie, exited but not yet reaped, does not). */
-export function alive(pid: number): boolean {
+function alive(pid: number): boolean {
   try {
     return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
   } catch {
@@ -95,7 +95,7 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
-export function parseLatencyMs(text: string, pct: string): number {
+function parseLatencyMs(text: string, pct: string): number {
   const m = new RegExp(`^\\s*${pct}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(text);
   if (!m) return NaN;
   const v = Number(m[1]);
@@ -117,7 +117,7 @@ export interface WrkResult {
   p99: number;
 }
 
-export function parseWrk(out: string): WrkResult {
+function parseWrk(out: string): WrkResult {
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);

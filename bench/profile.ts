@@ -65,7 +65,10 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
     let backend: Spawned | undefined;
     if (mode === 'rpc') backend = await startResponder(queue);
     if (mode === 'celery-wait') backend = await startCeleryWorker(queue, nofile, async () => (await admin.count(queue)).consumers > 0);
-    if (backend !== undefined) stops.push(backend.stop);
+    if (backend !== undefined) {
+      const started = backend;
+      stops.push(() => started.stop());
+    }
     const queues = mode === 'publish' || mode === 'rpc' ? [{ name: queue, durable: true }] : [];
     const bridge = await startBridge(
       { workers, topology: { queues }, routes: [bridgeRoute({ mode, queue })] },
@@ -133,7 +136,7 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
 }
 
 /** The budget table: µs per request by stage, one column per mode. */
-export function budgetTable(results: readonly ModeResult[]): string {
+function budgetTable(results: readonly ModeResult[]): string {
   const us = (r: ModeResult, n: number): number => (n / r.split.busySamples) * r.cpuUsPerRequest;
   const f = (x: number): string => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
   const head = `| stage, µs CPU per request | ${results.map((r) => r.mode).join(' | ')} |`;

@@ -22,7 +22,7 @@ let send = (): void => undefined;
 await ch.consume(
   'amq.rabbitmq.reply-to',
   (msg) => {
-    const id = msg?.properties.correlationId;
+    const id: unknown = msg?.properties.correlationId;
     const started = typeof id === 'string' ? waiting.get(id) : undefined;
     if (started === undefined || typeof id !== 'string') return;
     waiting.delete(id);

@@ -57,13 +57,13 @@ const sum = (xs: readonly number[]): number => {
  * A run's 2xx answers per second: a stack that refuses fast (the bridge's 503 under overload)
  * must not gain from it. The raw clients have no statuses: all they count was confirmed or replied.
  */
-export function rate2xx(r: Measured): number {
+function rate2xx(r: Measured): number {
   if (!Number.isFinite(r.non2xx) || !(r.requests > 0)) return r.rps;
   return (r.rps * (r.requests - r.non2xx)) / r.requests;
 }
 
 /** `503×12, 504×3` (measureHttp's `statuses`) back into counts by status. */
-export function parseStatuses(text: string): Map<string, number> {
+function parseStatuses(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const m of text.matchAll(/(\d{3})×(\d+)/g)) out.set(m[1] ?? '', (out.get(m[1] ?? '') ?? 0) + Number(m[2]));
   return out;

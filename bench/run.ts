@@ -73,7 +73,7 @@ try {
   await admin.declare(`bench-probe-${process.pid}`, 'classic');
   await admin.remove(`bench-probe-${process.pid}`);
 } catch (err) {
-  throw new Error(`RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest): ${String(err)}`);
+  throw new Error(`RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest): ${String(err)}`, { cause: err });
 }
 const machine = describeMachine(nofile);
 

@@ -8,7 +8,7 @@ import { freePort, processTree, ROOT, startBridge, stopChild, withNofile, worker
 import { SYSTEM_PYTHON } from './system.js';
 
 /** Where the Python peers live: they are run from the source tree (nothing to compile). */
-export const PEERS_DIR = path.join(ROOT, 'bench', 'peers');
+const PEERS_DIR = path.join(ROOT, 'bench', 'peers');
 
 /** What a scenario asks of a stack: the route behaviour and the queue it sends to. */
 export type Mode = 'publish' | 'rpc' | 'celery-ff' | 'celery-wait';
@@ -53,7 +53,7 @@ export interface SpawnOptions {
   readonly label: string;
 }
 
-export function spawnProcess(cmd: string, argv: readonly string[], options: SpawnOptions): Spawned {
+function spawnProcess(cmd: string, argv: readonly string[], options: SpawnOptions): Spawned {
   const env: Record<string, string | undefined> = { ...process.env, ...options.env };
   // Debian's interpreter must not be pointed at another stdlib by a pyenv/virtualenv setting.
   delete env['PYTHONHOME'];

@@ -13,14 +13,14 @@ import { ROOT } from './harness.js';
 export const SYSTEM_PYTHON = '/usr/bin/python3';
 
 /** The Debian packages the peers and the load generator come from. */
-export const DEBIAN_PACKAGES = ['wrk', 'python3-celery', 'python3-tornado', 'python3-flask', 'python3-gevent', 'gunicorn'] as const;
+const DEBIAN_PACKAGES = ['wrk', 'python3-celery', 'python3-tornado', 'python3-flask', 'python3-gevent', 'gunicorn'] as const;
 
 function sh(cmd: string, argv: readonly string[]): { ok: boolean; out: string } {
   const r = spawnSync(cmd, argv, { encoding: 'utf8' });
   return { ok: r.status === 0, out: (r.stdout ?? '').trim() };
 }
 
-export function debianVersion(pkg: string): string | undefined {
+function debianVersion(pkg: string): string | undefined {
   const r = sh('dpkg-query', ['-W', '-f=${Status}\t${Version}', pkg]);
   const [status, version] = r.out.split('\t');
   return r.ok && status === 'install ok installed' ? version : undefined;

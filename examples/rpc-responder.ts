@@ -37,7 +37,9 @@ await channel.assertQueue(queue, { durable: true });
 await channel.prefetch(Number(values.prefetch));
 await channel.consume(queue, (msg) => {
   if (msg === null) return;
-  const { replyTo, correlationId } = msg.properties;
+  // amqplib types the properties `any`; a broker-delivered message may lack either.
+  const replyTo: unknown = msg.properties.replyTo;
+  const correlationId: unknown = msg.properties.correlationId;
   const answer = (): void => {
     if (typeof replyTo === 'string' && replyTo !== '') {
       const body = Buffer.concat([
@@ -46,7 +48,7 @@ await channel.consume(queue, (msg) => {
         Buffer.from('</echo></reply>'),
       ]);
       channel.publish('', replyTo, body, {
-        correlationId,
+        ...(typeof correlationId === 'string' ? { correlationId } : {}),
         contentType: 'application/xml',
         headers: { 'http-status': Number(values.status), 'x-order-state': values.state },
       });

@@ -48,7 +48,7 @@ if (cluster.isPrimary) {
   await rpc.consume(
     'amq.rabbitmq.reply-to',
     (msg) => {
-      const id = msg?.properties.correlationId;
+      const id: unknown = msg?.properties.correlationId;
       if (msg === null || typeof id !== 'string') return;
       waiting.get(id)?.(msg);
     },

@@ -6,7 +6,7 @@
  */
 import { createServer } from 'node:net';
 
-export class PortInUseError extends Error {
+class PortInUseError extends Error {
   constructor(host: string, port: number, options?: ErrorOptions) {
     super(`${host}:${port} is already in use by another process; refusing to share it (SO_REUSEPORT would split traffic)`, options);
     this.name = 'PortInUseError';

@@ -9,7 +9,7 @@ import type { ConfigProblem } from './errors.js';
 type Issue = z.core.$ZodIssue;
 
 /** A path as the config file spells it: `routes[1].mode`, `(root)` for the top. */
-export function formatPath(path: readonly PropertyKey[]): string {
+function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const step of path) {
     if (typeof step === 'number') out += `[${step}]`;
@@ -32,7 +32,8 @@ function kindOf(value: unknown): string {
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a map';
   if (typeof value === 'string') return `the string "${value}"`;
-  return `${typeof value} ${String(value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
+  return typeof value;
 }
 
 /** Levenshtein distance, for "did you mean". */
@@ -51,7 +52,7 @@ function distance(a: string, b: string): number {
 }
 
 /** The known key closest to `key`, if it is a plausible typo of it. */
-export function closestKey(key: string, known: Iterable<string>): string | undefined {
+function closestKey(key: string, known: Iterable<string>): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of known) {

@@ -100,7 +100,7 @@ function envPath(path: string, origins: EnvOrigins): string | undefined {
 }
 
 /** Marks a secret read from a file: `file:NAME` (in $CREDENTIALS_DIRECTORY) or `file:/absolute/path`. */
-export const SECRET_FILE_PREFIX = 'file:';
+const SECRET_FILE_PREFIX = 'file:';
 
 /** Where each secret came from, by config path (`amqp.urls[0]`): the file, or undefined if unreadable. */
 export type SecretSources = ReadonlyMap<string, string | undefined>;

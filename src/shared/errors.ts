@@ -84,7 +84,7 @@ export class BridgeError extends Error {
   }
 }
 
-export function problemType(code: ErrorCode): string {
+function problemType(code: ErrorCode): string {
   return `urn:xml-amqp-bridge:problem:${code.slice('BRIDGE_'.length).toLowerCase().replaceAll('_', '-')}`;
 }
 

@@ -4,8 +4,9 @@
  * the binary does not match this Node.js; only the native module exports getParts.
  */
 import { createRequire } from 'node:module';
+import type * as UwsModule from 'uWebSockets.js';
 
-export type Uws = typeof import('uWebSockets.js');
+export type Uws = typeof UwsModule;
 
 export interface LoadedUws {
   readonly uws: Uws;

@@ -58,7 +58,7 @@ function base(route: RouteConfig, template: PublishTemplate, extract: readonly s
   };
 }
 
-export function compileRoute(route: RouteConfig): CompiledRoute {
+function compileRoute(route: RouteConfig): CompiledRoute {
   switch (route.mode) {
     case 'publish': {
       const routingKey = compileTemplate(route.routingKey);

@@ -38,11 +38,11 @@ async function runMain(args: readonly string[]): Promise<Run> {
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const [code, signal] = await once(child, 'close');
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null]; // 'close' hands (code, signal)
   clearTimeout(timer);
   return {
-    code: code as number | null, // 'close' hands (code, signal)
-    signal: signal as NodeJS.Signals | null, // idem
+    code,
+    signal,
     stdout,
     stderr,
   };

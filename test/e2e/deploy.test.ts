@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDocument } from 'yaml';
 import { baseConfig, PROJECT_ROOT, startBridge, waitUntilReady, workerPids, type LogLine } from '../helpers/bridge.js';
-import { openBroker, uniqueName } from '../helpers/broker.js';
+import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
 
 const DEPLOY = path.join(PROJECT_ROOT, 'deploy');
@@ -339,7 +339,7 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     const key = uniqueName('installed');
     const answer = await postXml(`http://127.0.0.1:${bridge.port}/a`, xmlBody(1), key);
     assert.equal(answer.status, 202);
-    assert.deepEqual((await broker.drain(queue)).map((m) => m.properties.messageId), [key]);
+    assert.deepEqual(messageIds(await broker.drain(queue)), [key]);
     bridge.child.kill('SIGTERM');
     assert.equal(await bridge.exited, 0);
     const logText = bridge.logs.map((l) => JSON.stringify(l)).join('\n');

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
-import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { openBroker, uniqueName, type TestBroker, messageIds } from '../helpers/broker.js';
 import { postXml, startLoad, summarize, xmlBody, type Attempt, type LoadResult } from '../helpers/load.js';
 import { getReadyz } from '../helpers/admin.js';
 import { metricValue } from '../helpers/metrics.js';
@@ -18,7 +18,7 @@ function publishRoute(path: string, queue: string): Record<string, unknown> {
 /** Every message_id now in `queue` (drains it). */
 async function drainIds(broker: TestBroker, queue: string): Promise<string[]> {
   const msgs = await broker.drain(queue);
-  return msgs.map((m) => String(m.properties.messageId));
+  return messageIds(msgs);
 }
 
 /** Every 2xx Message-Id is in the queue, the queue holds at least as many, and nothing foreign. */

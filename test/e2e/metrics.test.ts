@@ -21,6 +21,7 @@ import {
   waitForLogCount,
   type Scrape,
 } from '../helpers/admin.js';
+import { poll } from '../helpers/poll.js';
 
 const PROM_DIR = path.join(PROJECT_ROOT, 'deploy', 'prometheus');
 const ALERTS = path.join(PROM_DIR, 'alerts.yml');
@@ -176,12 +177,9 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     assert.deepEqual(sorted(summed.map), sorted(statuses.map), 'access lines summed over workers = what the client saw');
 
     // Late replies arrive REPLY_DELAY_MS after their request gave up.
-    const deadline = Date.now() + 15_000;
-    let scrape = await scrapeText(bridge.adminUrl);
-    while (valueOf(scrape, REPLIES, { route: 'slow', outcome: 'late' }) < timedOut && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100)); // polling /metrics: no event to await
-      scrape = await scrapeText(bridge.adminUrl);
-    }
+    const scrape = (
+      await poll(() => scrapeText(bridge.adminUrl), (s) => valueOf(s, REPLIES, { route: 'slow', outcome: 'late' }) >= timedOut, { timeoutMs: 15_000, intervalMs: 100 })
+    ).last ?? (await scrapeText(bridge.adminUrl));
 
     assert.deepEqual(sorted(seriesOf(scrape, REQUESTS)), sorted(statuses.map), `${REQUESTS}: exactly what the client saw`);
     for (const route of ['ok', 'unroutable', 'slow', 'unmatched']) {
@@ -319,17 +317,16 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     );
     t.after(() => prom.stop());
 
-    const deadline = Date.now() + 20_000;
-    let got: number | undefined;
-    let ruleStates: Array<{ name: string; health: string; lastError: string }> = [];
-    for (;;) {
-      const result = await prom.query(`${REQUESTS}{route="ok",status="202"}`);
-      got = result[0]?.value;
-      ruleStates = rulesOf(await prom.api('rules'));
-      if (got === expected && ruleStates.length > 0 && ruleStates.every((r) => r.health === 'ok')) break;
-      if (Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 250)); // polling Prometheus' API: no event to await
-    }
+    const seen = await poll(
+      async () => ({
+        got: (await prom.query(`${REQUESTS}{route="ok",status="202"}`))[0]?.value,
+        ruleStates: rulesOf(await prom.api('rules')),
+      }),
+      (s) => s.got === expected && s.ruleStates.length > 0 && s.ruleStates.every((r) => r.health === 'ok'),
+      { timeoutMs: 20_000, intervalMs: 250 },
+    );
+    const got = seen.last?.got;
+    const ruleStates = seen.last?.ruleStates ?? [];
     assert.equal(got, expected, `Prometheus read ${REQUESTS}{route="ok",status="202"} back`);
     assert.deepEqual((await prom.query('up{job="xml-amqp-bridge"}')).map((r) => r.value), [1]);
     assert.deepEqual(await prom.query('{__name__=~".+_total_total"}'), [], 'no doubled _total from the OpenMetrics scrape');
@@ -456,22 +453,41 @@ interface AlertRule {
   readonly annotations: Record<string, unknown>;
 }
 
+/** `obj[key]` when `obj` is an object that has it; parsed YAML and JSON are `unknown` until narrowed. */
+function field(obj: unknown, key: string): unknown {
+  return typeof obj === 'object' && obj !== null && key in obj ? (obj as Record<string, unknown>)[key] : undefined;
+}
+
+/** `obj[key]` when it is a list, else an empty one. */
+function listField(obj: unknown, key: string): unknown[] {
+  const value = field(obj, key);
+  return Array.isArray(value) ? (value as unknown[]) : [];
+}
+
+/** `obj[key]` when it is a string. */
+function stringField(obj: unknown, key: string): string | undefined {
+  const value = field(obj, key);
+  return typeof value === 'string' ? value : undefined;
+}
+
 /** The alerting rules of a Prometheus rules file (narrowed from parsed YAML). */
 function alertRulesOf(doc: unknown): AlertRule[] {
-  assert.ok(typeof doc === 'object' && doc !== null && 'groups' in doc && Array.isArray(doc.groups), 'rules file has groups');
+  assert.ok(Array.isArray(field(doc, 'groups')), 'rules file has groups');
   const out: AlertRule[] = [];
-  for (const group of doc.groups) {
-    assert.ok(typeof group === 'object' && group !== null && 'rules' in group && Array.isArray(group.rules));
-    for (const rule of group.rules) {
-      assert.ok(typeof rule === 'object' && rule !== null && 'alert' in rule && typeof rule.alert === 'string' && 'expr' in rule && typeof rule.expr === 'string');
-      const labels = 'labels' in rule && typeof rule.labels === 'object' && rule.labels !== null ? rule.labels : {};
-      const annotations = 'annotations' in rule && typeof rule.annotations === 'object' && rule.annotations !== null ? rule.annotations : {};
+  for (const group of listField(doc, 'groups')) {
+    assert.ok(Array.isArray(field(group, 'rules')), `group ${JSON.stringify(field(group, 'name'))} has rules`);
+    for (const rule of listField(group, 'rules')) {
+      const alert = stringField(rule, 'alert');
+      const expr = stringField(rule, 'expr');
+      assert.ok(alert !== undefined && expr !== undefined, `rule has alert and expr: ${JSON.stringify(rule)}`);
+      const labels = field(rule, 'labels');
+      const annotations = field(rule, 'annotations');
       out.push({
-        alert: rule.alert,
-        expr: rule.expr,
-        for: 'for' in rule && typeof rule.for === 'string' ? rule.for : undefined,
-        labels: Object.fromEntries(Object.entries(labels).map(([k, v]) => [k, String(v)])),
-        annotations: { ...annotations },
+        alert,
+        expr,
+        for: stringField(rule, 'for'),
+        labels: Object.fromEntries(Object.entries(typeof labels === 'object' && labels !== null ? labels : {}).map(([k, v]) => [k, String(v)])),
+        annotations: { ...(typeof annotations === 'object' && annotations !== null ? annotations : {}) },
       });
     }
   }
@@ -480,39 +496,24 @@ function alertRulesOf(doc: unknown): AlertRule[] {
 
 /** Name, health and last error of every rule from Prometheus' /api/v1/rules. */
 function rulesOf(data: unknown): Array<{ name: string; health: string; lastError: string }> {
-  const out: Array<{ name: string; health: string; lastError: string }> = [];
-  const groups = typeof data === 'object' && data !== null && 'groups' in data && Array.isArray(data.groups) ? data.groups : [];
-  for (const g of groups) {
-    const rules = typeof g === 'object' && g !== null && 'rules' in g && Array.isArray(g.rules) ? g.rules : [];
-    for (const r of rules) {
-      if (typeof r !== 'object' || r === null) continue;
-      out.push({
-        name: 'name' in r ? String(r.name) : '?',
-        health: 'health' in r ? String(r.health) : '?',
-        lastError: 'lastError' in r ? String(r.lastError) : '',
-      });
-    }
-  }
-  return out;
+  return listField(data, 'groups').flatMap((g) =>
+    listField(g, 'rules').map((r) => ({
+      name: stringField(r, 'name') ?? '?',
+      health: stringField(r, 'health') ?? '?',
+      lastError: stringField(r, 'lastError') ?? '',
+    })),
+  );
 }
 
 /** Every `expr` of the dashboard's panels (rows included). */
 function dashboardExprs(doc: unknown): string[] {
-  const out: string[] = [];
-  const walk = (panels: unknown): void => {
-    if (!Array.isArray(panels)) return;
-    for (const p of panels) {
-      if (typeof p !== 'object' || p === null) continue;
-      if ('panels' in p) walk(p.panels);
-      const targets = 'targets' in p && Array.isArray(p.targets) ? p.targets : [];
-      for (const target of targets) {
-        if (typeof target === 'object' && target !== null && 'expr' in target && typeof target.expr === 'string') out.push(target.expr);
-      }
-    }
-  };
-  assert.ok(typeof doc === 'object' && doc !== null && 'panels' in doc, 'dashboard has panels');
-  walk(doc.panels);
-  return out;
+  assert.ok(Array.isArray(field(doc, 'panels')), 'dashboard has panels');
+  const walk = (panels: unknown[]): string[] =>
+    panels.flatMap((p) => [
+      ...walk(listField(p, 'panels')),
+      ...listField(p, 'targets').flatMap((target) => stringField(target, 'expr') ?? []),
+    ]);
+  return walk(listField(doc, 'panels'));
 }
 
 /** promtool unit-test groups: each alert fires on its condition (with its labels) and stays quiet otherwise. */

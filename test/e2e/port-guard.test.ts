@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { baseConfig, MAIN, startBridge, workerPids, type LogLine } from '../helpers/bridge.js';
-import { openBroker, uniqueName } from '../helpers/broker.js';
+import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
 
 interface Outcome {
@@ -91,7 +91,7 @@ describe('port guard', { timeout: 90_000 }, () => {
     const key = uniqueName('first');
     const answer = await postXml(`${first.url}/a`, xmlBody(1), key);
     assert.equal(answer.status, 202);
-    assert.deepEqual((await broker.drain(queue)).map((m) => m.properties.messageId), [key]);
+    assert.deepEqual(messageIds(await broker.drain(queue)), [key]);
     assert.deepEqual(await workerPids(first), pids);
   });
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { GetMessage } from 'amqplib';
 import { AMQP_URL, MAIN, baseConfig, startBridge, waitUntilReady, type LogLine, type RunningBridge } from '../helpers/bridge.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
-import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
+import { openBroker, uniqueName, type TestBroker, messageIds } from '../helpers/broker.js';
 import {
   assertProblem,
   assertRequestId,
@@ -377,7 +377,7 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
     }
     const got = await takeExactly(4);
     assert.deepEqual(
-      got.map((m) => m.properties.messageId),
+      messageIds(got),
       ['after-404-0', 'after-404-1', 'after-404-2', 'after-404-3'],
     );
   });
@@ -457,7 +457,7 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
     assert.equal(first.status, 202, first.body.toString());
     const next = await send(`${bridge.url}/one`, { headers: { ...XML, 'Idempotency-Key': 'next' }, body: '<a/>' });
     assert.equal(next.status, 202, next.body.toString());
-    const ids = (await broker.drain(queue)).map((m) => m.properties.messageId);
+    const ids = messageIds(await broker.drain(queue));
     assert.deepEqual(ids, ['held', 'next']);
   });
 });
@@ -497,7 +497,7 @@ describe('publish mode while the broker blocks publishers (memory alarm, on a pr
     okIds.push('before-alarm');
 
     const fromLog = bridge.logs.length;
-    let blockedAt = fromLog;
+    let blockedAt: number;
     try {
       await node.ctl('set_vm_memory_high_watermark', 'absolute', '1');
       // connection.blocked only arrives once this connection publishes after the alarm (docs/failure-modes.md
@@ -533,7 +533,7 @@ describe('publish mode while the broker blocks publishers (memory alarm, on a pr
       assert.equal(reply.status, 202, `after the alarm: ${reply.status} ${reply.body.toString()}`);
       okIds.push(`after-${i}`);
     }
-    const inQueue = new Set((await broker.drain(queue)).map((m) => String(m.properties.messageId)));
+    const inQueue = new Set(messageIds(await broker.drain(queue)));
     for (const id of okIds) assert.ok(inQueue.has(id), `2xx ${id} is in the queue`);
     for (const id of refusedIds) assert.ok(!inQueue.has(id), `503 ${id} was never published`);
   });

@@ -173,8 +173,9 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     const received = new Promise<ConsumeMessage>((resolve) => {
       void channel.consume(q.props, (msg) => {
         if (msg === null) return;
-        const { replyTo, correlationId } = msg.properties;
-        if (typeof replyTo === 'string') {
+        const replyTo: unknown = msg.properties.replyTo;
+        const correlationId: unknown = msg.properties.correlationId;
+        if (typeof replyTo === 'string' && typeof correlationId === 'string') {
           channel.publish('', replyTo, Buffer.from('<ack/>'), { correlationId, contentType: 'text/xml; charset=utf-8' });
         }
         channel.ack(msg);

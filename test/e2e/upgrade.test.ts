@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { baseConfig, PROJECT_ROOT, startBridge, waitUntilReady } from '../helpers/bridge.js';
-import { openBroker, uniqueName } from '../helpers/broker.js';
+import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, summarize, xmlBody } from '../helpers/load.js';
 import { netnsArgv, unixToTcp } from '../helpers/netns.js';
 import { alive, stopPid as stopPidBounded } from '../helpers/pids.js';
@@ -114,7 +114,7 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
     assert.ok(result, `the scenario printed no result:\n${stderr}`);
     assert.equal(result.tcpMigrateReq, '1', 'the namespace did not get tcp_migrate_req');
 
-    const inQueue = (await broker.drain(queue)).map((m) => String(m.properties.messageId));
+    const inQueue = messageIds(await broker.drain(queue));
     const queued = new Set(inQueue);
     const totals = (pick: (l: LoadReport) => number): number => result?.loads.reduce((n, l) => n + pick(l), 0) ?? 0;
     const count = (o: Readonly<Record<string, number>>, keep: (k: string) => boolean): number =>
@@ -167,7 +167,7 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
     await waitUntilReady(old);
     const key = uniqueName('still');
     assert.equal((await postXml(`${old.url}/a`, xmlBody(1), key)).status, 202);
-    assert.deepEqual((await broker.drain(queue)).map((m) => m.properties.messageId), [key]);
+    assert.deepEqual(messageIds(await broker.drain(queue)), [key]);
   });
 
   it('a new instance that does not get ready in time is stopped; the old one keeps serving', async (t) => {
@@ -194,7 +194,7 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
     await waitUntilReady(old);
     const key = uniqueName('still');
     assert.equal((await postXml(`${old.url}/a`, xmlBody(1), key)).status, 202);
-    assert.deepEqual((await broker.drain(queue)).map((m) => m.properties.messageId), [key]);
+    assert.deepEqual(messageIds(await broker.drain(queue)), [key]);
   });
 
   it('refuses an admin address something already answers on, before starting anything', async (t) => {

@@ -1,6 +1,7 @@
 /** The admin port as an operator's tooling sees it: /readyz bodies (narrowed), raw /metrics scrapes with their `# TYPE`s, and log-line waits. */
 import assert from 'node:assert/strict';
 import type { LogLine, RunningBridge } from './bridge.js';
+import { waitUntil } from './poll.js';
 import { parseExposition, type Sample } from './metrics.js';
 
 export interface WorkerReadyz {
@@ -27,9 +28,9 @@ function parseReadyz(status: number, headers: Headers, body: unknown): Readyz {
     assert.ok(typeof w === 'object' && w !== null, 'worker entry is an object');
     assert.ok('slot' in w && typeof w.slot === 'number', `worker entry has slot: ${JSON.stringify(w)}`);
     assert.ok('ready' in w && typeof w.ready === 'boolean', `worker entry has ready: ${JSON.stringify(w)}`);
-    assert.ok('reasons' in w && Array.isArray(w.reasons) && w.reasons.every((r: unknown) => typeof r === 'string'), `worker entry has reasons[]: ${JSON.stringify(w)}`);
+    assert.ok('reasons' in w && Array.isArray(w.reasons) && w.reasons.every((r: unknown): r is string => typeof r === 'string'), `worker entry has reasons[]: ${JSON.stringify(w)}`);
     const pid = 'pid' in w && typeof w.pid === 'number' ? w.pid : undefined;
-    return { slot: w.slot, pid, ready: w.ready, reasons: w.reasons as string[] }; // every element checked to be a string just above
+    return { slot: w.slot, pid, ready: w.ready, reasons: w.reasons };
   });
   return { status, contentType: headers.get('content-type'), cacheControl: headers.get('cache-control'), ready: body.ready, workers };
 }
@@ -41,13 +42,7 @@ export async function getReadyz(bridge: RunningBridge): Promise<Readyz> {
 
 /** Polls /readyz until `accept` holds; throws with the last body after `timeoutMs`. */
 export async function waitForReadyz(bridge: RunningBridge, accept: (r: Readyz) => boolean, timeoutMs = 15_000): Promise<Readyz> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await getReadyz(bridge);
-    if (accept(r)) return r;
-    if (Date.now() > deadline) throw new Error(`/readyz never matched within ${timeoutMs} ms; last: ${r.status} ${JSON.stringify(r)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // polling an HTTP endpoint: no event to await
-  }
+  return waitUntil('/readyz to match', () => getReadyz(bridge), accept, { timeoutMs });
 }
 
 export interface Scrape {

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { waitUntil } from './poll.js';
 
 /** The project root (this file is compiled to dist/test/helpers/). */
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -169,14 +170,15 @@ export async function startBridge(config: unknown, options: StartOptions = {}): 
 
 /** Polls /readyz (the primary's aggregate of worker events) until it answers 200. */
 export async function waitUntilReady(bridge: RunningBridge, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const res = await fetch(`${bridge.adminUrl}/readyz`);
-    const body = await res.text();
-    if (res.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`bridge not ready after ${timeoutMs} ms: ${body}`);
-    await new Promise((r) => setTimeout(r, 50)); // polling an HTTP endpoint: no event to await
-  }
+  await waitUntil(
+    'bridge /readyz 200',
+    async () => {
+      const res = await fetch(`${bridge.adminUrl}/readyz`);
+      return { status: res.status, body: await res.text() };
+    },
+    (r) => r.status === 200,
+    { timeoutMs },
+  );
 }
 
 /** The worker PIDs from the primary's /readyz. */

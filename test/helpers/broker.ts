@@ -5,10 +5,15 @@
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import amqplib, { type Channel, type ChannelModel, type GetMessage } from 'amqplib';
+import amqplib, { type Channel, type ChannelModel, type GetMessage, type Message } from 'amqplib';
 import { AMQP_URL } from './bridge.js';
 
-export const execFileAsync = promisify(execFile);
+const execFileAsync = promisify(execFile);
+
+/** The message_id of each message ('undefined' where one has none), in order. */
+export function messageIds(messages: readonly Message[]): string[] {
+  return messages.map((m) => String(m.properties.messageId));
+}
 
 /** A name no other test uses: `test-<what>-<uuid>`. */
 export function uniqueName(what: string): string {

@@ -6,9 +6,9 @@ import { PROJECT_ROOT } from './bridge.js';
 import { uniqueName } from './broker.js';
 
 /** Debian's interpreter: python3-celery is importable there only (another python3 may come first on PATH). */
-export const SYSTEM_PYTHON = '/usr/bin/python3';
+const SYSTEM_PYTHON = '/usr/bin/python3';
 /** The .py app is not compiled into dist/: it is read from the source tree. */
-export const CELERY_FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'celery');
+const CELERY_FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'celery');
 
 export interface CeleryWorkerOptions {
   /** Queues the worker consumes; the first is the app's task_default_queue. */

@@ -1,4 +1,5 @@
 /** Reads the admin port's /metrics: a Prometheus text-format (0.0.4) parser and sample look-ups by name and exact label set. */
+import { waitUntil } from './poll.js';
 
 export interface Sample {
   readonly name: string;
@@ -91,14 +92,14 @@ function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<stri
 }
 
 /** The sample with exactly this name and label set (no more, no fewer labels), if present. */
-export function findSample(samples: readonly Sample[], name: string, labels: Readonly<Record<string, string>> = {}): Sample | undefined {
+function findSample(samples: readonly Sample[], name: string, labels: Readonly<Record<string, string>> = {}): Sample | undefined {
   const found = samples.filter((s) => s.name === name && sameLabels(s.labels, labels));
   if (found.length > 1) throw new Error(`${found.length} samples of ${name} with labels ${JSON.stringify(labels)}`);
   return found[0];
 }
 
 /** GET /metrics on the admin URL and parse it. */
-export async function scrape(adminUrl: string): Promise<Sample[]> {
+async function scrape(adminUrl: string): Promise<Sample[]> {
   const res = await fetch(`${adminUrl}/metrics`);
   const text = await res.text();
   if (res.status !== 200) throw new Error(`/metrics answered ${res.status}: ${text.slice(0, 300)}`);
@@ -121,13 +122,5 @@ export async function waitForMetric(
   accept: (value: number | undefined) => boolean,
   timeoutMs = 10_000,
 ): Promise<number | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await metricValue(adminUrl, name, labels);
-    if (accept(value)) return value;
-    if (Date.now() > deadline) {
-      throw new Error(`${name}${JSON.stringify(labels)} still ${String(value)} after ${timeoutMs} ms`);
-    }
-    await new Promise((r) => setTimeout(r, 50)); // polling an HTTP endpoint: no event to await
-  }
+  return waitUntil(`${name}${JSON.stringify(labels)}`, () => metricValue(adminUrl, name, labels), accept, { timeoutMs });
 }

@@ -99,7 +99,7 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     if (!(pid > 0)) throw new Error('the private node wrote no PID');
   } catch (err) {
     await stop();
-    throw new Error(`private RabbitMQ node ${node} did not start: ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(`private RabbitMQ node ${node} did not start: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   return { node, port, url: `amqp://guest:guest@127.0.0.1:${port}/`, pid, ctl, stop };
 }

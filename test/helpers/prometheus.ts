@@ -21,7 +21,7 @@ export async function promtool(args: readonly string[], stdin?: string): Promise
   child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
   const exited = once(child, 'close');
   child.stdin.end(stdin ?? '');
-  const [code] = await exited;
+  const [code] = (await exited) as unknown[]; // once() resolves with the event's arguments
   return { code: typeof code === 'number' ? code : null, stdout, stderr };
 }
 

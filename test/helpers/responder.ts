@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { AMQP_URL, PROJECT_ROOT } from './bridge.js';
 
-export const RESPONDER = path.join(PROJECT_ROOT, 'dist', 'examples', 'rpc-responder.js');
+const RESPONDER = path.join(PROJECT_ROOT, 'dist', 'examples', 'rpc-responder.js');
 
 export interface ResponderOptions {
   readonly queue: string;

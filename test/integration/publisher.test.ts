@@ -318,7 +318,10 @@ describe('FrameWriter on the publisher channel', { timeout: 60_000 }, () => {
   /** Counts how many times the socket hands data to the kernel (one _write or _writev each). */
   function countWrites(socket: Socket): { count(): number; restore(): void } {
     let calls = 0;
+    // Kept to be called with the socket as `this` and put back as they were.
+    // eslint-disable-next-line @typescript-eslint/unbound-method
     const write = socket._write;
+    // eslint-disable-next-line @typescript-eslint/unbound-method
     const writev = socket._writev;
     socket._write = function (this: Socket, chunk, encoding, cb) {
       calls += 1;

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { BridgeError, XmlError } from '../../src/shared/errors.js';
+import type { BridgeError} from '../../src/shared/errors.js';
+import { XmlError } from '../../src/shared/errors.js';
 import { WORKER_METRICS } from '../../src/shared/metrics.js';
 import { WorkerMetrics } from '../../src/worker/metrics.js';
 import { RequestRecord } from '../../src/worker/request.js';

@@ -23,7 +23,7 @@ export function celeryDestination(route: CeleryRouteConfig): { readonly exchange
 }
 
 /** Task message headers that vary per task, in template order. */
-export const CELERY_HEADER_NAMES = ['id', 'root_id', 'argsrepr', 'x-request-id'] as const;
+const CELERY_HEADER_NAMES = ['id', 'root_id', 'argsrepr', 'x-request-id'] as const;
 /** With `wait`, `expires` varies too (publish time + timeoutMs). */
 const CELERY_WAIT_HEADER_NAMES = [...CELERY_HEADER_NAMES, 'expires'] as const;
 

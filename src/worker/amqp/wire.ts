@@ -15,7 +15,7 @@ export interface Wire {
 }
 
 /** Thrown when amqplib no longer keeps its socket, channel number or frame size where expected. */
-export class UnsupportedAmqplibError extends Error {
+class UnsupportedAmqplibError extends Error {
   constructor(what: string) {
     super(`amqplib internals changed (${what}): this bridge needs amqplib 2.3.x`);
     this.name = 'UnsupportedAmqplibError';

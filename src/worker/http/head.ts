@@ -12,7 +12,7 @@ import type { HeaderList, RequestFacts } from '../request.js';
 import type { CompiledRoute, RouteTable } from '../routes.js';
 import { parseContentType } from './content-type.js';
 
-export const ALLOWED_METHODS = 'POST';
+const ALLOWED_METHODS = 'POST';
 
 export interface AcceptedHead {
   readonly route: CompiledRoute;
@@ -31,6 +31,7 @@ export interface RefusedHead {
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
+// eslint-disable-next-line no-control-regex -- control characters are exactly what it looks for
 const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
 const NO_HEADERS: HeaderList = [];
 const ALLOW: HeaderList = [['Allow', ALLOWED_METHODS]];

@@ -17,12 +17,12 @@ export interface Rendered {
 }
 
 /** Seconds a partner should wait before retrying a 503. */
-export const RETRY_AFTER_SECONDS = '1';
+const RETRY_AFTER_SECONDS = '1';
 
 const statusLines = new Map<number, string>();
 
 /** "202 Accepted": cached, since uWS takes the status line as one string. */
-export function statusLine(status: number): string {
+function statusLine(status: number): string {
   let line = statusLines.get(status);
   if (line === undefined) {
     line = `${status} ${STATUS_CODES[status] ?? 'Status'}`;

@@ -12,7 +12,7 @@ import { requestReply } from './request-reply.js';
  * parser reads three fraction digits as microseconds (".640" → 640 µs, up to 999 ms early) and
  * Python < 3.11's fromisoformat (Celery 5.3+) rejects a "Z" suffix.
  */
-export function pythonIsoformat(date: Date): string {
+function pythonIsoformat(date: Date): string {
   return date.toISOString().replace(/Z$/, '000+00:00');
 }
 
@@ -25,7 +25,7 @@ const STREAM = { stream: true } as const;
  * The XML check decoded it strictly already, so this cannot fail. Streaming call and flush:
  * Node 20's one-shot windows-1252 decode takes a Latin-1 shortcut (0x80 → U+0080, not €).
  */
-export function bodyText(received: ReceivedBody): string {
+function bodyText(received: ReceivedBody): string {
   const label = received.summary.encoding;
   let decoder = decoders.get(label);
   if (decoder === undefined) {
@@ -37,7 +37,7 @@ export function bodyText(received: ReceivedBody): string {
 }
 
 /** A task result as HTTP: a string as is (XML-looking text as application/xml), else JSON. */
-export function resultResult(result: unknown): ModeResult {
+function resultResult(result: unknown): ModeResult {
   if (typeof result === 'string') {
     const type = result.trimStart().startsWith('<') ? 'application/xml; charset=utf-8' : 'text/plain; charset=utf-8';
     return { kind: 'reply', status: 200, headers: [['Content-Type', type]], body: result };

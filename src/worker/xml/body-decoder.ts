@@ -4,7 +4,7 @@
  * carrying characters split across chunks. A body that arrives in one chunk (most do) is decoded
  * in one call by a shared decoder, with no per-request decoder or copy.
  */
-import { TextDecoder } from 'node:util';
+import type { TextDecoder } from 'node:util';
 import { XmlError } from '../../shared/errors.js';
 import { DECLARATION_SNIFF_LIMIT, createDecoder, describeEncoding, sniffEncoding, type SniffedEncoding } from './encoding.js';
 
