@@ -1,12 +1,11 @@
 /** The command line of the built bin: `check-config FILE`, `--help`, usage errors, and refusing to start on a broken config. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { once } from 'node:events';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { AMQP_URL, MAIN, PROJECT_ROOT } from '../helpers/bridge.js';
+import { runToExit, type Run } from '../helpers/child.js';
 import { openBroker, uniqueName } from '../helpers/broker.js';
 import { MANY_PROBLEMS_PATHS } from '../fixtures/configs/many-problems.js';
 
@@ -16,13 +15,6 @@ const BROKEN = path.join(FIXTURES, 'many-problems.yaml');
 
 const BROKEN_PATHS = MANY_PROBLEMS_PATHS;
 
-interface Run {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 /** The runner's own BRIDGE_* variables (BRIDGE_CONFIG, overrides) must not change what the bin sees. */
 function cleanEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -31,21 +23,8 @@ function cleanEnv(): NodeJS.ProcessEnv {
 }
 
 /** Runs the bin to completion; SIGKILL after 20 s so a hang fails the test instead of stalling it. */
-async function runMain(args: readonly string[]): Promise<Run> {
-  const child = spawn(process.execPath, [MAIN, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null]; // 'close' hands (code, signal)
-  clearTimeout(timer);
-  return {
-    code,
-    signal,
-    stdout,
-    stderr,
-  };
+function runMain(args: readonly string[]): Promise<Run> {
+  return runToExit(process.execPath, [MAIN, ...args], { env: cleanEnv(), timeoutMs: 20_000 });
 }
 
 /** stdout as JSON log lines; a non-JSON line fails the test (the contract: one JSON object per line). */

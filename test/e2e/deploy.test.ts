@@ -1,16 +1,15 @@
 /** E2E of deploy/: the systemd units (verify, security, settings), install.sh into a temporary root, the installed release serving, reload.sh. */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseDocument } from 'yaml';
-import { baseConfig, PROJECT_ROOT, startBridge, waitUntilReady, workerPids, type LogLine } from '../helpers/bridge.js';
+import { baseConfig, parseLogLine, PROJECT_ROOT, startBridge, waitUntilReady, workerPids, type LogLine } from '../helpers/bridge.js';
+import { runToExit, startChild, type Child, type Run } from '../helpers/child.js';
 import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
+import { waitUntil } from '../helpers/poll.js';
 
 const DEPLOY = path.join(PROJECT_ROOT, 'deploy');
 const INSTALL_SH = path.join(DEPLOY, 'install.sh');
@@ -26,20 +25,9 @@ const PACKAGE = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'),
   devDependencies: Record<string, string>;
 }; // the project's own package.json
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 function run(argv: readonly string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<Run> {
-  const [cmd, ...args] = argv;
-  return new Promise((resolve) => {
-    execFile(cmd ?? 'false', args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
-      resolve({ code, stdout, stderr });
-    });
-  });
+  const [cmd = 'false', ...args] = argv;
+  return runToExit(cmd, args, { env: { ...process.env, ...env }, timeoutMs });
 }
 
 function tempDir(t: { after: (fn: () => void) => void }, what: string): string {
@@ -117,39 +105,23 @@ function timespanMs(value: string): number {
 }
 
 interface Installed {
-  readonly child: ReturnType<typeof spawn>;
-  readonly logs: LogLine[];
+  readonly child: Child<LogLine>;
+  readonly logs: readonly LogLine[];
   readonly port: number;
   readonly adminPort: number;
-  readonly exited: Promise<number | null>;
 }
 
 /** Runs an installed release's bin the way the unit does, on ephemeral loopback ports; resolves once it logs "ready to serve". */
 async function startInstalled(mainJs: string, configFile: string, env: Record<string, string>): Promise<Installed> {
-  const child = spawn(NODE, [mainJs, '--config', configFile], {
+  const { child, ready } = await startChild(NODE, [mainJs, '--config', configFile], {
+    name: 'the installed bridge',
     env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', NODE_ENV: 'production', BRIDGE_LISTEN: '127.0.0.1:0', BRIDGE_ADMIN_LISTEN: '127.0.0.1:0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    parse: parseLogLine,
+    killAfterMs: 20_000,
+    ready: (l) => l.msg === 'ready to serve',
+    readyTimeoutMs: 30_000,
   });
-  const logs: LogLine[] = [];
-  let buffered = '';
-  let stderr = '';
-  const exited = once(child, 'exit').then(([code]) => code as number | null); // 'exit' hands (code, signal)
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const ready = new Promise<LogLine>((resolve, reject) => {
-    child.stdout.setEncoding('utf8').on('data', (s: string) => {
-      buffered += s;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line = JSON.parse(buffered.slice(0, nl)) as LogLine; // the bridge logs one JSON object per line
-        buffered = buffered.slice(nl + 1);
-        logs.push(line);
-        if (line.msg === 'ready to serve') resolve(line);
-      }
-    });
-    void exited.then((code) => reject(new Error(`the installed bridge exited (${code}) before it was ready:\n${logs.map((l) => JSON.stringify(l)).join('\n')}\n${stderr}`)));
-  });
-  const line = await ready;
-  return { child, logs, port: Number(line['port']), adminPort: Number(line['adminPort']), exited };
+  return { child, logs: child.lines, port: Number(ready['port']), adminPort: Number(ready['adminPort']) };
 }
 
 describe('systemd units (deploy/*.service)', { timeout: 60_000 }, () => {
@@ -328,20 +300,19 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
 
     const mainJs = path.join(root, 'opt', 'xml-amqp-bridge', 'current', 'dist', 'src', 'primary', 'main.js');
     const bridge = await startInstalled(mainJs, path.join(etc, 'config.yaml'), { CREDENTIALS_DIRECTORY: path.join(etc, 'credentials') });
-    t.after(() => {
-      bridge.child.kill('SIGKILL');
-    });
-    for (;;) {
-      const res = await fetch(`http://127.0.0.1:${bridge.adminPort}/readyz`);
-      if (res.status === 200) break;
-      await sleep(50); // polling an HTTP endpoint: no event to await
-    }
+    t.after(() => bridge.child.stop(2000));
+    await waitUntil(
+      'the installed bridge /readyz 200',
+      async () => (await fetch(`http://127.0.0.1:${bridge.adminPort}/readyz`)).status,
+      (status) => status === 200,
+      { timeoutMs: 20_000 },
+    );
     const key = uniqueName('installed');
     const answer = await postXml(`http://127.0.0.1:${bridge.port}/a`, xmlBody(1), key);
     assert.equal(answer.status, 202);
     assert.deepEqual(messageIds(await broker.drain(queue)), [key]);
-    bridge.child.kill('SIGTERM');
-    assert.equal(await bridge.exited, 0);
+    await bridge.child.stop();
+    assert.deepEqual(await bridge.child.exited, { code: 0, signal: null });
     const logText = bridge.logs.map((l) => JSON.stringify(l)).join('\n');
     assert.match(logText, /guest:\*\*\*@localhost/, 'the startup line names the broker, password redacted');
     assert.ok(!logText.includes('guest:guest@'), 'a log line carries the AMQP password');

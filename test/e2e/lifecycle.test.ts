@@ -6,8 +6,9 @@ import { describe, it } from 'node:test';
 import { baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, uniqueName, type TestBroker, messageIds } from '../helpers/broker.js';
 import { postXml, startLoad, summarize, xmlBody, type Attempt, type LoadResult } from '../helpers/load.js';
-import { getReadyz } from '../helpers/admin.js';
+import { getReadyz, waitForReadyz, type Readyz } from '../helpers/admin.js';
 import { metricValue } from '../helpers/metrics.js';
+import { poll } from '../helpers/poll.js';
 
 const SHUTDOWN_TIMEOUT_MS = 5000;
 
@@ -56,14 +57,13 @@ const is2xx = (a: Attempt): boolean => a.status !== undefined && a.status >= 200
 
 /** Polls /readyz until 200 with `count` pids none of which is in `old`. */
 async function waitForFreshPids(bridge: RunningBridge, count: number, old: readonly number[], timeoutMs = 20_000): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    await waitUntilReady(bridge, Math.max(1, deadline - Date.now()));
-    const pids = await workerPids(bridge);
-    if (pids.length === count && pids.every((p) => !old.includes(p))) return pids;
-    if (Date.now() > deadline) throw new Error(`worker pids still ${JSON.stringify(pids)} (old ${JSON.stringify(old)})`);
-    await new Promise((r) => setTimeout(r, 50)); // polling an HTTP endpoint: no event to await
-  }
+  const pidsOf = (r: Readyz): number[] => r.workers.flatMap((w) => (w.pid === undefined ? [] : [w.pid]));
+  const readyz = await waitForReadyz(
+    bridge,
+    (r) => r.status === 200 && pidsOf(r).length === count && pidsOf(r).every((p) => !old.includes(p)),
+    timeoutMs,
+  );
+  return pidsOf(readyz);
 }
 
 /**
@@ -350,11 +350,9 @@ describe('process lifecycle', { timeout: 110_000 }, () => {
 
     bridge.child.kill('SIGKILL');
     assert.deepEqual(await bridge.exited, { code: null, signal: 'SIGKILL' });
-    const deadline = Date.now() + 10_000;
-    while (!pids.every(processGone)) {
-      assert.ok(Date.now() < deadline, `workers still alive: ${pids.filter((p) => !processGone(p)).join(', ')}`);
-      await new Promise((r) => setTimeout(r, 50)); // no exit event for a process that is not our child
-    }
+    // The workers are not our children: no exit event to await.
+    const alive = await poll(() => pids.filter((p) => !processGone(p)), (left) => left.length === 0, { timeoutMs: 10_000 });
+    assert.deepEqual(alive.last, [], 'workers still alive');
     assert.equal(await tryConnect(bridge.port), 'ECONNREFUSED');
   });
 });

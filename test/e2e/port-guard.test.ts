@@ -1,13 +1,13 @@
 /** E2E: the bridge refuses to share its partner port, and refuses uWS's JS fallback unless allowed. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { baseConfig, MAIN, startBridge, workerPids, type LogLine } from '../helpers/bridge.js';
+import { baseConfig, MAIN, parseLogLine, startBridge, workerPids, type LogLine } from '../helpers/bridge.js';
+import { runToExit } from '../helpers/child.js';
 import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
 
@@ -24,27 +24,11 @@ async function runUntilExit(config: unknown, env: Record<string, string> = {}, t
   try {
     const file = path.join(dir, 'config.yaml');
     writeFileSync(file, JSON.stringify(config));
-    const child = spawn(process.execPath, [MAIN, '--config', file], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null]; // 'exit' hands (code, signal)
-    clearTimeout(timer);
+    const { code, signal, stdout, stderr } = await runToExit(process.execPath, [MAIN, '--config', file], { env: { ...process.env, ...env }, timeoutMs });
     const lines = stdout
       .split('\n')
       .filter((l) => l.trim() !== '')
-      .map((raw): LogLine => {
-        try {
-          return JSON.parse(raw) as LogLine; // the bridge logs one JSON object per line
-        } catch {
-          return { msg: raw, level: 'unparsed' };
-        }
-      });
+      .map(parseLogLine);
     return { code, signal, lines, stderr };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -2,12 +2,12 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { GetMessage } from 'amqplib';
 import { AMQP_URL, MAIN, baseConfig, startBridge, waitUntilReady, type LogLine, type RunningBridge } from '../helpers/bridge.js';
+import { runToExit } from '../helpers/child.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
 import { openBroker, uniqueName, type TestBroker, messageIds } from '../helpers/broker.js';
 import {
@@ -549,16 +549,9 @@ describe('publish route config refused at start', { timeout: 30_000 }, () => {
       { path: '/b', mode: 'publish', exchange: '', routingKey: 'b', forwardHeaders: ['x-ok', 'Bcc'] },
     ];
     writeFileSync(file, JSON.stringify({ ...baseConfig(routes), amqp: { urls: [AMQP_URL] } }));
-    const child = spawn(process.execPath, [MAIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    t.after(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (output += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
-    // 'close' (not 'exit'): all output has been read by then.
-    const code = await new Promise<number | null>((resolve) => child.once('close', (c: number | null) => resolve(c)));
-    assert.equal(code, 2, output);
+    const run = await runToExit(process.execPath, [MAIN, '--config', file], { timeoutMs: 20_000 });
+    const output = run.stdout + run.stderr;
+    assert.equal(run.code, 2, output);
     assert.match(output, /routes\[0\]\.forwardHeaders\[0\]/);
     assert.match(output, /routes\[1\]\.forwardHeaders\[1\]/);
     assert.doesNotMatch(output, /routes\[1\]\.forwardHeaders\[0\]/, 'x-ok is fine');

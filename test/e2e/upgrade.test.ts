@@ -1,37 +1,25 @@
 /** E2E of deploy/upgrade.sh: a binary upgrade under load loses and fails nothing; refused or failed upgrades leave the old instance serving. */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { baseConfig, PROJECT_ROOT, startBridge, waitUntilReady } from '../helpers/bridge.js';
+import { runToExit, spawnChild, type Run } from '../helpers/child.js';
 import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, summarize, xmlBody } from '../helpers/load.js';
 import { netnsArgv, unixToTcp } from '../helpers/netns.js';
 import { alive, stopPid as stopPidBounded } from '../helpers/pids.js';
 import type { LoadReport, ScenarioArgs, ScenarioResult } from '../helpers/upgrade-scenario.js';
+import { freePort } from '../helpers/free-port.js';
 
 const UPGRADE_SH = path.join(PROJECT_ROOT, 'deploy', 'upgrade.sh');
 const SCENARIO = path.join(PROJECT_ROOT, 'dist', 'test', 'helpers', 'upgrade-scenario.js');
 const SYSCTL_FILE = path.join(PROJECT_ROOT, 'deploy', 'sysctl', '90-xml-amqp-bridge.conf');
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 function run(argv: readonly string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<Run> {
-  const [cmd, ...args] = argv;
-  return new Promise((resolve) => {
-    execFile(cmd ?? 'false', args, { env: { ...process.env, ...env }, timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
-      resolve({ code, stdout, stderr });
-    });
-  });
+  const [cmd = 'false', ...args] = argv;
+  return runToExit(cmd, args, { env: { ...process.env, ...env }, timeoutMs });
 }
 
 /** SIGTERM and wait until gone (SIGKILL after 20 s). */
@@ -52,16 +40,6 @@ function publishRoute(queue: string): Record<string, unknown> {
   return { path: '/a', mode: 'publish', exchange: '', routingKey: queue };
 }
 
-/** A free loopback port right now (closed again at once). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
   it('under load on 127.0.0.1: zero refused connections, zero failed requests, every 2xx in the queue', async (t) => {
@@ -91,27 +69,23 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
       settleAfter: 300,
     };
     const [cmd = 'unshare', ...argv] = [...netnsArgv([`net/ipv4/tcp_migrate_req=${migrate}`]), process.execPath, SCENARIO, JSON.stringify(args)];
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let newPid: number | undefined;
     t.after(() => (newPid === undefined ? undefined : stopPid(newPid)));
     let result: ScenarioResult | undefined;
-    let stderr = '';
-    let buffered = '';
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    child.stdout.setEncoding('utf8').on('data', (s: string) => {
-      buffered += s;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line: unknown = JSON.parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        const typed = line as { type?: unknown; pid?: unknown }; // upgrade-scenario.ts prints typed lines
-        if (typed.type === 'new-pid' && typeof typed.pid === 'number') newPid = typed.pid;
-        if (typed.type === 'result') result = line as ScenarioResult; // the one 'result' line, see ScenarioResult
-      }
+    const scenario = spawnChild(cmd, argv, {
+      name: 'the upgrade scenario',
+      // upgrade-scenario.ts prints one typed JSON object per line.
+      parse: (raw) => JSON.parse(raw) as { type?: unknown; pid?: unknown },
+      onLine: (line) => {
+        if (line.type === 'new-pid' && typeof line.pid === 'number') newPid = line.pid;
+        if (line.type === 'result') result = line as ScenarioResult; // the one 'result' line, see ScenarioResult
+      },
     });
-    const [exitCode] = (await once(child, 'close')) as [number | null]; // 'close' hands (code, signal)
-    assert.equal(exitCode, 0, `the scenario failed:\n${stderr}`);
-    assert.ok(result, `the scenario printed no result:\n${stderr}`);
+    t.after(() => scenario.stop());
+    const stderr = scenario.stderr;
+    const { code: exitCode } = await scenario.closed;
+    assert.equal(exitCode, 0, `the scenario failed:\n${stderr()}`);
+    assert.ok(result, `the scenario printed no result:\n${stderr()}`);
     assert.equal(result.tcpMigrateReq, '1', 'the namespace did not get tcp_migrate_req');
 
     const inQueue = messageIds(await broker.drain(queue));

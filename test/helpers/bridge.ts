@@ -2,12 +2,12 @@
  * Spawns the built bridge (dist/src/primary/main.js) as a child process on ephemeral loopback
  * ports and waits for its "ready to serve" log line. Every test awaits `stop()` in `t.after()`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startChild, type Child } from './child.js';
 import { waitUntil } from './poll.js';
 
 /** The project root (this file is compiled to dist/test/helpers/). */
@@ -25,8 +25,8 @@ export interface RunningBridge {
   readonly url: string;
   readonly adminUrl: string;
   readonly configFile: string;
-  /** Every JSON log line so far (stdout), in order. */
-  readonly logs: LogLine[];
+  /** Every JSON log line so far (stdout), in order; grows as lines arrive. */
+  readonly logs: readonly LogLine[];
   /** Raw stderr text so far. */
   readonly stderr: () => string;
   /** Resolves with the first log line (past or future) matching; rejects after timeoutMs. */
@@ -59,110 +59,52 @@ export interface StartOptions {
   readonly timeoutMs?: number;
 }
 
+/** A bridge log line: one JSON object per line (anything else is kept as an `unparsed` line). */
+export function parseLogLine(raw: string): LogLine {
+  try {
+    return JSON.parse(raw) as LogLine; // the bridge logs one JSON object per line
+  } catch {
+    return { msg: raw, level: 'unparsed' };
+  }
+}
+
 export async function startBridge(config: unknown, options: StartOptions = {}): Promise<RunningBridge> {
   const dir = mkdtempSync(path.join(tmpdir(), 'bridge-test-'));
   const configFile = path.join(dir, 'config.yaml');
   writeFileSync(configFile, JSON.stringify(config, null, 2));
-  const child = spawn(process.execPath, [MAIN, '--config', configFile], {
-    env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: LogLine[] = [];
-  const waiters: Array<{ match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
-  let stderr = '';
-  let buffered = '';
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (text: string) => {
-    buffered += text;
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) !== -1) {
-      const raw = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      let line: LogLine;
-      try {
-        line = JSON.parse(raw) as LogLine; // the bridge logs one JSON object per line
-      } catch {
-        line = { msg: raw, level: 'unparsed' };
-      }
-      logs.push(line);
-      for (const w of [...waiters]) {
-        if (w.match(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-      }
-    }
-  });
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (text: string) => {
-    stderr += text;
-  });
-  const exited = once(child, 'exit').then(([code, signal]) => ({
-    code: code as number | null, // 'exit' hands (code, signal)
-    signal: signal as NodeJS.Signals | null,
-  }));
-
-  const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> => {
-    const past = logs.find(match);
-    if (past) return Promise.resolve(past);
-    return new Promise<LogLine>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        reject(new Error(`timed out waiting for a log line; last lines:\n${logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${stderr}`));
-      }, timeoutMs);
-      const waiter = {
-        match,
-        resolve: (l: LogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      waiters.push(waiter);
-      void exited.then(() => {
-        if (waiters.includes(waiter)) {
-          clearTimeout(timer);
-          waiters.splice(waiters.indexOf(waiter), 1);
-          reject(new Error(`bridge exited before the log line; last lines:\n${logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${stderr}`));
-        }
-      });
-    });
-  };
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(dir, { recursive: true, force: true });
-    })());
-
-  let ready: LogLine;
+  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
+  let started: { child: Child<LogLine>; ready: LogLine };
   try {
-    ready = await waitForLog((l) => l.msg === 'ready to serve', options.timeoutMs ?? 20_000);
+    started = await startChild(process.execPath, [MAIN, '--config', configFile], {
+      name: 'bridge',
+      env: { ...process.env, ...options.env },
+      parse: parseLogLine,
+      killAfterMs: 20_000,
+      ready: (l) => l.msg === 'ready to serve',
+      readyTimeoutMs: options.timeoutMs ?? 20_000,
+    });
   } catch (err) {
-    await stop();
+    removeDir();
     throw err;
   }
+  const { child, ready } = started;
   const port = Number(ready['port']);
   const adminPort = Number(ready['adminPort']);
+  let stopping: Promise<void> | undefined;
   const bridge: RunningBridge = {
-    child,
-    pid: child.pid ?? -1,
+    child: child.process,
+    pid: child.pid,
     port,
     adminPort,
     url: `http://127.0.0.1:${port}`,
     adminUrl: `http://127.0.0.1:${adminPort}`,
     configFile,
-    logs,
-    stderr: () => stderr,
-    waitForLog,
+    logs: child.lines,
+    stderr: child.stderr,
+    waitForLog: child.waitForLine,
     rewriteConfig: (next) => writeFileSync(configFile, JSON.stringify(next, null, 2)),
-    exited,
-    stop,
+    exited: child.exited,
+    stop: () => (stopping ??= child.stop().then(removeDir)),
   };
   if (options.waitReady !== false) await waitUntilReady(bridge, options.timeoutMs ?? 20_000);
   return bridge;

@@ -5,14 +5,14 @@
  * Needs the rabbitmq-server package (.ci/run installs it) and takes about 4 s to boot.
  */
 import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { alive } from './pids.js';
+import { stopPid } from './pids.js';
+import { waitUntil } from './poll.js';
+import { freePort } from './free-port.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -32,15 +32,6 @@ export interface PrivateBroker {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export async function startPrivateBroker(label: string): Promise<PrivateBroker> {
   if (!existsSync(path.join(RABBITMQ_BIN, 'rabbitmq-server'))) throw new Error(`no ${RABBITMQ_BIN}/rabbitmq-server: install the rabbitmq-server package`);
@@ -74,27 +65,24 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
   const stop = (): Promise<void> =>
     (stopped ??= (async () => {
       const target = pid > 0 ? pid : server.pid ?? -1;
-      if (target > 0 && alive(target)) {
-        process.kill(target, 'SIGTERM');
-        const deadline = Date.now() + 20_000;
-        while (alive(target) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100)); // a foreign process: no exit event to await
-        if (alive(target)) process.kill(target, 'SIGKILL');
-      }
+      // The Erlang VM is not our child (rabbitmq-server execs it): no exit event to await.
+      if (target > 0) await stopPid(target, 20_000);
       if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     })());
   try {
     // await_startup fails at once while the node has not registered with epmd yet: retry that.
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      try {
+    const state = await waitUntil(
+      `private node ${node} to boot`,
+      async () => {
+        if (server.exitCode !== null) return 'exited';
         await ctl('await_startup', '--timeout', '60');
-        break;
-      } catch (err) {
-        if (server.exitCode !== null || Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 250)); // the node is booting: nothing to await but its answer
-      }
-    }
+        return 'up';
+      },
+      () => true,
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    if (state === 'exited') throw new Error(`rabbitmq-server exited with ${String(server.exitCode)}`);
     pid = Number(readFileSync(path.join(dir, 'pid'), 'utf8').trim());
     if (!(pid > 0)) throw new Error('the private node wrote no PID');
   } catch (err) {

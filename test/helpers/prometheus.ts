@@ -1,40 +1,17 @@
 /** Runs Debian's `promtool` and a private, throw-away `prometheus` server (own port, own TSDB dir) for the metrics e2e tests. */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-
-export interface ToolRun {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+import { asText, runToExit, spawnChild, type Run } from './child.js';
+import { poll } from './poll.js';
+import { freePort } from './free-port.js';
 
 /** `promtool ...args`, with `stdin` piped in; never rejects on a non-zero exit (the caller asserts). */
-export async function promtool(args: readonly string[], stdin?: string): Promise<ToolRun> {
-  const child = spawn('promtool', [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
-  child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-  const exited = once(child, 'close');
-  child.stdin.end(stdin ?? '');
-  const [code] = (await exited) as unknown[]; // once() resolves with the event's arguments
-  return { code: typeof code === 'number' ? code : null, stdout, stderr };
+export function promtool(args: readonly string[], stdin?: string): Promise<Run> {
+  return runToExit('promtool', args, { ...(stdin === undefined ? {} : { stdin }), timeoutMs: 60_000 });
 }
 
-/** A port nothing listens on right now (bound and released; good enough on loopback). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export interface RunningPrometheus {
   readonly url: string;
@@ -57,28 +34,15 @@ export async function startPrometheus(configYaml: string, readyTimeoutMs = 20_00
   writeFileSync(configFile, configYaml);
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(
+  const child = spawnChild(
     'prometheus',
     [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { name: 'prometheus', parse: asText },
   );
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (t: string) => {
-    stderr = (stderr + t).slice(-4000);
-  });
-  const exited = once(child, 'exit');
-
+  let exited = false;
+  void child.exited.then(() => (exited = true));
   let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(dir, { recursive: true, force: true });
-    })());
+  const stop = (): Promise<void> => (stopping ??= child.stop().then(() => rmSync(dir, { recursive: true, force: true })));
 
   const api = async (apiPath: string): Promise<unknown> => {
     const res = await fetch(`${url}/api/v1/${apiPath}`);
@@ -97,22 +61,15 @@ export async function startPrometheus(configYaml: string, readyTimeoutMs = 20_00
     });
   };
 
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await stop();
-      throw new Error(`prometheus exited before it was ready: ${stderr}`);
-    }
-    const ready = await fetch(`${url}/-/ready`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ready) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`prometheus not ready after ${readyTimeoutMs} ms: ${stderr}`);
-    }
-    await new Promise((r) => setTimeout(r, 100)); // polling an HTTP endpoint: no event to await
+  const ready = await poll(
+    async () => (exited ? 'exited' : (await fetch(`${url}/-/ready`)).status === 200 ? 'ready' : 'starting'),
+    (state) => state !== 'starting',
+    { timeoutMs: readyTimeoutMs, intervalMs: 100 },
+  );
+  if (ready.last !== 'ready') {
+    await stop();
+    const why = ready.last === 'exited' ? 'exited before it was ready' : `not ready after ${readyTimeoutMs} ms`;
+    throw new Error(`prometheus ${why}: ${child.stderr().slice(-4000)}`);
   }
-  return { url, child, api, query, stop };
+  return { url, child: child.process, api, query, stop };
 }

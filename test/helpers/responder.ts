@@ -1,8 +1,8 @@
 /** Runs the reference rpc backend (dist/examples/rpc-responder.js) as a child process for e2e tests. */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { AMQP_URL, PROJECT_ROOT } from './bridge.js';
+import { asText, startChild } from './child.js';
 
 const RESPONDER = path.join(PROJECT_ROOT, 'dist', 'examples', 'rpc-responder.js');
 
@@ -45,54 +45,11 @@ export async function startResponder(options: ResponderOptions): Promise<Running
   if (options.status !== undefined) args.push('--status', String(options.status));
   if (options.state !== undefined) args.push('--state', options.state);
   if (options.prefetch !== undefined) args.push('--prefetch', String(options.prefetch));
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (text: string) => {
-    stderr += text;
+  const { child } = await startChild(process.execPath, args, {
+    name: `responder for ${options.queue}`,
+    parse: asText,
+    ready: isReadyLine,
+    readyTimeoutMs: options.readyTimeoutMs ?? 15_000,
   });
-  const exited = once(child, 'exit').then(([code, signal]) => ({
-    code: code as number | null, // 'exit' hands (code, signal)
-    signal: signal as NodeJS.Signals | null,
-  }));
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    })());
-
-  const readyTimeoutMs = options.readyTimeoutMs ?? 15_000;
-  const ready = new Promise<void>((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`responder for ${options.queue} not ready after ${readyTimeoutMs} ms; stderr: ${stderr}`)), readyTimeoutMs);
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (text: string) => {
-      buffered += text;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (isReadyLine(line)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      }
-    });
-    void exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`responder for ${options.queue} exited (code ${String(code)}, signal ${String(signal)}) before it was ready; stderr: ${stderr}`));
-    });
-  });
-  try {
-    await ready;
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { child, pid: child.pid ?? -1, queue: options.queue, stderr: () => stderr, exited, stop };
+  return { child: child.process, pid: child.pid, queue: options.queue, stderr: child.stderr, exited: child.exited, stop: () => child.stop() };
 }

@@ -1,9 +1,8 @@
 /** The upgrade scenario of test/e2e/upgrade.test.ts as a process run inside netns.ts's namespace; prints JSON lines. Import only its types: loading it runs it. */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { baseConfig, PROJECT_ROOT, startBridge, type LogLine } from './bridge.js';
+import { asText, spawnChild } from './child.js';
 import { startLoad, type Attempt, type LoadResult } from './load.js';
 import { tcpToUnix } from './netns.js';
 import { stopPid } from './pids.js';
@@ -100,23 +99,26 @@ async function main(): Promise<void> {
     await Promise.all(loads.map((l) => l.run.whenSettled(args.settleBefore)));
 
     const startedAt = performance.now();
-    const child = spawn(
+    const upgrade = spawnChild(
       'bash',
       [UPGRADE_SH, '--pid', String(old.pid), '--release', PROJECT_ROOT, '--config', old.configFile, '--admin', `127.0.0.1:${args.adminNew}`, '--log', newLog, '--timeout', '60'],
-      { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        name: 'upgrade.sh',
+        env: { ...process.env, ...env },
+        lineStreams: ['stderr'],
+        parse: asText,
+        onLine: (line) => {
+          const started = /started the new release as pid (\d+)/.exec(line);
+          if (started && newPid === undefined) {
+            newPid = Number(started[1]);
+            emit({ type: 'new-pid', pid: newPid });
+          }
+        },
+      },
     );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => {
-      stderr += s;
-      const started = /started the new release as pid (\d+)/.exec(stderr);
-      if (started && newPid === undefined) {
-        newPid = Number(started[1]);
-        emit({ type: 'new-pid', pid: newPid });
-      }
-    });
-    const [code] = (await once(child, 'close')) as [number | null]; // 'close' hands (code, signal)
+    const { code } = await upgrade.closed;
+    const stdout = upgrade.stdout();
+    const stderr = upgrade.stderr();
     const upgradeMs = Math.round(performance.now() - startedAt);
     const oldExit = await old.exited;
     const oldExitedAt = performance.now();
