@@ -19,8 +19,16 @@ const PALETTE: Readonly<Record<string, string>> = {
   'gunicorn-flask+get': '#9c3f7a',
 };
 
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const short = (n: number): string => (n >= 10_000 ? `${(n / 1000).toFixed(0)}k` : n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n >= 10 ? n.toFixed(0) : n.toFixed(1));
+const esc = (s: string): string =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const short = (n: number): string =>
+  n >= 10_000
+    ? `${(n / 1000).toFixed(0)}k`
+    : n >= 1000
+      ? `${(n / 1000).toFixed(1)}k`
+      : n >= 10
+        ? n.toFixed(0)
+        : n.toFixed(1);
 
 interface Panel {
   readonly title: string;
@@ -45,7 +53,10 @@ export function chartSvg(cells: readonly Cell[], title: string): string {
   const groupGap = 26;
   const left = 64;
   const panelH = 260;
-  const width = Math.max(600, left + groups.reduce((w, g) => w + g.cells.length * barW + groupGap, 0) + 20);
+  const width = Math.max(
+    600,
+    left + groups.reduce((w, g) => w + g.cells.length * barW + groupGap, 0) + 20,
+  );
   const legendColumns = Math.max(1, Math.floor((width - left) / 260));
   const top = 40 + Math.ceil(stacks.length / legendColumns) * 18;
   const panels: Panel[] = [
@@ -54,13 +65,17 @@ export function chartSvg(cells: readonly Cell[], title: string): string {
   ];
   const height = top + panels.length * (panelH + 90) + 10;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+  );
   out.push(`<rect width="100%" height="100%" fill="#fff"/>`);
   out.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">${esc(title)}</text>`);
   stacks.forEach(([id, label], i) => {
     const x = left + (i % legendColumns) * 260;
     const y = 38 + Math.floor(i / legendColumns) * 18;
-    out.push(`<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${PALETTE[id] ?? '#17becf'}"/><text x="${x + 16}" y="${y}">${esc(label)}</text>`);
+    out.push(
+      `<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${PALETTE[id] ?? '#17becf'}"/><text x="${x + 16}" y="${y}">${esc(label)}</text>`,
+    );
   });
   panels.forEach((panel, pi) => {
     const y0 = top + pi * (panelH + 90) + 20;
@@ -70,8 +85,12 @@ export function chartSvg(cells: readonly Cell[], title: string): string {
     const y = (v: number): number => y0 + panelH - ((Math.log10(v) - lo) / (hi - lo)) * panelH;
     out.push(`<text x="${left}" y="${y0 - 8}" font-weight="bold">${esc(panel.title)}</text>`);
     for (let e = lo; e <= hi; e++) {
-      out.push(`<line x1="${left}" x2="${width - 20}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#ddd"/>`);
-      out.push(`<text x="${left - 6}" y="${y(10 ** e) + 4}" text-anchor="end">${short(10 ** e)}</text>`);
+      out.push(
+        `<line x1="${left}" x2="${width - 20}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#ddd"/>`,
+      );
+      out.push(
+        `<text x="${left - 6}" y="${y(10 ** e) + 4}" text-anchor="end">${short(10 ** e)}</text>`,
+      );
     }
     let x = left + groupGap / 2;
     for (const g of groups) {
@@ -83,17 +102,25 @@ export function chartSvg(cells: readonly Cell[], title: string): string {
           out.push(
             `<rect x="${x}" y="${by}" width="${barW - 2}" height="${y0 + panelH - by}" fill="${PALETTE[cell.spec.id] ?? '#17becf'}"><title>${esc(`${cell.spec.label}, ${g.label} ${g.sub}: ${short(v)} ${panel.unit}`)}</title></rect>`,
           );
-          out.push(`<text transform="translate(${x + barW / 2 + 3},${by - 3}) rotate(-90)" font-size="9">${short(v)}</text>`);
+          out.push(
+            `<text transform="translate(${x + barW / 2 + 3},${by - 3}) rotate(-90)" font-size="9">${short(v)}</text>`,
+          );
         } else {
           out.push(`<text x="${x + 1}" y="${y0 + panelH - 3}" font-size="9" fill="#999">×</text>`);
         }
         x += barW;
       }
-      out.push(`<text x="${(gx + x) / 2}" y="${y0 + panelH + 14}" text-anchor="middle">${esc(g.label)}</text>`);
-      out.push(`<text x="${(gx + x) / 2}" y="${y0 + panelH + 27}" text-anchor="middle" fill="#555">${esc(g.sub)}</text>`);
+      out.push(
+        `<text x="${(gx + x) / 2}" y="${y0 + panelH + 14}" text-anchor="middle">${esc(g.label)}</text>`,
+      );
+      out.push(
+        `<text x="${(gx + x) / 2}" y="${y0 + panelH + 27}" text-anchor="middle" fill="#555">${esc(g.sub)}</text>`,
+      );
       x += groupGap;
     }
-    out.push(`<line x1="${left}" x2="${width - 20}" y1="${y0 + panelH}" y2="${y0 + panelH}" stroke="#333"/>`);
+    out.push(
+      `<line x1="${left}" x2="${width - 20}" y1="${y0 + panelH}" y2="${y0 + panelH}" stroke="#333"/>`,
+    );
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;

@@ -59,29 +59,45 @@ function stageOfFrame(frame: CallFrame): Stage | undefined {
       return undefined;
     default:
   }
-  if (url.includes('/node_modules/saxes/') || url.includes('/node_modules/xmlchars/') || url.includes(`${WORKER}xml/`)) return 'XML check';
-  if (url.includes('/node_modules/prom-client/') || url.includes(`${WORKER}metrics`)) return 'metrics';
+  if (
+    url.includes('/node_modules/saxes/') ||
+    url.includes('/node_modules/xmlchars/') ||
+    url.includes(`${WORKER}xml/`)
+  )
+    return 'XML check';
+  if (url.includes('/node_modules/prom-client/') || url.includes(`${WORKER}metrics`))
+    return 'metrics';
   if (url.includes(AMQPLIB)) {
     // Anonymous closures (e.g. the confirm callbacks) belong to whoever called them.
     if (fn === '') return undefined;
-    return /^(encode|make|send|write|publish|pushConfirmCallback|_readIncoming|roundrobin|_scheduleRead)/.test(fn)
+    return /^(encode|make|send|write|publish|pushConfirmCallback|_readIncoming|roundrobin|_scheduleRead)/.test(
+      fn,
+    )
       ? 'AMQP frames: encoding and writes'
       : 'confirm and reply handling';
   }
   if (url.includes('/node_modules/amqp-connection-manager/')) return 'confirm and reply handling';
   if (url.includes(WORKER)) {
     const file = url.slice(url.indexOf(WORKER) + WORKER.length);
-    if (/^http\/(exchange|request)\.js$/.test(file)) return /^(respond|writeCorked)$/.test(fn) ? 'response' : 'body intake';
+    if (/^http\/(exchange|request)\.js$/.test(file))
+      return /^(respond|writeCorked)$/.test(fn) ? 'response' : 'body intake';
     if (/^http\/body\.js$/.test(file)) return 'body intake';
     if (/^http\/(respond|render)/.test(file)) return 'response';
-    if (file.startsWith('http/') || /^(admission|active-requests|routes|deadline-queue)/.test(file)) return 'request head: routing, headers, admission';
-    if (/^amqp\/(frames|frame-writer|field-table|write-coalescer|wire)/.test(file)) return 'AMQP frames: encoding and writes';
-    if (/^amqp\/(message|celery)/.test(file) || file.startsWith('modes/')) return 'message building';
+    if (file.startsWith('http/') || /^(admission|active-requests|routes|deadline-queue)/.test(file))
+      return 'request head: routing, headers, admission';
+    if (/^amqp\/(frames|frame-writer|field-table|write-coalescer|wire)/.test(file))
+      return 'AMQP frames: encoding and writes';
+    if (/^amqp\/(message|celery)/.test(file) || file.startsWith('modes/'))
+      return 'message building';
     if (file.startsWith('amqp/')) return 'confirm and reply handling';
     if (file.startsWith('metrics') || file.startsWith('request.js')) return 'metrics';
     return 'other JS';
   }
-  if (url.startsWith('node:internal/timers') || url.startsWith('node:internal/process/task_queues') || fn === 'runMicrotasks') {
+  if (
+    url.startsWith('node:internal/timers') ||
+    url.startsWith('node:internal/process/task_queues') ||
+    fn === 'runMicrotasks'
+  ) {
     return 'timers, promises, ticks';
   }
   return undefined;
@@ -145,7 +161,8 @@ export function splitByStage(profile: CpuProfile, fromUs: number, toUs: number):
 /** Adds the splits of several processes (the workers of one run). */
 export function mergeSplits(splits: readonly StageSplit[]): StageSplit {
   const samples = new Map<Stage, number>(STAGES.map((s) => [s, 0]));
-  for (const split of splits) for (const [stage, n] of split.samples) samples.set(stage, (samples.get(stage) ?? 0) + n);
+  for (const split of splits)
+    for (const [stage, n] of split.samples) samples.set(stage, (samples.get(stage) ?? 0) + n);
   return {
     samples,
     busySamples: splits.reduce((s, x) => s + x.busySamples, 0),
@@ -157,5 +174,10 @@ export function mergeSplits(splits: readonly StageSplit[]): StageSplit {
 export function isCpuProfile(value: unknown): value is CpuProfile {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>; // narrowed field by field below
-  return Array.isArray(v['nodes']) && Array.isArray(v['samples']) && Array.isArray(v['timeDeltas']) && typeof v['startTime'] === 'number';
+  return (
+    Array.isArray(v['nodes']) &&
+    Array.isArray(v['samples']) &&
+    Array.isArray(v['timeDeltas']) &&
+    typeof v['startTime'] === 'number'
+  );
 }

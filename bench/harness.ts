@@ -20,11 +20,16 @@ export interface Run {
 /** Runs `cmd` to its end; `signal` ends it early (SIGTERM) and the promise then rejects. */
 export function run(cmd: string, argv: string[], signal?: AbortSignal): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'inherit'], ...(signal === undefined ? {} : { signal }) });
+    const child = spawn(cmd, argv, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      ...(signal === undefined ? {} : { signal }),
+    });
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (t: string) => (stdout += t));
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve({ cmd, stdout }) : reject(new Error(`${cmd} exited ${code}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve({ cmd, stdout }) : reject(new Error(`${cmd} exited ${code}`)),
+    );
   });
 }
 
@@ -69,7 +74,9 @@ export function processTree(root: number): number[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const ppid = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
+      const ppid = Number(
+        readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ')[1],
+      );
       children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
     } catch {
       // the process exited while we listed /proc
@@ -137,7 +144,11 @@ function parseWrk(out: string): WrkResult {
 }
 
 /** A command line run through bash with `ulimit -n` raised first (C10k needs > 1024 descriptors). */
-export function withNofile(nofile: number | undefined, cmd: string, argv: readonly string[]): [string, string[]] {
+export function withNofile(
+  nofile: number | undefined,
+  cmd: string,
+  argv: readonly string[],
+): [string, string[]] {
   if (nofile === undefined) return [cmd, [...argv]];
   // `exec` keeps one PID: the one we spawn is the one we measure and signal.
   return ['bash', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, cmd, ...argv]];
@@ -154,9 +165,24 @@ export interface WrkOptions {
 }
 
 /** Runs wrk with the 1 KiB WeChat-style body script against `url`. */
-export async function wrk(url: string, connections: number, seconds: number, options: WrkOptions = {}): Promise<WrkResult> {
+export async function wrk(
+  url: string,
+  connections: number,
+  seconds: number,
+  options: WrkOptions = {},
+): Promise<WrkResult> {
   const script = options.script ?? path.join(ROOT, 'bench/wechat-1k.lua');
-  const argv = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', `${options.timeoutSeconds ?? 10}s`, '-s', script, url];
+  const argv = [
+    '-t2',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    '--timeout',
+    `${options.timeoutSeconds ?? 10}s`,
+    '-s',
+    script,
+    url,
+  ];
   const [cmd, args] = withNofile(options.nofile, 'wrk', argv);
   const out = await run(cmd, args, options.signal);
   return parseWrk(out.stdout);
@@ -207,11 +233,19 @@ export interface BridgeStartOptions {
 }
 
 /** Starts the built bridge with `config` (listen/admin ports are forced to ephemeral loopback). */
-export async function startBridge(config: Record<string, unknown>, options: BridgeStartOptions = {}): Promise<BenchBridge> {
+export async function startBridge(
+  config: Record<string, unknown>,
+  options: BridgeStartOptions = {},
+): Promise<BenchBridge> {
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-'));
   const file = path.join(dir, 'config.json');
   writeFileSync(file, JSON.stringify({ ...config, listen: '127.0.0.1:0', admin: '127.0.0.1:0' }));
-  const [cmd, args] = withNofile(options.nofile, process.execPath, [...(options.nodeArgs ?? []), path.join(ROOT, 'dist/src/primary/main.js'), '--config', file]);
+  const [cmd, args] = withNofile(options.nofile, process.execPath, [
+    ...(options.nodeArgs ?? []),
+    path.join(ROOT, 'dist/src/primary/main.js'),
+    '--config',
+    file,
+  ]);
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const deadline = Date.now() + 30_000;
   const stop = async (): Promise<void> => {
@@ -219,7 +253,10 @@ export async function startBridge(config: Record<string, unknown>, options: Brid
     rmSync(dir, { recursive: true, force: true });
   };
   const ready = await new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('bridge not ready to serve after 30 s')), deadline - Date.now());
+    const timer = setTimeout(
+      () => reject(new Error('bridge not ready to serve after 30 s')),
+      deadline - Date.now(),
+    );
     let partial = '';
     child.stdout.setEncoding('utf8').on('data', (t: string) => {
       partial += t;
@@ -251,6 +288,8 @@ export async function startBridge(config: Record<string, unknown>, options: Brid
 }
 
 export async function workerPids(adminPort: number): Promise<number[]> {
-  const body = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { workers: Array<{ pid: number }> }; // the admin server's /readyz body
+  const body = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as {
+    workers: Array<{ pid: number }>;
+  }; // the admin server's /readyz body
   return body.workers.map((w) => w.pid);
 }

@@ -81,7 +81,8 @@ export function failedRun(key: RunKey, error: string): Measured {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const sumCpu = (pids: readonly number[]): number => pids.reduce((s, p) => s + (Number.isFinite(cpuSeconds(p)) ? cpuSeconds(p) : 0), 0);
+const sumCpu = (pids: readonly number[]): number =>
+  pids.reduce((s, p) => s + (Number.isFinite(cpuSeconds(p)) ? cpuSeconds(p) : 0), 0);
 
 /** Queue administration on the broker: one channel, re-opened after a channel error. */
 export class QueueAdmin {
@@ -113,7 +114,12 @@ export class QueueAdmin {
   }
 
   async declare(queue: string, type: 'classic' | 'quorum'): Promise<void> {
-    await (await this.#channel()).assertQueue(queue, { durable: true, arguments: type === 'quorum' ? { 'x-queue-type': 'quorum' } : {} });
+    await (
+      await this.#channel()
+    ).assertQueue(queue, {
+      durable: true,
+      arguments: type === 'quorum' ? { 'x-queue-type': 'quorum' } : {},
+    });
   }
 
   async count(queue: string): Promise<{ messages: number; consumers: number }> {
@@ -142,7 +148,11 @@ export class QueueAdmin {
  * Waits until the queue count stops moving (1 s unchanged; at most `boundMs`): wrk stops while
  * requests are still in flight, and those land after it. Returns the last count.
  */
-export async function settledCount(admin: QueueAdmin, queue: string, boundMs = 20_000): Promise<number> {
+export async function settledCount(
+  admin: QueueAdmin,
+  queue: string,
+  boundMs = 20_000,
+): Promise<number> {
   const deadline = Date.now() + boundMs;
   let last = -1;
   let stableSince = Date.now();
@@ -171,7 +181,8 @@ export async function idleRssMb(stack: HttpStack): Promise<number> {
   let largest = NaN;
   for (let i = 0; i < 5; i++) {
     if (i > 0) await sleep(500);
-    for (const mb of stack.servingPids().map(rssMb).filter(Number.isFinite)) largest = Number.isFinite(largest) ? Math.max(largest, mb) : mb;
+    for (const mb of stack.servingPids().map(rssMb).filter(Number.isFinite))
+      largest = Number.isFinite(largest) ? Math.max(largest, mb) : mb;
   }
   return largest;
 }
@@ -208,7 +219,11 @@ export class GuardTripped extends Error {
   override readonly name = 'GuardTripped';
 }
 
-export async function measureHttp(key: RunKey, stack: HttpStack, options: HttpRunOptions): Promise<Measured> {
+export async function measureHttp(
+  key: RunKey,
+  stack: HttpStack,
+  options: HttpRunOptions,
+): Promise<Measured> {
   const pids = processTree(stack.rootPid);
   const serving = new Set(stack.servingPids());
   const peak = new Map<number, number>(pids.map((p) => [p, 0]));
@@ -234,8 +249,15 @@ export async function measureHttp(key: RunKey, stack: HttpStack, options: HttpRu
   let w;
   try {
     // wrk ends by itself after `seconds`; the timeout only bounds a wrk that hangs.
-    const signal = AbortSignal.any([abort.signal, AbortSignal.timeout((options.seconds + options.timeoutSeconds + 30) * 1000)]);
-    w = await wrk(stack.url, key.conns, options.seconds, { timeoutSeconds: options.timeoutSeconds, nofile: options.nofile, signal });
+    const signal = AbortSignal.any([
+      abort.signal,
+      AbortSignal.timeout((options.seconds + options.timeoutSeconds + 30) * 1000),
+    ]);
+    w = await wrk(stack.url, key.conns, options.seconds, {
+      timeoutSeconds: options.timeoutSeconds,
+      nofile: options.nofile,
+      signal,
+    });
   } catch (err) {
     if (tripped !== undefined) throw new GuardTripped(`stopped: ${tripped}`);
     throw err;
@@ -304,13 +326,27 @@ const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
 export async function measureRawPublisher(
   key: RunKey,
   queue: string,
-  options: { seconds: number; window: number; format: 'bare' | 'bridge'; queueType: 'classic' | 'quorum'; brokerPid: number | undefined; admin: QueueAdmin },
+  options: {
+    seconds: number;
+    window: number;
+    format: 'bare' | 'bridge';
+    queueType: 'classic' | 'quorum';
+    brokerPid: number | undefined;
+    admin: QueueAdmin;
+  },
 ): Promise<Measured> {
   await options.admin.purge(queue);
   const broker = options.brokerPid === undefined ? NaN : cpuSeconds(options.brokerPid);
   const out = await run(
     process.execPath,
-    [path.join(ROOT, 'dist/bench/raw-publisher.js'), queue, String(options.seconds), String(options.window), options.format, options.queueType],
+    [
+      path.join(ROOT, 'dist/bench/raw-publisher.js'),
+      queue,
+      String(options.seconds),
+      String(options.window),
+      options.format,
+      options.queueType,
+    ],
     AbortSignal.timeout((options.seconds + 30) * 1000), // it waits for its last confirms: bounded if the broker stalls
   );
   const brokerAfter = options.brokerPid === undefined ? NaN : cpuSeconds(options.brokerPid);
@@ -318,20 +354,38 @@ export async function measureRawPublisher(
   const confirmed = num(r['confirmed']);
   const inQueue = await settledCount(options.admin, queue);
   await options.admin.purge(queue);
-  return { ...key, ...EMPTY, rps: num(r['rate']), requests: confirmed, inQueue, brokerCpuPer10k: ((brokerAfter - broker) / (confirmed || 1)) * 10_000 };
+  return {
+    ...key,
+    ...EMPTY,
+    rps: num(r['rate']),
+    requests: confirmed,
+    inQueue,
+    brokerCpuPer10k: ((brokerAfter - broker) / (confirmed || 1)) * 10_000,
+  };
 }
 
 /** The raw round trip: bench/raw-rpc-client.ts with `concurrency` requests in flight. */
 export async function measureRawRpc(
   key: RunKey,
   queue: string,
-  options: { seconds: number; concurrency: number; brokerPid: number | undefined; backendPids: readonly number[]; admin: QueueAdmin },
+  options: {
+    seconds: number;
+    concurrency: number;
+    brokerPid: number | undefined;
+    backendPids: readonly number[];
+    admin: QueueAdmin;
+  },
 ): Promise<Measured> {
   const broker = options.brokerPid === undefined ? NaN : cpuSeconds(options.brokerPid);
   const backend = sumCpu(options.backendPids);
   const out = await run(
     process.execPath,
-    [path.join(ROOT, 'dist/bench/raw-rpc-client.js'), queue, String(options.seconds), String(options.concurrency)],
+    [
+      path.join(ROOT, 'dist/bench/raw-rpc-client.js'),
+      queue,
+      String(options.seconds),
+      String(options.concurrency),
+    ],
     AbortSignal.timeout((options.seconds + 30) * 1000),
   );
   const brokerAfter = options.brokerPid === undefined ? NaN : cpuSeconds(options.brokerPid);

@@ -15,7 +15,14 @@ import { parseArgs } from 'node:util';
 import { isCpuProfile, mergeSplits, splitByStage, STAGES, type StageSplit } from './cpu-profile.js';
 import { cpuSeconds, processTree, rssMb, startBridge, workerPids, wrk } from './harness.js';
 import { drained, QueueAdmin, quiet, settledCount } from './measure.js';
-import { bridgeRoute, routePath, startCeleryWorker, startResponder, type Mode, type Spawned } from './stacks.js';
+import {
+  bridgeRoute,
+  routePath,
+  startCeleryWorker,
+  startResponder,
+  type Mode,
+  type Spawned,
+} from './stacks.js';
 import { ensureDebianPackages, raisableNofile } from './system.js';
 
 const { values } = parseArgs({
@@ -32,7 +39,8 @@ const { values } = parseArgs({
 
 const MODES: readonly Mode[] = ['publish', 'rpc', 'celery-ff', 'celery-wait'];
 const modes = values.modes.split(',').map((m) => m.trim());
-for (const m of modes) if (!MODES.includes(m as Mode)) throw new Error(`unknown mode ${m}: one of ${MODES.join(', ')}`);
+for (const m of modes)
+  if (!MODES.includes(m as Mode)) throw new Error(`unknown mode ${m}: one of ${MODES.join(', ')}`);
 const conns = Number(values.conns);
 const seconds = Number(values.seconds);
 const workers = Number(values.workers);
@@ -52,7 +60,8 @@ interface ModeResult {
   readonly split: StageSplit;
 }
 
-const sumCpu = (pids: readonly number[]): number => pids.reduce((s, p) => s + (Number.isFinite(cpuSeconds(p)) ? cpuSeconds(p) : 0), 0);
+const sumCpu = (pids: readonly number[]): number =>
+  pids.reduce((s, p) => s + (Number.isFinite(cpuSeconds(p)) ? cpuSeconds(p) : 0), 0);
 const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promise<ModeResult> {
@@ -64,7 +73,12 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
     stops.push(() => admin.remove(queue));
     let backend: Spawned | undefined;
     if (mode === 'rpc') backend = await startResponder(queue);
-    if (mode === 'celery-wait') backend = await startCeleryWorker(queue, nofile, async () => (await admin.count(queue)).consumers > 0);
+    if (mode === 'celery-wait')
+      backend = await startCeleryWorker(
+        queue,
+        nofile,
+        async () => (await admin.count(queue)).consumers > 0,
+      );
     if (backend !== undefined) {
       const started = backend;
       stops.push(() => started.stop());
@@ -72,7 +86,10 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
     const queues = mode === 'publish' || mode === 'rpc' ? [{ name: queue, durable: true }] : [];
     const bridge = await startBridge(
       { workers, topology: { queues }, routes: [bridgeRoute({ mode, queue })] },
-      { nofile, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-interval=${intervalUs}`] },
+      {
+        nofile,
+        nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-interval=${intervalUs}`],
+      },
     );
     let stopped = false;
     const stopBridge = async (): Promise<void> => {
@@ -97,7 +114,9 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
     }, 250);
     const cpu0 = sumCpu(pids);
     const from = monotonicUs();
-    const w = await wrk(url, conns, seconds, { nofile, timeoutSeconds: 5 }).finally(() => clearInterval(sampler));
+    const w = await wrk(url, conns, seconds, { nofile, timeoutSeconds: 5 }).finally(() =>
+      clearInterval(sampler),
+    );
     const to = monotonicUs();
     const cpu1 = sumCpu(pids);
     if (mode === 'publish' || mode === 'celery-ff') {
@@ -108,17 +127,21 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
     await stopBridge();
     const splits: StageSplit[] = [];
     for (const pid of pids) {
-      const file = readdirSync(dir).find((f) => f.includes(`.${pid}.`) && f.endsWith('.cpuprofile'));
+      const file = readdirSync(dir).find(
+        (f) => f.includes(`.${pid}.`) && f.endsWith('.cpuprofile'),
+      );
       if (file === undefined) throw new Error(`no CPU profile of worker ${pid} in ${dir}`);
       const parsed: unknown = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
       if (!isCpuProfile(parsed)) throw new Error(`${file} is not a V8 CPU profile`);
       splits.push(splitByStage(parsed, from, to));
     }
     const split = mergeSplits(splits);
-    if (split.busySamples === 0) throw new Error(`no samples in the load window (profile clock mismatch?) in ${dir}`);
+    if (split.busySamples === 0)
+      throw new Error(`no samples in the load window (profile clock mismatch?) in ${dir}`);
     if (values.keep !== undefined) {
       mkdirSync(values.keep, { recursive: true });
-      for (const f of readdirSync(dir)) writeFileSync(path.join(values.keep, `${mode}-${f}`), readFileSync(path.join(dir, f)));
+      for (const f of readdirSync(dir))
+        writeFileSync(path.join(values.keep, `${mode}-${f}`), readFileSync(path.join(dir, f)));
     }
     return {
       mode,
@@ -130,7 +153,8 @@ async function profileMode(mode: Mode, admin: QueueAdmin, nofile: number): Promi
       split,
     };
   } finally {
-    for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`profile: stop failed: ${String(err)}`));
+    for (const stop of stops.reverse())
+      await stop().catch((err: unknown) => log(`profile: stop failed: ${String(err)}`));
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -141,7 +165,10 @@ function budgetTable(results: readonly ModeResult[]): string {
   const f = (x: number): string => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
   const head = `| stage, µs CPU per request | ${results.map((r) => r.mode).join(' | ')} |`;
   const rule = `|---|${results.map(() => '--:').join('|')}|`;
-  const rows = STAGES.map((stage) => `| ${stage} | ${results.map((r) => f(us(r, r.split.samples.get(stage) ?? 0))).join(' | ')} |`);
+  const rows = STAGES.map(
+    (stage) =>
+      `| ${stage} | ${results.map((r) => f(us(r, r.split.samples.get(stage) ?? 0))).join(' | ')} |`,
+  );
   const total = `| **total (workers' CPU from /proc)** | ${results.map((r) => `**${f(r.cpuUsPerRequest)}**`).join(' | ')} |`;
   const rate = `| requests/s (non-2xx) | ${results.map((r) => `${Math.round(r.rps).toLocaleString('en-US')} (${r.non2xx})`).join(' | ')} |`;
   const rss = `| peak RSS per worker, MB | ${results.map((r) => r.peakWorkerRssMb.toFixed(0)).join(' | ')} |`;
@@ -155,7 +182,9 @@ const admin = new QueueAdmin();
 const results: ModeResult[] = [];
 try {
   for (const mode of modes as Mode[]) {
-    log(`profile: ${mode}, ${conns} connections, ${seconds} s, ${workers} workers, sampling every ${intervalUs} µs`);
+    log(
+      `profile: ${mode}, ${conns} connections, ${seconds} s, ${workers} workers, sampling every ${intervalUs} µs`,
+    );
     results.push(await profileMode(mode, admin, nofile));
   }
 } finally {
@@ -168,6 +197,13 @@ log(budgetTable(results));
 if (values.json !== undefined) {
   writeFileSync(
     values.json,
-    JSON.stringify(results.map((r) => ({ ...r, split: { ...r.split, samples: Object.fromEntries(r.split.samples) } })), null, 2),
+    JSON.stringify(
+      results.map((r) => ({
+        ...r,
+        split: { ...r.split, samples: Object.fromEntries(r.split.samples) },
+      })),
+      null,
+      2,
+    ),
   );
 }

@@ -9,8 +9,10 @@
 import { randomUUID } from 'node:crypto';
 import amqplib from 'amqplib';
 
-const [queue, secondsArg = '10', windowArg = '256', format = 'bare', queueType = 'classic'] = process.argv.slice(2);
-if (queue === undefined) throw new Error('usage: raw-publisher QUEUE [seconds] [window] [format] [type]');
+const [queue, secondsArg = '10', windowArg = '256', format = 'bare', queueType = 'classic'] =
+  process.argv.slice(2);
+if (queue === undefined)
+  throw new Error('usage: raw-publisher QUEUE [seconds] [window] [format] [type]');
 const seconds = Number(secondsArg);
 const window = Number(windowArg);
 const body = Buffer.alloc(1024, 'x');
@@ -38,7 +40,10 @@ const options = (): amqplib.Options.Publish =>
 const conn = await amqplib.connect('amqp://guest:guest@127.0.0.1:5672/', { noDelay: true });
 const ch = await conn.createConfirmChannel();
 // Re-declaring with other arguments than the queue has would close the channel (406).
-await ch.assertQueue(queue, { durable: true, arguments: queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {} });
+await ch.assertQueue(queue, {
+  durable: true,
+  arguments: queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {},
+});
 let confirmed = 0;
 let inFlight = 0;
 let stop = false;
@@ -62,6 +67,8 @@ await new Promise<void>((resolve) => {
   pump();
 });
 const elapsed = (performance.now() - started) / 1000;
-process.stdout.write(`${JSON.stringify({ confirmed, seconds: elapsed, rate: confirmed / elapsed, window, format })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ confirmed, seconds: elapsed, rate: confirmed / elapsed, window, format })}\n`,
+);
 await ch.close();
 await conn.close();

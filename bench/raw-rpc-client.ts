@@ -35,7 +35,12 @@ await ch.consume(
 send = (): void => {
   const id = randomUUID();
   waiting.set(id, performance.now());
-  ch.publish('', queue, body, { correlationId: id, replyTo: 'amq.rabbitmq.reply-to', persistent: true, expiration: '5000' });
+  ch.publish('', queue, body, {
+    correlationId: id,
+    replyTo: 'amq.rabbitmq.reply-to',
+    persistent: true,
+    expiration: '5000',
+  });
 };
 const t0 = performance.now();
 for (let i = 0; i < concurrency; i++) send();
@@ -43,7 +48,10 @@ await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 stop = true;
 const elapsed = (performance.now() - t0) / 1000;
 latencies.sort((a, b) => a - b);
-const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? NaN;
-process.stdout.write(`${JSON.stringify({ rate: replies / elapsed, concurrency, p50: pct(0.5), p99: pct(0.99) })}\n`);
+const pct = (p: number): number =>
+  latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? NaN;
+process.stdout.write(
+  `${JSON.stringify({ rate: replies / elapsed, concurrency, p50: pct(0.5), p99: pct(0.99) })}\n`,
+);
 await ch.close();
 await conn.close();

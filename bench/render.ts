@@ -4,7 +4,15 @@ import path from 'node:path';
 import { chartSvg } from './chart.js';
 import { ROOT } from './harness.js';
 import type { Measured } from './measure.js';
-import { earlierTargets, Results, scenarioTables, summarise, targetCounts, targets, targetsTable } from './report.js';
+import {
+  earlierTargets,
+  Results,
+  scenarioTables,
+  summarise,
+  targetCounts,
+  targets,
+  targetsTable,
+} from './report.js';
 import { buildScenarios, type Scenario } from './scenarios.js';
 import { GEVENT_POOL } from './stacks.js';
 
@@ -19,20 +27,31 @@ export interface RunInfo {
   readonly date: string;
   readonly host: string;
   readonly machine: readonly string[];
-  readonly scenarios: ReadonlyArray<{ readonly id: string; readonly conns: readonly number[]; readonly stacks: readonly string[] }>;
+  readonly scenarios: ReadonlyArray<{
+    readonly id: string;
+    readonly conns: readonly number[];
+    readonly stacks: readonly string[];
+  }>;
   readonly minutes: number;
   readonly command: string;
 }
 
 /** JSON has no NaN: a saved run's nulls are the NaNs it was written with. */
 function revive(runs: readonly Measured[]): Measured[] {
-  return runs.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v === null ? NaN : v])) as unknown as Measured); // same keys, nulls back to NaN
+  return runs.map(
+    (r) =>
+      Object.fromEntries(
+        Object.entries(r).map(([k, v]) => [k, v === null ? NaN : v]),
+      ) as unknown as Measured,
+  ); // same keys, nulls back to NaN
 }
 
 function scenariosOf(info: RunInfo): Scenario[] {
   return buildScenarios(info.size).flatMap((s) => {
     const ran = info.scenarios.find((x) => x.id === s.id);
-    return ran === undefined ? [] : [{ ...s, conns: ran.conns, stacks: s.stacks.filter((st) => ran.stacks.includes(st.id)) }];
+    return ran === undefined
+      ? []
+      : [{ ...s, conns: ran.conns, stacks: s.stacks.filter((st) => ran.stacks.includes(st.id)) }];
   });
 }
 
@@ -101,8 +120,14 @@ export function renderReport(info: RunInfo, rawRuns: readonly Measured[], base: 
   const table = targetsTable(rows);
   const earlierTable = targetsTable(earlier);
   const name = path.basename(base);
-  writeFileSync(`${base}.svg`, chartSvg(results.cells, `xml-amqp-bridge bench, ${info.date}, ${info.host} (${info.size})`));
-  const countLines = [`Targets (issue #9): ${targetCounts(rows)}.`, `Earlier targets (issue #4): ${targetCounts(earlier)}.`];
+  writeFileSync(
+    `${base}.svg`,
+    chartSvg(results.cells, `xml-amqp-bridge bench, ${info.date}, ${info.host} (${info.size})`),
+  );
+  const countLines = [
+    `Targets (issue #9): ${targetCounts(rows)}.`,
+    `Earlier targets (issue #4): ${targetCounts(earlier)}.`,
+  ];
   const counts = countLines.join('\n');
   const failed = runs.filter((r) => r.error !== '');
   const md = [
@@ -136,7 +161,16 @@ export function renderReport(info: RunInfo, rawRuns: readonly Measured[], base: 
     'warm-up ("—": not measured); CPU in seconds per 10,000 requests answered.',
     '',
     scenarioTables(results, scenarios),
-    ...(failed.length > 0 ? ['## Runs that failed', '', ...failed.map((r) => `- ${r.scenario} c${r.conns} ${r.stack} (round ${r.round + 1}): ${r.error}`), ''] : []),
+    ...(failed.length > 0
+      ? [
+          '## Runs that failed',
+          '',
+          ...failed.map(
+            (r) => `- ${r.scenario} c${r.conns} ${r.stack} (round ${r.round + 1}): ${r.error}`,
+          ),
+          '',
+        ]
+      : []),
   ].join('\n');
   writeFileSync(`${base}.md`, md);
   return { counts, summary: `${counts}\n\n${table}\n\n${earlierTable}` };
@@ -164,7 +198,9 @@ export function updateReadme(base: string, readme = path.join(ROOT, 'README.md')
     '',
     targetsBlock,
     '',
-    ...(earlierBlock === '' ? [] : ['Earlier targets (issue #4), against the Python stacks:', '', earlierBlock, '']),
+    ...(earlierBlock === ''
+      ? []
+      : ['Earlier targets (issue #4), against the Python stacks:', '', earlierBlock, '']),
     `![requests/s and p99 latency per scenario and stack](${rel}.svg)`,
     END,
   ].join('\n');

@@ -13,7 +13,8 @@ import amqplib from 'amqplib';
 import { median, ROOT, run, startBridge, wrk, type WrkResult } from './harness.js';
 
 const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i] ?? '', process.argv[i + 1] ?? '');
+for (let i = 2; i < process.argv.length; i += 2)
+  args.set(process.argv[i] ?? '', process.argv[i + 1] ?? '');
 const SECONDS = Number(args.get('--seconds') ?? 10);
 const ROUNDS = Number(args.get('--rounds') ?? 2);
 const WORKERS = (args.get('--workers') ?? '1,2').split(',').map(Number);
@@ -24,26 +25,40 @@ const ch = await conn.createChannel();
 const queue = `bench-rpc-${Date.now()}`;
 await ch.assertQueue(queue, { durable: true });
 
-const responder = spawn(process.execPath, [path.join(ROOT, 'dist/examples/rpc-responder.js'), '--queue', queue, '--prefetch', '1000'], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
+const responder = spawn(
+  process.execPath,
+  [path.join(ROOT, 'dist/examples/rpc-responder.js'), '--queue', queue, '--prefetch', '1000'],
+  {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  },
+);
 const lines = createInterface({ input: responder.stdout });
 for await (const line of lines) if (line.includes('"ready":true')) break;
 
 async function raw(concurrency: number): Promise<{ rate: number; p50: number; p99: number }> {
-  const out = await run(process.execPath, [path.join(ROOT, 'dist/bench/raw-rpc-client.js'), queue, String(SECONDS), String(concurrency)]);
+  const out = await run(process.execPath, [
+    path.join(ROOT, 'dist/bench/raw-rpc-client.js'),
+    queue,
+    String(SECONDS),
+    String(concurrency),
+  ]);
   return JSON.parse(out.stdout) as { rate: number; p50: number; p99: number }; // raw-rpc-client prints one JSON line
 }
 
 const rows: string[] = [];
-const rawRuns = new Map<number, number[]>([[1, []], [256, []]]);
+const rawRuns = new Map<number, number[]>([
+  [1, []],
+  [256, []],
+]);
 const bridgeRuns = new Map<string, WrkResult[]>();
 for (let round = 0; round < ROUNDS; round++) {
   for (const c of [1, 256]) rawRuns.get(c)?.push((await raw(c)).rate);
   for (const workers of WORKERS) {
     const bridge = await startBridge({
       workers,
-      routes: [{ path: '/orders', mode: 'rpc', exchange: '', routingKey: queue, timeoutMs: 10_000 }],
+      routes: [
+        { path: '/orders', mode: 'rpc', exchange: '', routingKey: queue, timeoutMs: 10_000 },
+      ],
     });
     for (const c of CONNS) {
       const key = `${workers}/${c}`;
@@ -56,7 +71,9 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 const raw256 = median(rawRuns.get(256) ?? []);
 for (const [c, list] of rawRuns) {
-  rows.push(`| raw amqplib RPC client, concurrency ${c} | ${c} | ${median(list).toFixed(0)} (${list.map((x) => x.toFixed(0)).join(', ')}) | ${(median(list) / raw256).toFixed(2)} | | | |`);
+  rows.push(
+    `| raw amqplib RPC client, concurrency ${c} | ${c} | ${median(list).toFixed(0)} (${list.map((x) => x.toFixed(0)).join(', ')}) | ${(median(list) / raw256).toFixed(2)} | | | |`,
+  );
 }
 for (const [key, list] of bridgeRuns) {
   const [workers, c] = key.split('/');
@@ -69,6 +86,10 @@ responder.kill('SIGTERM');
 await once(responder, 'exit');
 await ch.deleteQueue(queue);
 await conn.close();
-process.stdout.write(`\n# rpc vs raw round trip (${process.version}; ${SECONDS}s runs, ${ROUNDS} rounds, medians)\n\n`);
-process.stdout.write('| stack | conns | replies/s (runs) | ratio to raw c256 | p50 / p99 ms | non-2xx | socket errors |\n|---|---|---|---|---|---|---|\n');
+process.stdout.write(
+  `\n# rpc vs raw round trip (${process.version}; ${SECONDS}s runs, ${ROUNDS} rounds, medians)\n\n`,
+);
+process.stdout.write(
+  '| stack | conns | replies/s (runs) | ratio to raw c256 | p50 / p99 ms | non-2xx | socket errors |\n|---|---|---|---|---|---|---|\n',
+);
 process.stdout.write(`${rows.join('\n')}\n`);

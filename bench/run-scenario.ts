@@ -1,8 +1,27 @@
 /** Runs one scenario: its queues, its backend, its stacks started once, then rounds × connection counts × stacks. */
 import { processTree, wrk } from './harness.js';
-import { drained, failedRun, GuardTripped, idleRssMb, measureHttp, measureRawPublisher, measureRawRpc, quiet, settledCount, type Measured, type QueueAdmin, type RunKey } from './measure.js';
+import {
+  drained,
+  failedRun,
+  GuardTripped,
+  idleRssMb,
+  measureHttp,
+  measureRawPublisher,
+  measureRawRpc,
+  quiet,
+  settledCount,
+  type Measured,
+  type QueueAdmin,
+  type RunKey,
+} from './measure.js';
 import { rawWindow, type Scenario, type StackSpec } from './scenarios.js';
-import { startCeleryWorker, startResponder, type HttpStack, type Spawned, type StartContext } from './stacks.js';
+import {
+  startCeleryWorker,
+  startResponder,
+  type HttpStack,
+  type Spawned,
+  type StartContext,
+} from './stacks.js';
 import { brokerDescriptors } from './system.js';
 
 /**
@@ -34,16 +53,21 @@ export interface ScenarioOptions {
  * A run's length: at 10,000 connections the first answers come only after about 10,000 ÷ rate
  * seconds (1.5-4 s on two cores), so those runs last at least 10 s.
  */
-export const runSeconds = (seconds: number, conns: number): number => (conns >= 10_000 ? Math.max(seconds, 10) : seconds);
+export const runSeconds = (seconds: number, conns: number): number =>
+  conns >= 10_000 ? Math.max(seconds, 10) : seconds;
 
-const firstLine = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+const firstLine = (err: unknown): string =>
+  (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
 
 function line(m: Measured): string {
   if (m.error !== '') return `FAILED: ${m.error.split('\n')[0] ?? ''}`;
   const http = Number.isFinite(m.non2xx)
     ? `, errors c/r/w ${m.connectErrors}/${m.readErrors}/${m.writeErrors}, timeouts ${m.timeouts}, non-2xx ${m.non2xx}${m.statuses === '' ? '' : ` (${m.statuses})`}`
     : '';
-  const queue = Number.isFinite(m.inQueue) && Number.isFinite(m.non2xx) ? `, 2xx/in queue ${fmtInt(m.requests - m.non2xx)}/${fmtInt(m.inQueue)}` : '';
+  const queue =
+    Number.isFinite(m.inQueue) && Number.isFinite(m.non2xx)
+      ? `, 2xx/in queue ${fmtInt(m.requests - m.non2xx)}/${fmtInt(m.inQueue)}`
+      : '';
   return `${fmtInt(m.rps)}/s, p50 ${fmtMs(m.p50)} p99 ${fmtMs(m.p99)} ms${http}${queue}`;
 }
 
@@ -68,7 +92,12 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
       queues.push(shared);
       let backend: Spawned;
       if (scenario.backend === 'responder') backend = await startResponder(shared);
-      else backend = await startCeleryWorker(shared, o.nofile, async () => (await o.admin.count(shared)).consumers > 0);
+      else
+        backend = await startCeleryWorker(
+          shared,
+          o.nofile,
+          async () => (await o.admin.count(shared)).consumers > 0,
+        );
       keep(() => backend.stop());
       backendPids = processTree(backend.pid);
     }
@@ -78,7 +107,14 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
         queues.push(queueOf(spec));
       }
       if (spec.kind !== 'http') continue;
-      const ctx: StartContext = { mode: scenario.mode, queue: queueOf(spec), queueType: scenario.queueType, workers: o.workers, cores: o.cores, nofile: o.nofile };
+      const ctx: StartContext = {
+        mode: scenario.mode,
+        queue: queueOf(spec),
+        queueType: scenario.queueType,
+        workers: o.workers,
+        cores: o.cores,
+        nofile: o.nofile,
+      };
       try {
         const stack = await spec.start(ctx);
         keep(() => stack.stop());
@@ -88,7 +124,10 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
         idleRss.set(spec.id, idle);
         o.log(`${scenario.id}: ${spec.id} idle: largest serving process ${fmtInt(idle)} MB RSS`);
         // Warm-up (JIT, connection pools), not counted; then back to an empty queue and an idle stack.
-        await wrk(stack.url, 100, o.warmupSeconds, { timeoutSeconds: o.timeoutSeconds, nofile: o.nofile });
+        await wrk(stack.url, 100, o.warmupSeconds, {
+          timeoutSeconds: o.timeoutSeconds,
+          nofile: o.nofile,
+        });
         if (shared === undefined) {
           await settledCount(o.admin, queueOf(spec));
           await o.admin.purge(queueOf(spec));
@@ -119,7 +158,9 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
             }
           }
           results.push(m);
-          o.log(`${scenario.id} c${conns} ${spec.id}${o.rounds > 1 ? ` (round ${round + 1})` : ''}: ${line(m)}`);
+          o.log(
+            `${scenario.id} c${conns} ${spec.id}${o.rounds > 1 ? ` (round ${round + 1})` : ''}: ${line(m)}`,
+          );
         }
       }
     }
@@ -143,9 +184,22 @@ export async function runScenario(scenario: Scenario, o: ScenarioOptions): Promi
     const seconds = runSeconds(o.seconds, conns);
     switch (spec.kind) {
       case 'raw-publisher':
-        return measureRawPublisher(key, queue, { seconds, window: rawWindow(conns), format: spec.format, queueType: scenario.queueType, brokerPid: o.brokerPid, admin: o.admin });
+        return measureRawPublisher(key, queue, {
+          seconds,
+          window: rawWindow(conns),
+          format: spec.format,
+          queueType: scenario.queueType,
+          brokerPid: o.brokerPid,
+          admin: o.admin,
+        });
       case 'raw-rpc':
-        return measureRawRpc(key, queue, { seconds, concurrency: conns, brokerPid: o.brokerPid, backendPids, admin: o.admin });
+        return measureRawRpc(key, queue, {
+          seconds,
+          concurrency: conns,
+          brokerPid: o.brokerPid,
+          backendPids,
+          admin: o.admin,
+        });
       case 'http': {
         const stack = running.get(spec.id);
         if (stack === undefined) return failedRun(key, broken.get(spec.id) ?? 'did not start');

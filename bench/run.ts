@@ -39,11 +39,18 @@ const { values } = parseArgs({
 const log = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
-const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter((x) => x !== '');
+const list = (s: string | undefined): string[] | undefined =>
+  s
+    ?.split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
 
 if (values.render !== undefined) {
   // Re-render a saved run (report layout changes need no new measurements).
-  const saved = JSON.parse(readFileSync(values.render, 'utf8')) as { info: RunInfo; runs: Measured[] }; // written by this script below
+  const saved = JSON.parse(readFileSync(values.render, 'utf8')) as {
+    info: RunInfo;
+    runs: Measured[];
+  }; // written by this script below
   const base = values.render.replace(/\.json$/, '');
   const { counts } = renderReport(saved.info, saved.runs, base);
   log(`bench: rendered ${base}.md and ${base}.svg\n${counts}`);
@@ -63,17 +70,24 @@ const info0 = {
 } as const;
 
 ensureDebianPackages(log);
-if (!existsSync(path.join(ROOT, 'dist', 'src', 'primary', 'main.js'))) throw new Error('the bridge is not built: run `npm run build` (npm run bench does)');
+if (!existsSync(path.join(ROOT, 'dist', 'src', 'primary', 'main.js')))
+  throw new Error('the bridge is not built: run `npm run build` (npm run bench does)');
 const nofile = raisableNofile();
-if (nofile < 10_100) log(`bench: warning: ulimit -n can only be raised to ${nofile}; the 10,000-connection runs will hit it`);
+if (nofile < 10_100)
+  log(
+    `bench: warning: ulimit -n can only be raised to ${nofile}; the 10,000-connection runs will hit it`,
+  );
 const beam = brokerPid();
-if (beam === undefined) log('bench: warning: no beam.smp process found; broker CPU is not measured');
+if (beam === undefined)
+  log('bench: warning: no beam.smp process found; broker CPU is not measured');
 const admin = new QueueAdmin();
 try {
   await admin.declare(`bench-probe-${process.pid}`, 'classic');
   await admin.remove(`bench-probe-${process.pid}`);
 } catch (err) {
-  throw new Error(`RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest): ${String(err)}`, { cause: err });
+  throw new Error(`RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest): ${String(err)}`, {
+    cause: err,
+  });
 }
 const machine = describeMachine(nofile);
 
@@ -89,14 +103,25 @@ const scenarios = buildScenarios(size)
   }))
   .filter((s) => s.stacks.length > 0 && s.conns.length > 0);
 
-const plan = scenarios.flatMap((s) => s.conns.flatMap((c) => s.stacks.filter((st) => st.conns === undefined || st.conns.includes(c)).map(() => c)));
+const plan = scenarios.flatMap((s) =>
+  s.conns.flatMap((c) =>
+    s.stacks.filter((st) => st.conns === undefined || st.conns.includes(c)).map(() => c),
+  ),
+);
 const runCount = plan.length * info0.rounds;
 const startCount = scenarios.reduce((n, s) => n + s.stacks.length, 0);
-const estimate = info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) + startCount * (info0.warmupSeconds + 5.5); // + idle RSS: quiet, then 2 s of samples
-log(`bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s); about ${Math.round(estimate / 60)} min`);
+const estimate =
+  info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) +
+  startCount * (info0.warmupSeconds + 5.5); // + idle RSS: quiet, then 2 s of samples
+log(
+  `bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s); about ${Math.round(estimate / 60)} min`,
+);
 log(`bench: ${machine.lines.join('\n       ')}`);
 if (values['dry-run']) {
-  for (const s of scenarios) log(`  ${s.id}: connections ${s.conns.join(', ')}; stacks ${s.stacks.map((st) => `${st.id}${st.conns === undefined ? '' : ` (at ${st.conns.join(', ')})`}`).join(', ')}`);
+  for (const s of scenarios)
+    log(
+      `  ${s.id}: connections ${s.conns.join(', ')}; stacks ${s.stacks.map((st) => `${st.id}${st.conns === undefined ? '' : ` (at ${st.conns.join(', ')})`}`).join(', ')}`,
+    );
   await admin.close();
   process.exit(0);
 }
@@ -131,14 +156,16 @@ for (const scenario of scenarios) {
       brokerPid: beam,
       admin,
       live,
-      log: (line) => log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)}s] ${line}`),
+      log: (line) =>
+        log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)}s] ${line}`),
     })),
   );
 }
 await admin.close();
 
 const date = new Date().toISOString().slice(0, 10);
-const outDir = values.out ?? path.join(ROOT, 'bench', 'results', ...(size === 'full' ? [] : ['tmp']));
+const outDir =
+  values.out ?? path.join(ROOT, 'bench', 'results', ...(size === 'full' ? [] : ['tmp']));
 mkdirSync(outDir, { recursive: true });
 const base = path.join(outDir, `${date}-${machine.host}${size === 'full' ? '' : `-${size}`}`);
 const info: RunInfo = {
@@ -146,7 +173,11 @@ const info: RunInfo = {
   date,
   host: machine.host,
   machine: machine.lines,
-  scenarios: scenarios.map((s) => ({ id: s.id, conns: s.conns, stacks: s.stacks.map((st) => st.id) })),
+  scenarios: scenarios.map((s) => ({
+    id: s.id,
+    conns: s.conns,
+    stacks: s.stacks.map((st) => st.id),
+  })),
   minutes: (Date.now() - started) / 60_000,
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
 };
@@ -155,5 +186,9 @@ const { summary } = renderReport(info, runs, base);
 log(`\n${summary}\n`);
 log(`bench: done in ${info.minutes.toFixed(1)} min: ${base}.md, ${base}.svg, ${base}.json`);
 if (size === 'full' && !values['no-readme'] && values.out === undefined) {
-  log(updateReadme(base) ? 'bench: README.md "Benchmarks" section now points at this run' : 'bench: README.md has no bench markers; left unchanged');
+  log(
+    updateReadme(base)
+      ? 'bench: README.md "Benchmarks" section now points at this run'
+      : 'bench: README.md has no bench markers; left unchanged',
+  );
 }

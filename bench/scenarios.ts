@@ -1,10 +1,26 @@
 /** The scenario × stack matrix of `npm run bench`, in its quick and full sizes. */
-import { startBridgeStack, startFastify, startPython, startUwsHello, type HttpStack, type Mode, type PythonServer, type StartContext } from './stacks.js';
+import {
+  startBridgeStack,
+  startFastify,
+  startPython,
+  startUwsHello,
+  type HttpStack,
+  type Mode,
+  type PythonServer,
+  type StartContext,
+} from './stacks.js';
 
 export type StackRole = 'bridge' | 'peer' | 'limit';
 
 /** How a stack's numbers are compared in the targets. */
-export type StackFamily = 'bridge' | 'node' | 'python-confirms' | 'python-no-confirms' | 'python-blocking' | 'http-limit' | 'amqp-limit';
+export type StackFamily =
+  | 'bridge'
+  | 'node'
+  | 'python-confirms'
+  | 'python-no-confirms'
+  | 'python-blocking'
+  | 'http-limit'
+  | 'amqp-limit';
 
 interface StackBase {
   readonly id: string;
@@ -47,13 +63,48 @@ export interface Scenario {
 /** The raw publisher's window at `conns` connections: 256 as the issue asks, but never more than the clients. */
 export const rawWindow = (conns: number): number => Math.min(conns, 256);
 
-const bridge: HttpStackSpec = { id: 'bridge', label: 'bridge', role: 'bridge', family: 'bridge', kind: 'http', start: startBridgeStack };
-const fastify: HttpStackSpec = { id: 'fastify', label: 'Fastify + amqplib (cluster)', role: 'peer', family: 'node', kind: 'http', start: startFastify };
-const hello: HttpStackSpec = { id: 'uws-hello', label: 'uWS hello world', role: 'limit', family: 'http-limit', kind: 'http', start: startUwsHello };
+const bridge: HttpStackSpec = {
+  id: 'bridge',
+  label: 'bridge',
+  role: 'bridge',
+  family: 'bridge',
+  kind: 'http',
+  start: startBridgeStack,
+};
+const fastify: HttpStackSpec = {
+  id: 'fastify',
+  label: 'Fastify + amqplib (cluster)',
+  role: 'peer',
+  family: 'node',
+  kind: 'http',
+  start: startFastify,
+};
+const hello: HttpStackSpec = {
+  id: 'uws-hello',
+  label: 'uWS hello world',
+  role: 'limit',
+  family: 'http-limit',
+  kind: 'http',
+  start: startUwsHello,
+};
 
-function python(server: PythonServer, confirms: boolean, blocking: boolean, conns?: readonly number[]): HttpStackSpec {
-  const name = server === 'tornado' ? 'Tornado' : server === 'gevent-flask' ? 'gevent + Flask' : 'gunicorn + Flask';
-  const family: StackFamily = blocking ? 'python-blocking' : confirms ? 'python-confirms' : 'python-no-confirms';
+function python(
+  server: PythonServer,
+  confirms: boolean,
+  blocking: boolean,
+  conns?: readonly number[],
+): HttpStackSpec {
+  const name =
+    server === 'tornado'
+      ? 'Tornado'
+      : server === 'gevent-flask'
+        ? 'gevent + Flask'
+        : 'gunicorn + Flask';
+  const family: StackFamily = blocking
+    ? 'python-blocking'
+    : confirms
+      ? 'python-confirms'
+      : 'python-no-confirms';
   return {
     id: `${server}${blocking ? '+get' : confirms ? '+confirms' : ''}`,
     label: `${name}${blocking ? ' (.get)' : confirms ? ' (confirms)' : ' (no confirms)'}`,
@@ -76,14 +127,23 @@ export function buildScenarios(size: 'quick' | 'full'): Scenario[] {
   const slowConns = full ? undefined : [100];
   const rawPublisher = (format: 'bare' | 'bridge'): RawPublisherSpec => ({
     id: format === 'bridge' ? 'raw-publisher' : 'raw-publisher-bare',
-    label: format === 'bridge' ? "raw amqplib publisher (bridge's headers)" : 'raw amqplib publisher (bare 1 KiB)',
+    label:
+      format === 'bridge'
+        ? "raw amqplib publisher (bridge's headers)"
+        : 'raw amqplib publisher (bare 1 KiB)',
     role: 'limit',
     family: 'amqp-limit',
     kind: 'raw-publisher',
     format,
     conns: [100, 1000],
   });
-  const rawRpc: RawRpcSpec = { id: 'raw-rpc', label: 'raw amqplib RPC client', role: 'limit', family: 'amqp-limit', kind: 'raw-rpc' };
+  const rawRpc: RawRpcSpec = {
+    id: 'raw-rpc',
+    label: 'raw amqplib RPC client',
+    role: 'limit',
+    family: 'amqp-limit',
+    kind: 'raw-rpc',
+  };
   return [
     {
       id: 'publish-durable',
@@ -93,7 +153,13 @@ export function buildScenarios(size: 'quick' | 'full'): Scenario[] {
       queueType: 'classic',
       conns: [100, 1000, 10_000],
       backend: 'none',
-      stacks: [bridge, fastify, hello, rawPublisher('bridge'), ...(full ? [rawPublisher('bare')] : [])],
+      stacks: [
+        bridge,
+        fastify,
+        hello,
+        rawPublisher('bridge'),
+        ...(full ? [rawPublisher('bare')] : []),
+      ],
     },
     {
       id: 'publish-quorum',
@@ -123,7 +189,13 @@ export function buildScenarios(size: 'quick' | 'full'): Scenario[] {
       queueType: 'classic',
       conns: [100, 1000],
       backend: 'none',
-      stacks: [bridge, ...SERVERS.flatMap((s) => [python(s, false, false, noConfirmConns), python(s, true, false)])],
+      stacks: [
+        bridge,
+        ...SERVERS.flatMap((s) => [
+          python(s, false, false, noConfirmConns),
+          python(s, true, false),
+        ]),
+      ],
     },
     {
       id: 'celery-wait',
@@ -133,7 +205,10 @@ export function buildScenarios(size: 'quick' | 'full'): Scenario[] {
       queueType: 'classic',
       conns: [100, 1000],
       backend: 'celery',
-      stacks: [bridge, ...SERVERS.map((s) => python(s, false, true, s === 'gevent-flask' ? slowConns : undefined))],
+      stacks: [
+        bridge,
+        ...SERVERS.map((s) => python(s, false, true, s === 'gevent-flask' ? slowConns : undefined)),
+      ],
     },
   ];
 }

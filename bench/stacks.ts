@@ -4,7 +4,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { freePort, processTree, ROOT, startBridge, stopChild, withNofile, workerPids } from './harness.js';
+import {
+  freePort,
+  processTree,
+  ROOT,
+  startBridge,
+  stopChild,
+  withNofile,
+  workerPids,
+} from './harness.js';
 import { SYSTEM_PYTHON } from './system.js';
 
 /** Where the Python peers live: they are run from the source tree (nothing to compile). */
@@ -89,25 +97,42 @@ function spawnProcess(cmd: string, argv: readonly string[], options: SpawnOption
       const waiter = (l: string): void => {
         if (match(l)) done(undefined, l);
       };
-      const onExit = (): void => done(new Error(`${options.label} exited before it was ready:\n${tail}`));
-      const timer = setTimeout(() => done(new Error(`${options.label} not ready after ${timeoutMs} ms:\n${tail}`)), timeoutMs);
+      const onExit = (): void =>
+        done(new Error(`${options.label} exited before it was ready:\n${tail}`));
+      const timer = setTimeout(
+        () => done(new Error(`${options.label} not ready after ${timeoutMs} ms:\n${tail}`)),
+        timeoutMs,
+      );
       waiters.push(waiter);
       child.once('exit', onExit);
     });
-  return { child, pid: child.pid ?? -1, output: () => tail, line, stop: () => stopChild(child, 10_000) };
+  return {
+    child,
+    pid: child.pid ?? -1,
+    output: () => tail,
+    line,
+    stop: () => stopChild(child, 10_000),
+  };
 }
 
 /** Polls GET `url` until it answers 200 (no readiness event exists for these peers). */
-async function untilHttpOk(url: string, proc: Spawned, label: string, timeoutMs = 30_000): Promise<void> {
+async function untilHttpOk(
+  url: string,
+  proc: Spawned,
+  label: string,
+  timeoutMs = 30_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`${label} exited during start:\n${proc.output()}`);
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null)
+      throw new Error(`${label} exited during start:\n${proc.output()}`);
     try {
       if ((await fetch(url, { signal: AbortSignal.timeout(1000) })).status === 200) return;
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error(`${label} did not answer ${url} within ${timeoutMs} ms:\n${proc.output()}`);
+    if (Date.now() > deadline)
+      throw new Error(`${label} did not answer ${url} within ${timeoutMs} ms:\n${proc.output()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -115,14 +140,21 @@ async function untilHttpOk(url: string, proc: Spawned, label: string, timeoutMs 
 function readyPort(line: string): number | undefined {
   try {
     const parsed: unknown = JSON.parse(line);
-    if (typeof parsed === 'object' && parsed !== null && 'port' in parsed && typeof parsed.port === 'number') return parsed.port;
+    if (
+      typeof parsed === 'object' &&
+      parsed !== null &&
+      'port' in parsed &&
+      typeof parsed.port === 'number'
+    )
+      return parsed.port;
   } catch {
     // not the ready line
   }
   return undefined;
 }
 
-export const routePath = (mode: Mode): string => (mode === 'publish' || mode === 'celery-ff' ? '/notify' : '/order');
+export const routePath = (mode: Mode): string =>
+  mode === 'publish' || mode === 'celery-ff' ? '/notify' : '/order';
 
 /** The bridge's one route for a scenario's mode (shared with bench/profile.ts). */
 export function bridgeRoute(ctx: Pick<StartContext, 'mode' | 'queue'>): Record<string, unknown> {
@@ -130,12 +162,31 @@ export function bridgeRoute(ctx: Pick<StartContext, 'mode' | 'queue'>): Record<s
     case 'publish':
       return { path: '/notify', mode: 'publish', exchange: '', routingKey: ctx.queue };
     case 'rpc':
-      return { path: '/order', mode: 'rpc', exchange: '', routingKey: ctx.queue, timeoutMs: 10_000 };
+      return {
+        path: '/order',
+        mode: 'rpc',
+        exchange: '',
+        routingKey: ctx.queue,
+        timeoutMs: 10_000,
+      };
     case 'celery-ff':
-      return { path: '/notify', mode: 'celery', task: 'api.core.main', queue: ctx.queue, wait: false };
+      return {
+        path: '/notify',
+        mode: 'celery',
+        task: 'api.core.main',
+        queue: ctx.queue,
+        wait: false,
+      };
     case 'celery-wait':
       // The same 5 s the Python peers give `.get(timeout=5)`.
-      return { path: '/order', mode: 'celery', task: 'api.core.main', queue: ctx.queue, wait: true, timeoutMs: 5000 };
+      return {
+        path: '/order',
+        mode: 'celery',
+        task: 'api.core.main',
+        queue: ctx.queue,
+        wait: true,
+        timeoutMs: 5000,
+      };
     default: {
       const never: never = ctx.mode;
       throw new Error(`unknown mode ${String(never)}`);
@@ -145,8 +196,14 @@ export function bridgeRoute(ctx: Pick<StartContext, 'mode' | 'queue'>): Record<s
 
 export async function startBridgeStack(ctx: StartContext): Promise<HttpStack> {
   const args = ctx.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {};
-  const queues = ctx.mode === 'publish' || ctx.mode === 'rpc' ? [{ name: ctx.queue, durable: true, arguments: args }] : [];
-  const bridge = await startBridge({ workers: ctx.workers, topology: { queues }, routes: [bridgeRoute(ctx)] }, { nofile: ctx.nofile });
+  const queues =
+    ctx.mode === 'publish' || ctx.mode === 'rpc'
+      ? [{ name: ctx.queue, durable: true, arguments: args }]
+      : [];
+  const bridge = await startBridge(
+    { workers: ctx.workers, topology: { queues }, routes: [bridgeRoute(ctx)] },
+    { nofile: ctx.nofile },
+  );
   const workers = await workerPids(bridge.adminPort);
   return {
     url: `http://127.0.0.1:${bridge.port}${routePath(ctx.mode)}`,
@@ -155,7 +212,9 @@ export async function startBridgeStack(ctx: StartContext): Promise<HttpStack> {
     statuses: async () => {
       const text = await (await fetch(`http://127.0.0.1:${bridge.adminPort}/metrics`)).text();
       const out = new Map<string, number>();
-      for (const m of text.matchAll(/^bridge_http_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$/gm)) {
+      for (const m of text.matchAll(
+        /^bridge_http_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$/gm,
+      )) {
         out.set(m[1] ?? '', (out.get(m[1] ?? '') ?? 0) + Number(m[2]));
       }
       return out;
@@ -165,8 +224,17 @@ export async function startBridgeStack(ctx: StartContext): Promise<HttpStack> {
 }
 
 /** A Node peer that prints `{"ready":true,"port":N}` once all its processes listen. */
-async function startNodePeer(script: string, argv: readonly string[], ctx: StartContext, label: string): Promise<HttpStack> {
-  const proc = spawnProcess(process.execPath, [path.join(ROOT, 'dist', 'bench', 'peers', script), ...argv], { nofile: ctx.nofile, label });
+async function startNodePeer(
+  script: string,
+  argv: readonly string[],
+  ctx: StartContext,
+  label: string,
+): Promise<HttpStack> {
+  const proc = spawnProcess(
+    process.execPath,
+    [path.join(ROOT, 'dist', 'bench', 'peers', script), ...argv],
+    { nofile: ctx.nofile, label },
+  );
   let port: number | undefined;
   try {
     port = readyPort(await proc.line((l) => readyPort(l) !== undefined, 30_000));
@@ -184,7 +252,12 @@ async function startNodePeer(script: string, argv: readonly string[], ctx: Start
 
 export function startFastify(ctx: StartContext): Promise<HttpStack> {
   const queueArg = ctx.mode === 'rpc' ? '--rpc-queue' : '--queue';
-  return startNodePeer('fastify-amqplib.js', ['--workers', String(ctx.workers), queueArg, ctx.queue], ctx, 'fastify peer');
+  return startNodePeer(
+    'fastify-amqplib.js',
+    ['--workers', String(ctx.workers), queueArg, ctx.queue],
+    ctx,
+    'fastify peer',
+  );
 }
 
 export function startUwsHello(ctx: StartContext): Promise<HttpStack> {
@@ -197,14 +270,28 @@ export type PythonServer = 'tornado' | 'gevent-flask' | 'gunicorn-flask';
 export const GEVENT_POOL = 100;
 
 /** A Python peer on Debian's interpreter, sending Celery tasks to `ctx.queue`. */
-export async function startPython(server: PythonServer, confirm: boolean, ctx: StartContext): Promise<HttpStack> {
+export async function startPython(
+  server: PythonServer,
+  confirm: boolean,
+  ctx: StartContext,
+): Promise<HttpStack> {
   const port = await freePort();
   const argv =
     server === 'tornado'
       ? ['tornado_app.py', String(port)]
       : server === 'gevent-flask'
         ? ['gevent_flask.py', String(port)]
-        : ['-m', 'gunicorn', '--workers', String(ctx.cores), '--worker-class', 'sync', '--bind', `127.0.0.1:${port}`, 'flask_app:app'];
+        : [
+            '-m',
+            'gunicorn',
+            '--workers',
+            String(ctx.cores),
+            '--worker-class',
+            'sync',
+            '--bind',
+            `127.0.0.1:${port}`,
+            'flask_app:app',
+          ];
   const label = `${server}${confirm ? ' (confirms)' : ''}`;
   const proc = spawnProcess(SYSTEM_PYTHON, argv, {
     cwd: PEERS_DIR,
@@ -223,7 +310,8 @@ export async function startPython(server: PythonServer, confirm: boolean, ctx: S
     await untilHttpOk(`http://127.0.0.1:${port}/healthz`, proc, label);
     if (server === 'gunicorn-flask') {
       const deadline = Date.now() + 30_000;
-      while (processTree(proc.pid).length < ctx.cores + 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100)); // no event for forked workers
+      while (processTree(proc.pid).length < ctx.cores + 1 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100)); // no event for forked workers
     }
   } catch (err) {
     await proc.stop();
@@ -239,9 +327,19 @@ export async function startPython(server: PythonServer, confirm: boolean, ctx: S
 
 /** The reference rpc backend (examples/rpc-responder.ts) on `queue`. */
 export async function startResponder(queue: string): Promise<Spawned> {
-  const proc = spawnProcess(process.execPath, [path.join(ROOT, 'dist', 'examples', 'rpc-responder.js'), '--queue', queue, '--prefetch', '1000'], {
-    label: 'rpc responder',
-  });
+  const proc = spawnProcess(
+    process.execPath,
+    [
+      path.join(ROOT, 'dist', 'examples', 'rpc-responder.js'),
+      '--queue',
+      queue,
+      '--prefetch',
+      '1000',
+    ],
+    {
+      label: 'rpc responder',
+    },
+  );
   try {
     await proc.line((l) => l.includes('"ready":true'), 15_000);
   } catch (err) {
@@ -255,12 +353,36 @@ export async function startResponder(queue: string): Promise<Spawned> {
  * A real Celery worker on `queue`, as its users start it (`celery -A app worker`: prefork, one
  * process per core). Ready once the queue has a consumer: `hasConsumer` polls the broker.
  */
-export async function startCeleryWorker(queue: string, nofile: number, hasConsumer: () => Promise<boolean>): Promise<Spawned> {
+export async function startCeleryWorker(
+  queue: string,
+  nofile: number,
+  hasConsumer: () => Promise<boolean>,
+): Promise<Spawned> {
   const name = `bench-${process.pid}-${Date.now()}`;
   const proc = spawnProcess(
     SYSTEM_PYTHON,
-    ['-m', 'celery', '-A', 'celery_app', 'worker', '-Q', queue, '--without-heartbeat', '--without-gossip', '--without-mingle', '-n', `${name}@%h`, '--loglevel', 'WARNING'],
-    { cwd: PEERS_DIR, nofile, label: 'celery worker', env: { BENCH_QUEUE: queue, PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1' } },
+    [
+      '-m',
+      'celery',
+      '-A',
+      'celery_app',
+      'worker',
+      '-Q',
+      queue,
+      '--without-heartbeat',
+      '--without-gossip',
+      '--without-mingle',
+      '-n',
+      `${name}@%h`,
+      '--loglevel',
+      'WARNING',
+    ],
+    {
+      cwd: PEERS_DIR,
+      nofile,
+      label: 'celery worker',
+      env: { BENCH_QUEUE: queue, PYTHONUNBUFFERED: '1', PYTHONDONTWRITEBYTECODE: '1' },
+    },
   );
   const deadline = Date.now() + 30_000;
   while (!(await hasConsumer())) {

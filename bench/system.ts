@@ -13,7 +13,14 @@ import { ROOT } from './harness.js';
 export const SYSTEM_PYTHON = '/usr/bin/python3';
 
 /** The Debian packages the peers and the load generator come from. */
-const DEBIAN_PACKAGES = ['wrk', 'python3-celery', 'python3-tornado', 'python3-flask', 'python3-gevent', 'gunicorn'] as const;
+const DEBIAN_PACKAGES = [
+  'wrk',
+  'python3-celery',
+  'python3-tornado',
+  'python3-flask',
+  'python3-gevent',
+  'gunicorn',
+] as const;
 
 function sh(cmd: string, argv: readonly string[]): { ok: boolean; out: string } {
   const r = spawnSync(cmd, argv, { encoding: 'utf8' });
@@ -32,19 +39,27 @@ export function ensureDebianPackages(log: (line: string) => void): void {
   if (missing.length === 0) return;
   log(`bench: installing missing Debian packages: ${missing.join(' ')} (apt-get install -y)`);
   if (process.getuid?.() !== 0) {
-    throw new Error(`not root: run  sudo apt-get install -y ${missing.join(' ')}  and start the bench again`);
+    throw new Error(
+      `not root: run  sudo apt-get install -y ${missing.join(' ')}  and start the bench again`,
+    );
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const update = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
   if (update.status !== 0) throw new Error('apt-get update failed');
-  const install = spawnSync('apt-get', ['install', '-y', '-qq', ...missing], { stdio: 'inherit', env });
+  const install = spawnSync('apt-get', ['install', '-y', '-qq', ...missing], {
+    stdio: 'inherit',
+    env,
+  });
   if (install.status !== 0) throw new Error(`apt-get install ${missing.join(' ')} failed`);
   log(`bench: installed ${missing.join(' ')}`);
 }
 
 /** The highest `ulimit -n` a child can get: 65536, or the hard limit when that is lower. */
 export function raisableNofile(): number {
-  const r = sh('bash', ['-c', 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ulimit -n']);
+  const r = sh('bash', [
+    '-c',
+    'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; ulimit -n',
+  ]);
   const n = Number(r.out);
   return Number.isFinite(n) ? n : 1024;
 }
@@ -52,14 +67,19 @@ export function raisableNofile(): number {
 /** The RabbitMQ node's PID (beam.smp), for reading its CPU time; never signalled. */
 export function brokerPid(): number | undefined {
   const r = sh('pgrep', ['-f', 'beam.smp']);
-  const pids = r.out.split('\n').map(Number).filter((n) => n > 0);
+  const pids = r.out
+    .split('\n')
+    .map(Number)
+    .filter((n) => n > 0);
   return pids[0];
 }
 
 /** Descriptors the broker has open, and its soft limit, from /proc (read-only). */
 export function brokerDescriptors(pid: number): { open: number; limit: number } | undefined {
   try {
-    const limit = Number(/Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1] ?? NaN);
+    const limit = Number(
+      /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1] ?? NaN,
+    );
     return { open: readdirSync(`/proc/${pid}/fd`).length, limit };
   } catch {
     return undefined;
@@ -68,8 +88,15 @@ export function brokerDescriptors(pid: number): { open: number; limit: number } 
 
 function npmVersion(name: string): string {
   try {
-    const pkg: unknown = JSON.parse(readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8'));
-    return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : '?';
+    const pkg: unknown = JSON.parse(
+      readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8'),
+    );
+    return typeof pkg === 'object' &&
+      pkg !== null &&
+      'version' in pkg &&
+      typeof pkg.version === 'string'
+      ? pkg.version
+      : '?';
   } catch {
     return '?';
   }
@@ -83,9 +110,13 @@ export interface Machine {
 /** Cores, memory and versions of everything measured, as report lines. */
 export function describeMachine(nofile: number): Machine {
   const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '?';
-  const osName = /PRETTY_NAME="([^"]*)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? os.type();
+  const osName =
+    /PRETTY_NAME="([^"]*)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? os.type();
   const commit = sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).out || '?';
-  const dirty = sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']).out !== '' ? ' (with uncommitted changes)' : '';
+  const dirty =
+    sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']).out !== ''
+      ? ' (with uncommitted changes)'
+      : '';
   const python = sh(SYSTEM_PYTHON, ['--version']).out.replace('Python ', '');
   const deb = (p: string): string => debianVersion(p) ?? 'not installed';
   return {

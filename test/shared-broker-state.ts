@@ -50,11 +50,18 @@ if (command === 'save') {
     const now = after[key] ?? [];
     const gone = was.filter((v) => !now.includes(v));
     const added = now.filter((v) => !was.includes(v));
-    if (gone.length > 0 || added.length > 0) changes.push(`${key}: ${[...gone.map((v) => `- ${v}`), ...added.map((v) => `+ ${v}`)].join(', ')}`);
+    if (gone.length > 0 || added.length > 0)
+      changes.push(
+        `${key}: ${[...gone.map((v) => `- ${v}`), ...added.map((v) => `+ ${v}`)].join(', ')}`,
+      );
   }
   if (changes.length > 0) {
-    process.stderr.write(`the test suite changed the shared broker on 127.0.0.1:5672:\n  ${changes.join('\n  ')}\n`);
+    process.stderr.write(
+      `the test suite changed the shared broker on 127.0.0.1:5672:\n  ${changes.join('\n  ')}\n`,
+    );
     process.exit(1);
   }
-  process.stdout.write('shared broker on 127.0.0.1:5672: as the test suite found it (alarms, watermark, disk limit, policies, users, vhosts, queues, exchanges)\n');
+  process.stdout.write(
+    'shared broker on 127.0.0.1:5672: as the test suite found it (alarms, watermark, disk limit, policies, users, vhosts, queues, exchanges)\n',
+  );
 }

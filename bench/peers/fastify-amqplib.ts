@@ -25,7 +25,8 @@ if (cluster.isPrimary) {
   const workers = Number(values.workers);
   let listening = 0;
   cluster.on('listening', (_worker, address) => {
-    if (++listening === workers) process.stdout.write(`${JSON.stringify({ ready: true, port: address.port })}\n`);
+    if (++listening === workers)
+      process.stdout.write(`${JSON.stringify({ ready: true, port: address.port })}\n`);
   });
   cluster.on('exit', (_worker, code) => {
     if (!stopping) process.stderr.write(`fastify peer: a worker exited (${code}) outside a stop\n`);
@@ -56,7 +57,11 @@ if (cluster.isPrimary) {
   );
 
   const app = Fastify({ logger: false });
-  app.addContentTypeParser(['text/xml', 'application/xml'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser(
+    ['text/xml', 'application/xml'],
+    { parseAs: 'buffer' },
+    (_req, body, done) => done(null, body),
+  );
 
   // The same message the bridge publishes (README, "The AMQP message": mandatory, app_id, timestamp and the
   // x-http-* headers), since its consumers need them: the broker's work per message then matches
@@ -85,7 +90,8 @@ if (cluster.isPrimary) {
             'x-xml-root': 'xml',
           },
         },
-        (err: unknown) => (err === null || err === undefined ? resolve() : reject(new Error('nacked'))),
+        (err: unknown) =>
+          err === null || err === undefined ? resolve() : reject(new Error('nacked')),
       ),
     );
     return reply.code(202).header('x-request-id', requestId).send();
@@ -113,7 +119,10 @@ if (cluster.isPrimary) {
       });
     });
     if (answer === undefined) return reply.code(504).send('timeout');
-    return reply.code(200).type(String(answer.properties.contentType ?? 'application/xml')).send(answer.content);
+    return reply
+      .code(200)
+      .type(String(answer.properties.contentType ?? 'application/xml'))
+      .send(answer.content);
   });
 
   const stop = async (): Promise<void> => {

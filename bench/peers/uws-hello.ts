@@ -33,7 +33,8 @@ if (cluster.isPrimary) {
   let listening = 0;
   let stopping = false;
   cluster.on('message', (_worker, m: unknown) => {
-    if (isListening(m) && ++listening === workers) process.stdout.write(`${JSON.stringify({ ready: true, port: m.port })}\n`);
+    if (isListening(m) && ++listening === workers)
+      process.stdout.write(`${JSON.stringify({ ready: true, port: m.port })}\n`);
   });
   cluster.on('exit', (_w, code) => {
     if (!stopping) process.stderr.write(`uws-hello: a worker exited (${code}) outside a stop\n`);

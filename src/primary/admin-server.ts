@@ -26,7 +26,9 @@ export function createAdminServer(deps: AdminDeps): Server {
         },
         (err: unknown) => {
           res.writeHead(500, { 'Content-Type': 'text/plain' });
-          res.end(`metrics collection failed: ${err instanceof Error ? err.message : String(err)}\n`);
+          res.end(
+            `metrics collection failed: ${err instanceof Error ? err.message : String(err)}\n`,
+          );
         },
       );
       return;

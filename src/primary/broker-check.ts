@@ -16,7 +16,12 @@ export interface BrokerDisagreement {
 
 export type BrokerCheck =
   | { readonly reachable: false; readonly detail: string }
-  | { readonly reachable: true; readonly url: string; readonly checked: number; readonly disagreements: readonly BrokerDisagreement[] };
+  | {
+      readonly reachable: true;
+      readonly url: string;
+      readonly checked: number;
+      readonly disagreements: readonly BrokerDisagreement[];
+    };
 
 interface Wanted {
   readonly kind: 'exchange' | 'queue';
@@ -46,7 +51,8 @@ function namedButNotDeclared(config: Config): Wanted[] {
     if (route.mode === 'celery') return; // the bridge declares Celery's exchange, queue and binding
     want('exchange', route.exchange, `routes[${i}].exchange`);
     // Through the default exchange a constant routing key names a queue.
-    if (route.exchange === '' && isConstant(route.routingKey)) want('queue', route.routingKey, `routes[${i}].routingKey`);
+    if (route.exchange === '' && isConstant(route.routingKey))
+      want('queue', route.routingKey, `routes[${i}].routingKey`);
   });
   config.topology.bindings.forEach((b, i) => {
     want('queue', b.queue, `topology.bindings[${i}].queue`);
@@ -55,7 +61,9 @@ function namedButNotDeclared(config: Config): Wanted[] {
   return [...wanted.values()];
 }
 
-async function connectFirst(urls: readonly string[]): Promise<{ model: ChannelModel; url: string } | { error: string }> {
+async function connectFirst(
+  urls: readonly string[],
+): Promise<{ model: ChannelModel; url: string } | { error: string }> {
   const errors: string[] = [];
   for (const url of urls) {
     try {
@@ -85,9 +93,13 @@ export async function checkAgainstBroker(config: Config): Promise<BrokerCheck> {
         else await channel.checkQueue(w.name);
         await channel.close();
       } catch (err) {
-        const reason = err instanceof Error ? err.message.replace(/^Operation failed: \w+; /, '') : String(err);
+        const reason =
+          err instanceof Error ? err.message.replace(/^Operation failed: \w+; /, '') : String(err);
         for (const path of w.paths) {
-          disagreements.push({ path, message: `${w.kind} "${w.name}" does not exist on the broker, and topology does not declare it (${reason})` });
+          disagreements.push({
+            path,
+            message: `${w.kind} "${w.name}" does not exist on the broker, and topology does not declare it (${reason})`,
+          });
         }
       }
     }

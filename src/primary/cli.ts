@@ -28,7 +28,8 @@ export function parseArgs(argv: readonly string[]): Command {
     const broker = rest.includes('--broker');
     const files = rest.filter((a) => a !== '--broker');
     const file = files[0];
-    if (file === undefined || files.length > 1 || file.startsWith('-')) return { kind: 'usage-error', message: 'check-config takes [--broker] and exactly one FILE' };
+    if (file === undefined || files.length > 1 || file.startsWith('-'))
+      return { kind: 'usage-error', message: 'check-config takes [--broker] and exactly one FILE' };
     return { kind: 'check-config', configFile: file, broker };
   }
   let configFile: string | undefined;

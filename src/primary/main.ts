@@ -48,7 +48,9 @@ async function checkConfig(file: string, broker: boolean): Promise<number> {
     printProblems(err, (line) => process.stderr.write(`  ${line}`));
     return 2;
   }
-  process.stdout.write(`${file}: OK (${config.routes.length} routes, ${resolveWorkerCount(config)} workers)\n`);
+  process.stdout.write(
+    `${file}: OK (${config.routes.length} routes, ${resolveWorkerCount(config)} workers)\n`,
+  );
   if (!broker) return 0;
   // Loaded only here: the running primary never talks AMQP (amqplib alone is 9 MB of RSS).
   const { checkAgainstBroker } = await import('./broker-check.js');
@@ -58,11 +60,15 @@ async function checkConfig(file: string, broker: boolean): Promise<number> {
     return 3;
   }
   if (check.disagreements.length > 0) {
-    process.stderr.write(`${file}: the broker at ${check.url} disagrees (${check.disagreements.length}):\n`);
+    process.stderr.write(
+      `${file}: the broker at ${check.url} disagrees (${check.disagreements.length}):\n`,
+    );
     for (const d of check.disagreements) process.stderr.write(`  ${d.path}: ${d.message}\n`);
     return 3;
   }
-  process.stdout.write(`${file}: the broker at ${check.url} has every exchange and queue it names (${check.checked} checked; the rest are declared by the bridge)\n`);
+  process.stdout.write(
+    `${file}: the broker at ${check.url} has every exchange and queue it names (${check.checked} checked; the rest are declared by the bridge)\n`,
+  );
   return 0;
 }
 
@@ -76,7 +82,9 @@ async function run(file: string, takeover: boolean): Promise<void> {
     process.exit(2);
   }
   log = createLogger({ role: 'primary' }, config.logging.level);
-  const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) => log.warn('systemd-notify failed', { err }));
+  const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) =>
+    log.warn('systemd-notify failed', { err }),
+  );
   const native = loadUws().native;
   const allowFallback = config.allowUwsFallback || fallbackAllowedByEnv();
   if (!native && !allowFallback) {
@@ -107,14 +115,24 @@ async function run(file: string, takeover: boolean): Promise<void> {
 
   // The JS fallback binds exclusively (no SO_REUSEPORT): only one worker can listen.
   const count = native ? resolveWorkerCount(config) : 1;
-  if (!native) log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
-  const supervisor = new Supervisor({ workerScript: WORKER_SCRIPT, count, allowFallback }, config, port);
+  if (!native)
+    log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
+  const supervisor = new Supervisor(
+    { workerScript: WORKER_SCRIPT, count, allowFallback },
+    config,
+    port,
+  );
   const aggregator = new MetricsAggregator(() => supervisor.workers.length, buildInfo(native));
   const admin = createAdminServer({
     readiness: () => readiness(supervisor.views),
     metrics: async (openMetrics) => {
-      const contentType = openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE;
-      return { contentType, body: await aggregator.collect(supervisor.workers, METRICS_DEADLINE_MS, contentType) };
+      const contentType = openMetrics
+        ? Registry.OPENMETRICS_CONTENT_TYPE
+        : Registry.PROMETHEUS_CONTENT_TYPE;
+      return {
+        contentType,
+        body: await aggregator.collect(supervisor.workers, METRICS_DEADLINE_MS, contentType),
+      };
     },
   });
   const adminAddr = splitHostPort(config.admin);
@@ -130,7 +148,9 @@ async function run(file: string, takeover: boolean): Promise<void> {
     if (exit.expected) log.info('worker exited', { ...exit });
     else log.warn('worker exited', { ...exit });
   });
-  supervisor.on('worker-hung', (hung) => log.error('worker hung (no state report); killed, to be reforked', { ...hung }));
+  supervisor.on('worker-hung', (hung) =>
+    log.error('worker hung (no state report); killed, to be reforked', { ...hung }),
+  );
   supervisor.on('refork', (refork) => {
     log.warn('reforking worker', { ...refork });
     aggregator.workerRestarted();
@@ -168,7 +188,10 @@ async function run(file: string, takeover: boolean): Promise<void> {
         next = loadConfig(file);
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;
-        log.error('reload refused: invalid config; keeping the running one', { file, problems: err.problems });
+        log.error('reload refused: invalid config; keeping the running one', {
+          file,
+          problems: err.problems,
+        });
         aggregator.configLoaded(false);
         return;
       }
@@ -178,19 +201,27 @@ async function run(file: string, takeover: boolean): Promise<void> {
       try {
         const nextHostPort = splitHostPort(next.listen);
         const nextPort =
-          next.listen === config.listen ? port : await preflightPort(nextHostPort.host, nextHostPort.port);
+          next.listen === config.listen
+            ? port
+            : await preflightPort(nextHostPort.host, nextHostPort.port);
         if (resolveWorkerCount(next) !== count) {
           log.warn('workers count changes need a restart; keeping the current count', { count });
         }
         if (next.admin !== config.admin) log.warn('admin address changes need a restart');
-        log.info('reloading: new workers start beside the running ones', { file, reloadTimeoutMs: config.reloadTimeoutMs });
+        log.info('reloading: new workers start beside the running ones', {
+          file,
+          reloadTimeoutMs: config.reloadTimeoutMs,
+        });
         const result = await reloadWorkers(supervisor, next, nextPort, config.reloadTimeoutMs);
         if (result.ok) {
           config = next;
           port = nextPort;
           log.info('reloaded', { port });
         } else {
-          log.error('reload abandoned: the new workers were not ready; the running ones keep the previous config', { file, reasons: result.reasons });
+          log.error(
+            'reload abandoned: the new workers were not ready; the running ones keep the previous config',
+            { file, reasons: result.reasons },
+          );
         }
         aggregator.configLoaded(result.ok);
       } catch (err) {
@@ -247,7 +278,9 @@ switch (command.kind) {
         process.exitCode = code;
       },
       (err: unknown) => {
-        process.stderr.write(`check-config failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.stderr.write(
+          `check-config failed: ${err instanceof Error ? err.message : String(err)}\n`,
+        );
         process.exitCode = 1;
       },
     );

@@ -24,7 +24,12 @@ import {
 } from 'prom-client';
 import { isWorkerToPrimary } from '../shared/ipc.js';
 import type { BuildInfo } from '../shared/build-info.js';
-import { DROPPED_DEFAULT_METRICS, EVENT_LOOP_MONITORING_PRECISION_MS, FINAL_SNAPSHOT_ID, PRIMARY_METRICS } from '../shared/metrics.js';
+import {
+  DROPPED_DEFAULT_METRICS,
+  EVENT_LOOP_MONITORING_PRECISION_MS,
+  FINAL_SNAPSHOT_ID,
+  PRIMARY_METRICS,
+} from '../shared/metrics.js';
 
 type MetricJson = MetricObjectWithValues<MetricValue<string>>;
 
@@ -34,7 +39,13 @@ interface PendingCollection {
 }
 
 function isMetricList(value: unknown): value is MetricJson[] {
-  return Array.isArray(value) && value.every((m) => typeof m === 'object' && m !== null && typeof (m as { name?: unknown }).name === 'string');
+  return (
+    Array.isArray(value) &&
+    value.every(
+      (m) =>
+        typeof m === 'object' && m !== null && typeof (m as { name?: unknown }).name === 'string',
+    )
+  );
 }
 
 /** prom-client's d.ts types `type` as a numeric enum; its JSON carries 'counter', 'gauge', …. */
@@ -48,7 +59,9 @@ function typeOf(metric: MetricJson): string {
  * samples would read `bridge_http_requests_total_total`.
  */
 function openMetricsNames(metrics: readonly MetricJson[]): MetricJson[] {
-  return metrics.map((m) => (typeOf(m) === 'counter' ? { ...m, name: m.name.replace(/_total$/, '') } : m));
+  return metrics.map((m) =>
+    typeOf(m) === 'counter' ? { ...m, name: m.name.replace(/_total$/, '') } : m,
+  );
 }
 
 export class MetricsAggregator {
@@ -74,14 +87,27 @@ export class MetricsAggregator {
   constructor(workerCount: () => number, build: BuildInfo) {
     const registers = [this.#registry];
     const m = PRIMARY_METRICS;
-    new Gauge({ ...m.workers, labelNames: [], registers, collect() { this.set(workerCount()); } });
-    new Gauge({ ...m.buildInfo, labelNames: [...m.buildInfo.labelNames], registers }).set({ version: build.version, node: build.node, uws: build.uws }, 1);
+    new Gauge({
+      ...m.workers,
+      labelNames: [],
+      registers,
+      collect() {
+        this.set(workerCount());
+      },
+    });
+    new Gauge({ ...m.buildInfo, labelNames: [...m.buildInfo.labelNames], registers }).set(
+      { version: build.version, node: build.node, uws: build.uws },
+      1,
+    );
     this.#reloadSuccess = new Gauge({ ...m.reloadSuccess, labelNames: [], registers });
     this.#reloadSuccessTime = new Gauge({ ...m.reloadSuccessTime, labelNames: [], registers });
     this.configLoaded(true);
     this.#restarts = new Counter({ ...m.workerRestarts, labelNames: [], registers });
     this.#scrapeErrors = new Counter({ ...m.scrapeErrors, labelNames: [], registers });
-    collectDefaultMetrics({ register: this.#registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
+    collectDefaultMetrics({
+      register: this.#registry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS,
+    });
     for (const name of DROPPED_DEFAULT_METRICS) this.#registry.removeSingleMetric(name);
     // The whole IPC round trip is ours (as in prom-client's cluster.js): answers by their id,
     // the unasked final snapshot of a draining worker by the worker that sent it.
@@ -133,7 +159,9 @@ export class MetricsAggregator {
     this.#compacting = true;
     try {
       const n = this.#retired.length;
-      const merged = await AggregatorRegistry.aggregate(this.#retired.slice(0, n)).getMetricsAsJSON();
+      const merged = await AggregatorRegistry.aggregate(
+        this.#retired.slice(0, n),
+      ).getMetricsAsJSON();
       this.#retired = [merged, ...this.#retired.slice(n)];
     } finally {
       this.#compacting = false;
@@ -159,7 +187,11 @@ export class MetricsAggregator {
   }
 
   /** Collects from `workers` (at most `deadlineMs`) and renders the merged exposition. */
-  async collect(workers: readonly Worker[], deadlineMs: number, contentType: string): Promise<string> {
+  async collect(
+    workers: readonly Worker[],
+    deadlineMs: number,
+    contentType: string,
+  ): Promise<string> {
     const answers = await Promise.all(
       workers.map(async (worker) => {
         // A worker that is exiting is not a scrape failure: its counts are (or will be) retired.
@@ -177,12 +209,20 @@ export class MetricsAggregator {
       this.#last.set(worker.id, fresh);
       return fresh;
     });
-    const merged = await AggregatorRegistry.aggregate([own, ...this.#retired, ...snapshots]).getMetricsAsJSON();
+    const merged = await AggregatorRegistry.aggregate([
+      own,
+      ...this.#retired,
+      ...snapshots,
+    ]).getMetricsAsJSON();
     const monotonic = this.#monotonic(merged);
     const openMetrics = contentType === Registry.OPENMETRICS_CONTENT_TYPE;
     // Aggregating a single list only re-wraps it, to render it.
-    const out = AggregatorRegistry.aggregate([openMetrics ? openMetricsNames(monotonic) : monotonic]);
-    out.setContentType(openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE);
+    const out = AggregatorRegistry.aggregate([
+      openMetrics ? openMetricsNames(monotonic) : monotonic,
+    ]);
+    out.setContentType(
+      openMetrics ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE,
+    );
     return out.metrics();
   }
 

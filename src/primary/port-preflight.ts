@@ -8,7 +8,10 @@ import { createServer } from 'node:net';
 
 class PortInUseError extends Error {
   constructor(host: string, port: number, options?: ErrorOptions) {
-    super(`${host}:${port} is already in use by another process; refusing to share it (SO_REUSEPORT would split traffic)`, options);
+    super(
+      `${host}:${port} is already in use by another process; refusing to share it (SO_REUSEPORT would split traffic)`,
+      options,
+    );
     this.name = 'PortInUseError';
   }
 }

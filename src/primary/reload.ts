@@ -10,10 +10,15 @@
 import type { Config } from '../shared/config-schema.js';
 import type { Fork, Supervisor } from './supervisor.js';
 
-export type ReloadResult = { readonly ok: true } | { readonly ok: false; readonly reasons: readonly string[] };
+export type ReloadResult =
+  { readonly ok: true } | { readonly ok: false; readonly reasons: readonly string[] };
 
 /** Why each replacement that is not listening is not: its error, else the broker's complaint it reported. */
-function reasonsOf(replacements: readonly Fork[], settled: ReadonlyMap<Fork, Error | undefined>, timeoutMs: number): string[] {
+function reasonsOf(
+  replacements: readonly Fork[],
+  settled: ReadonlyMap<Fork, Error | undefined>,
+  timeoutMs: number,
+): string[] {
   const reasons: string[] = [];
   for (const fork of replacements) {
     const err = settled.get(fork);
@@ -25,7 +30,12 @@ function reasonsOf(replacements: readonly Fork[], settled: ReadonlyMap<Fork, Err
   return reasons;
 }
 
-export async function reloadWorkers(supervisor: Supervisor, next: Config, port: number, timeoutMs: number): Promise<ReloadResult> {
+export async function reloadWorkers(
+  supervisor: Supervisor,
+  next: Config,
+  port: number,
+  timeoutMs: number,
+): Promise<ReloadResult> {
   const replacements = supervisor.forkReplacements(next, port, timeoutMs);
   const settled = new Map<Fork, Error | undefined>();
   const outcomes = replacements.map((fork) =>

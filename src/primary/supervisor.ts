@@ -56,7 +56,13 @@ export interface SupervisorEvents {
   'worker-status': [slot: number];
   'worker-exit': [exit: WorkerExit];
   /** Killed after `silentMs` without a state report; its slot is reforked as after a crash. */
-  'worker-hung': [hung: { readonly slot: number; readonly workerPid: number | undefined; readonly silentMs: number }];
+  'worker-hung': [
+    hung: {
+      readonly slot: number;
+      readonly workerPid: number | undefined;
+      readonly silentMs: number;
+    },
+  ];
   refork: [refork: { readonly slot: number; readonly delayMs: number }];
   'refork-failed': [failure: { readonly slot: number; readonly err: unknown }];
   /** Too many deaths too fast: main.ts exits so that systemd restarts the service. */
@@ -141,7 +147,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #launch(slot: Slot): Promise<Worker> {
     const fork = this.#fork(slot, this.#config, this.#port, false, LISTEN_DEADLINE_MS);
     return fork.listening.then(() => {
-      if (fork.worker.isDead()) throw new Error(`worker ${slot.index} exited as it started listening`);
+      if (fork.worker.isDead())
+        throw new Error(`worker ${slot.index} exited as it started listening`);
       if (slot.worker !== undefined) {
         // A reload's replacement took the slot meanwhile (this was a refork with the old config).
         this.#retire(fork.worker);
@@ -173,13 +180,24 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const deadline = setTimeout(() => {
       if (listened) return;
       this.#retire(worker);
-      rejectListening(new Error(`worker ${slot.index} did not ${strict ? 'connect and listen' : 'listen'} within ${deadlineMs} ms`));
+      rejectListening(
+        new Error(
+          `worker ${slot.index} did not ${strict ? 'connect and listen' : 'listen'} within ${deadlineMs} ms`,
+        ),
+      );
     }, deadlineMs);
     worker.on('message', (msg: unknown) => {
       if (!isWorkerToPrimary(msg)) return;
       switch (msg.type) {
         case 'bridge:hello': {
-          const start: PrimaryToWorker = { type: 'bridge:start', config, slot: slot.index, port, allowFallback: this.#allowFallback, listenWhenConnected: strict };
+          const start: PrimaryToWorker = {
+            type: 'bridge:start',
+            config,
+            slot: slot.index,
+            port,
+            allowFallback: this.#allowFallback,
+            listenWhenConnected: strict,
+          };
           worker.send(start);
           break;
         }
@@ -214,8 +232,20 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     worker.on('exit', (code, signal) => {
       clearTimeout(deadline);
       const expected = this.#retiring.delete(worker) || this.#stopping;
-      this.emit('worker-exit', { slot: slot.index, workerPid: worker.process.pid, workerId: worker.id, code, signal, expected });
-      if (!listened) rejectListening(new Error(`worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`));
+      this.emit('worker-exit', {
+        slot: slot.index,
+        workerPid: worker.process.pid,
+        workerId: worker.id,
+        code,
+        signal,
+        expected,
+      });
+      if (!listened)
+        rejectListening(
+          new Error(
+            `worker ${slot.index} exited (code ${code}, signal ${signal}) before listening`,
+          ),
+        );
       if (slot.worker !== worker) return;
       slot.worker = undefined;
       slot.status = undefined;
@@ -245,7 +275,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (this.#stopping || slot.worker !== undefined) return;
-      this.#launch(slot).catch((err: unknown) => this.emit('refork-failed', { slot: slot.index, err }));
+      this.#launch(slot).catch((err: unknown) =>
+        this.emit('refork-failed', { slot: slot.index, err }),
+      );
     }, delayMs);
   }
 
@@ -301,7 +333,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Drains (or kills, when stuck) replacements of a reload that is abandoned. */
   async abandon(replacements: readonly Fork[]): Promise<void> {
     for (const fork of replacements) this.#retire(fork.worker);
-    await Promise.all(replacements.map((fork) => this.#awaitExit(fork.worker, this.#config.shutdownTimeoutMs + 2000)));
+    await Promise.all(
+      replacements.map((fork) =>
+        this.#awaitExit(fork.worker, this.#config.shutdownTimeoutMs + 2000),
+      ),
+    );
   }
 
   /** Drains every worker; resolves true when all exited 0 within the deadline. */

@@ -17,7 +17,13 @@ export interface BuildInfo {
 function versionIn(file: string): string {
   try {
     const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
-    if (typeof parsed === 'object' && parsed !== null && 'version' in parsed && typeof parsed.version === 'string') return parsed.version;
+    if (
+      typeof parsed === 'object' &&
+      parsed !== null &&
+      'version' in parsed &&
+      typeof parsed.version === 'string'
+    )
+      return parsed.version;
   } catch {
     // not there: an unusual layout
   }
@@ -28,7 +34,11 @@ export function buildInfo(uwsNative: boolean): BuildInfo {
   // dist/src/shared/build-info.js → the project root (installs keep package.json beside dist/).
   const version = versionIn(fileURLToPath(new URL('../../../package.json', import.meta.url)));
   const uwsPackage = createRequire(import.meta.url).resolve('uWebSockets.js/package.json');
-  return { version, node: process.version, uws: `${versionIn(uwsPackage)} ${uwsNative ? 'native' : 'js-fallback'}` };
+  return {
+    version,
+    node: process.version,
+    uws: `${versionIn(uwsPackage)} ${uwsNative ? 'native' : 'js-fallback'}`,
+  };
 }
 
 export function versionLine(info: BuildInfo): string {

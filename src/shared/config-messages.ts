@@ -32,7 +32,8 @@ function kindOf(value: unknown): string {
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a map';
   if (typeof value === 'string') return `the string "${value}"`;
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return `${typeof value} ${String(value)}`;
   return typeof value;
 }
 
@@ -44,7 +45,11 @@ function distance(a: string, b: string): number {
     row[0] = i;
     for (let j = 1; j <= b.length; j++) {
       const above = row[j] as number; // j <= b.length
-      row[j] = Math.min(above + 1, (row[j - 1] as number) + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row[j] = Math.min(
+        above + 1,
+        (row[j - 1] as number) + 1,
+        diagonal + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
       diagonal = above;
     }
   }
@@ -62,11 +67,17 @@ function closestKey(key: string, known: Iterable<string>): string | undefined {
       bestDistance = d;
     }
   }
-  return best !== undefined && bestDistance <= Math.max(1, Math.floor(key.length / 3)) ? best : undefined;
+  return best !== undefined && bestDistance <= Math.max(1, Math.floor(key.length / 3))
+    ? best
+    : undefined;
 }
 
 /** Every object key the schema knows anywhere (for suggestions). */
-export function schemaKeys(schema: unknown, into = new Set<string>(), seen = new Set<unknown>()): Set<string> {
+export function schemaKeys(
+  schema: unknown,
+  into = new Set<string>(),
+  seen = new Set<unknown>(),
+): Set<string> {
   if (typeof schema !== 'object' || schema === null || seen.has(schema)) return into;
   seen.add(schema);
   // zod 4 keeps each schema's definition in `_zod.def`: walk objects, arrays, unions and wrappers.
@@ -79,40 +90,69 @@ export function schemaKeys(schema: unknown, into = new Set<string>(), seen = new
       schemaKeys(child, into, seen);
     }
   }
-  for (const field of ['element', 'innerType', 'in', 'out', 'valueType']) schemaKeys(def[field], into, seen);
+  for (const field of ['element', 'innerType', 'in', 'out', 'valueType'])
+    schemaKeys(def[field], into, seen);
   const options = def['options'];
   if (Array.isArray(options)) for (const option of options) schemaKeys(option, into, seen);
   return into;
 }
 
 /** One schema issue as problems (an issue about several unknown keys is one problem per key). */
-export function describeIssue(issue: Issue, raw: unknown, knownKeys: ReadonlySet<string>): ConfigProblem[] {
+export function describeIssue(
+  issue: Issue,
+  raw: unknown,
+  knownKeys: ReadonlySet<string>,
+): ConfigProblem[] {
   const path = formatPath(issue.path);
   switch (issue.code) {
     case 'unrecognized_keys':
       return issue.keys.map((key) => {
         const suggestion = closestKey(key, knownKeys);
-        return { path: formatPath([...issue.path, key]), message: `unknown key${suggestion === undefined ? '' : `; did you mean ${suggestion}?`}` };
+        return {
+          path: formatPath([...issue.path, key]),
+          message: `unknown key${suggestion === undefined ? '' : `; did you mean ${suggestion}?`}`,
+        };
       });
     case 'invalid_union': {
-      const { discriminator, options } = issue as Issue & { discriminator?: unknown; options?: unknown };
+      const { discriminator, options } = issue as Issue & {
+        discriminator?: unknown;
+        options?: unknown;
+      };
       if (typeof discriminator === 'string' && Array.isArray(options)) {
         const value = valueAt(raw, issue.path);
         const choices = options.map(String).join(', ');
-        return [{ path, message: value === undefined ? `is required: one of ${choices}` : `${kindOf(value)} is not one of ${choices}` }];
+        return [
+          {
+            path,
+            message:
+              value === undefined
+                ? `is required: one of ${choices}`
+                : `${kindOf(value)} is not one of ${choices}`,
+          },
+        ];
       }
       return [{ path, message: issue.message }];
     }
     case 'invalid_type': {
       const value = valueAt(raw, issue.path);
       const expected = String(issue.expected);
-      const wanted = expected === 'array' ? 'a list' : expected === 'object' ? 'a map' : `a ${expected}`;
-      return [{ path, message: value === undefined ? `is required: ${wanted}` : `must be ${wanted}, not ${kindOf(value)}` }];
+      const wanted =
+        expected === 'array' ? 'a list' : expected === 'object' ? 'a map' : `a ${expected}`;
+      return [
+        {
+          path,
+          message:
+            value === undefined
+              ? `is required: ${wanted}`
+              : `must be ${wanted}, not ${kindOf(value)}`,
+        },
+      ];
     }
     case 'too_small': {
       const min = Number(issue.minimum);
       const bound = issue.inclusive === false ? `more than ${min}` : `at least ${min}`;
-      if (issue.origin === 'array') return [{ path, message: `needs ${bound} ${min === 1 ? 'entry' : 'entries'}` }];
+      if (issue.origin === 'array')
+        return [{ path, message: `needs ${bound} ${min === 1 ? 'entry' : 'entries'}` }];
       if (issue.origin === 'string') return [{ path, message: `must be ${bound} characters long` }];
       return [{ path, message: `must be ${bound}, not ${kindOf(valueAt(raw, issue.path))}` }];
     }
@@ -124,7 +164,12 @@ export function describeIssue(issue: Issue, raw: unknown, knownKeys: ReadonlySet
       return [{ path, message: `must be ${bound}, not ${kindOf(valueAt(raw, issue.path))}` }];
     }
     case 'invalid_value':
-      return [{ path, message: `must be one of ${issue.values.map(String).join(', ')}, not ${kindOf(valueAt(raw, issue.path))}` }];
+      return [
+        {
+          path,
+          message: `must be one of ${issue.values.map(String).join(', ')}, not ${kindOf(valueAt(raw, issue.path))}`,
+        },
+      ];
     default:
       return [{ path, message: issue.message }];
   }

@@ -24,7 +24,10 @@ const XML_NAME = /^[A-Za-z_:\u00C0-\uFFEF][\w.:\u00B7\u00C0-\uFFEF-]*$/;
 
 const hostPort = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'must be host:port, e.g. 0.0.0.0:8080', abort: true })
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, {
+    message: 'must be host:port, e.g. 0.0.0.0:8080',
+    abort: true,
+  })
   .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535');
 
 const amqpUrl = z
@@ -58,9 +61,13 @@ const routingKeyTemplate = z
       const ok =
         steps[0] === '' &&
         steps.length >= 2 &&
-        steps.slice(1).every((s, i, all) =>
-          i === all.length - 1 && s.startsWith('@') ? XML_NAME.test(s.slice(1)) : XML_NAME.test(s),
-        );
+        steps
+          .slice(1)
+          .every((s, i, all) =>
+            i === all.length - 1 && s.startsWith('@')
+              ? XML_NAME.test(s.slice(1))
+              : XML_NAME.test(s),
+          );
       if (!ok) {
         ctx.addIssue({
           code: 'custom',
@@ -75,13 +82,19 @@ const routingKeyTemplate = z
 
 const routePath = z
   .string()
-  .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/, 'must start with / and contain only URL path characters')
+  .regex(
+    /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/,
+    'must start with / and contain only URL path characters',
+  )
   .refine((s) => !s.includes('*'), 'wildcards are not supported: list each path');
 
 const routeCommon = {
   path: routePath,
   /** Name used in metrics labels and logs; defaults to the path. */
-  name: z.string().regex(/^[A-Za-z0-9_./-]{1,64}$/).optional(),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_./-]{1,64}$/)
+    .optional(),
   forwardHeaders: z.array(forwardHeaderName).max(16).default([]),
 };
 
@@ -212,14 +225,22 @@ export const configSchema = z
         if (typeof path !== 'string') return;
         const firstPath = seenPaths.get(path);
         if (firstPath !== undefined) {
-          ctx.addIssue({ code: 'custom', path: ['routes', i, 'path'], message: `duplicates routes[${firstPath}].path` });
+          ctx.addIssue({
+            code: 'custom',
+            path: ['routes', i, 'path'],
+            message: `duplicates routes[${firstPath}].path`,
+          });
           return;
         }
         seenPaths.set(path, i);
         const label = typeof name === 'string' ? name : path;
         const firstName = seenNames.get(label);
         if (firstName !== undefined) {
-          ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `name "${label}" is also used by routes[${firstName}]` });
+          ctx.addIssue({
+            code: 'custom',
+            path: ['routes', i, 'name'],
+            message: `name "${label}" is also used by routes[${firstName}]`,
+          });
         }
         seenNames.set(label, i);
       });
@@ -227,7 +248,11 @@ export const configSchema = z
     {
       when: (payload) => {
         const value: unknown = payload.value;
-        return typeof value === 'object' && value !== null && Array.isArray((value as { routes?: unknown }).routes); // narrowed just above
+        return (
+          typeof value === 'object' &&
+          value !== null &&
+          Array.isArray((value as { routes?: unknown }).routes)
+        ); // narrowed just above
       },
     },
   );

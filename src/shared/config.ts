@@ -50,7 +50,10 @@ export function parseConfigText(text: string, source: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
-      doc.errors.map((e) => ({ path: source, message: (e.message.split('\n')[0] ?? e.message).replace(/:$/, '') })),
+      doc.errors.map((e) => ({
+        path: source,
+        message: (e.message.split('\n')[0] ?? e.message).replace(/:$/, ''),
+      })),
     );
   }
   return doc.toJS({ maxAliasCount: 100 }) as unknown;
@@ -60,7 +63,10 @@ export function parseConfigText(text: string, source: string): unknown {
 export type EnvOrigins = ReadonlyMap<string, string>;
 
 /** Applies BRIDGE_* overrides onto a raw (unvalidated) config object. */
-export function applyEnvOverrides(raw: unknown, env: Env): { raw: unknown; problems: ConfigProblem[]; origins: EnvOrigins } {
+export function applyEnvOverrides(
+  raw: unknown,
+  env: Env,
+): { raw: unknown; problems: ConfigProblem[]; origins: EnvOrigins } {
   const problems: ConfigProblem[] = [];
   const origins = new Map<string, string>();
   const out: Record<string, unknown> = isRecord(raw) ? structuredClone(raw) : {};
@@ -75,7 +81,10 @@ export function applyEnvOverrides(raw: unknown, env: Env): { raw: unknown; probl
         continue;
       }
     } else if (name === 'BRIDGE_AMQP_URLS') {
-      parsed = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      parsed = value
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
     }
     let target = out;
     for (const key of path.slice(0, -1)) {
@@ -106,7 +115,8 @@ const SECRET_FILE_PREFIX = 'file:';
 export type SecretSources = ReadonlyMap<string, string | undefined>;
 
 function errnoCode(err: unknown): string {
-  const code: unknown = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined; // Node fs errors carry a string code
+  const code: unknown =
+    typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined; // Node fs errors carry a string code
   return typeof code === 'string' ? code : String(err);
 }
 
@@ -117,10 +127,14 @@ function errnoCode(err: unknown): string {
  * $CREDENTIALS_DIRECTORY. Surrounding whitespace (the final newline) is dropped. Problems name the
  * file, never its content.
  */
-export function resolveSecretFiles(raw: unknown, env: Env): { raw: unknown; problems: ConfigProblem[]; sources: SecretSources } {
+export function resolveSecretFiles(
+  raw: unknown,
+  env: Env,
+): { raw: unknown; problems: ConfigProblem[]; sources: SecretSources } {
   const problems: ConfigProblem[] = [];
   const sources = new Map<string, string | undefined>();
-  if (!isRecord(raw) || !isRecord(raw['amqp']) || !Array.isArray(raw['amqp']['urls'])) return { raw, problems, sources };
+  if (!isRecord(raw) || !isRecord(raw['amqp']) || !Array.isArray(raw['amqp']['urls']))
+    return { raw, problems, sources };
   const out = structuredClone(raw);
   const urls = (out['amqp'] as { urls: unknown[] }).urls; // checked on `raw` just above; a clone has the same shape
   const credentials = env['CREDENTIALS_DIRECTORY'];
@@ -151,7 +165,11 @@ export function resolveSecretFiles(raw: unknown, env: Env): { raw: unknown; prob
       return;
     }
     if (value === '') problems.push({ path: at, message: `secret file ${file} is empty` });
-    else if (/[\r\n]/.test(value)) problems.push({ path: at, message: `secret file ${file} must hold one value on a single line` });
+    else if (/[\r\n]/.test(value))
+      problems.push({
+        path: at,
+        message: `secret file ${file} must hold one value on a single line`,
+      });
     else {
       urls[i] = value;
       sources.set(at, file);
@@ -184,7 +202,11 @@ export function validateConfig(
         if (!sources.has(path)) problems.push({ path: fromEnv ?? path, message });
         else {
           const file = sources.get(path);
-          if (file !== undefined) problems.push({ path: fromEnv ?? path, message: `${message} (value read from ${file})` });
+          if (file !== undefined)
+            problems.push({
+              path: fromEnv ?? path,
+              message: `${message} (value read from ${file})`,
+            });
         }
       }
     }
@@ -203,7 +225,12 @@ export function loadConfig(file: string, env: Env = process.env): Config {
   }
   const overridden = applyEnvOverrides(parseConfigText(text, file), env);
   const secrets = resolveSecretFiles(overridden.raw, env);
-  return validateConfig(secrets.raw, [...overridden.problems, ...secrets.problems], secrets.sources, overridden.origins);
+  return validateConfig(
+    secrets.raw,
+    [...overridden.problems, ...secrets.problems],
+    secrets.sources,
+    overridden.origins,
+  );
 }
 
 /** The worker count `workers: auto` resolves to on this machine. */

@@ -24,7 +24,12 @@ export interface ErrorSpec {
   readonly retry: RetryAdvice;
 }
 
-const spec = (status: number, title: string, publishOutcome: PublishOutcome | undefined, retry: RetryAdvice): ErrorSpec => ({
+const spec = (
+  status: number,
+  title: string,
+  publishOutcome: PublishOutcome | undefined,
+  retry: RetryAdvice,
+): ErrorSpec => ({
   status,
   title,
   publishOutcome,
@@ -89,7 +94,8 @@ function problemType(code: ErrorCode): string {
 }
 
 /** Why the XML layer refused a body; also the `reason` label of `bridge_xml_rejected_total`. */
-export type XmlRejectReason = 'malformed' | 'too-deep' | 'doctype' | 'encoding' | 'routing-key' | 'empty';
+export type XmlRejectReason =
+  'malformed' | 'too-deep' | 'doctype' | 'encoding' | 'routing-key' | 'empty';
 
 export class XmlError extends BridgeError {
   readonly reason: XmlRejectReason;

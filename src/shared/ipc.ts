@@ -46,11 +46,18 @@ export type WorkerToPrimary =
   | { readonly type: 'bridge:metrics'; readonly id: number; readonly metrics: unknown };
 
 function hasType(msg: unknown): msg is { type: string } {
-  return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string';
+  return (
+    typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string'
+  );
 }
 
 export function isPrimaryToWorker(msg: unknown): msg is PrimaryToWorker {
-  return hasType(msg) && (msg.type === 'bridge:start' || msg.type === 'bridge:drain' || msg.type === 'bridge:metrics-req');
+  return (
+    hasType(msg) &&
+    (msg.type === 'bridge:start' ||
+      msg.type === 'bridge:drain' ||
+      msg.type === 'bridge:metrics-req')
+  );
 }
 
 export function isWorkerToPrimary(msg: unknown): msg is WorkerToPrimary {

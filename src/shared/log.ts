@@ -28,7 +28,11 @@ function serialize(value: unknown, depth = 0): unknown {
   if (typeof value !== 'object' || value === null) return value;
   if (depth >= MAX_DEPTH) return '[too deep]';
   if (value instanceof Error) {
-    const out: Record<string, unknown> = { type: value.name, message: redactUrl(value.message), stack: value.stack && redactUrl(value.stack) };
+    const out: Record<string, unknown> = {
+      type: value.name,
+      message: redactUrl(value.message),
+      stack: value.stack && redactUrl(value.stack),
+    };
     if (value.cause !== undefined) out['cause'] = serialize(value.cause, depth + 1);
     return out;
   }
@@ -37,7 +41,8 @@ function serialize(value: unknown, depth = 0): unknown {
   // Class instances (Buffer, Date…) keep their own JSON form.
   if (proto !== Object.prototype && proto !== null) return value;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = isSensitiveKey(k) ? REDACTED : serialize(v, depth + 1);
+  for (const [k, v] of Object.entries(value))
+    out[k] = isSensitiveKey(k) ? REDACTED : serialize(v, depth + 1);
   return out;
 }
 
@@ -49,8 +54,15 @@ export function createLogger(
   const min = LEVELS[minLevel];
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
     if (LEVELS[level] < min) return;
-    const record: Record<string, unknown> = { time: Date.now(), level, pid: process.pid, ...bindings };
-    if (fields) for (const [k, v] of Object.entries(fields)) record[k] = isSensitiveKey(k) ? REDACTED : serialize(v);
+    const record: Record<string, unknown> = {
+      time: Date.now(),
+      level,
+      pid: process.pid,
+      ...bindings,
+    };
+    if (fields)
+      for (const [k, v] of Object.entries(fields))
+        record[k] = isSensitiveKey(k) ? REDACTED : serialize(v);
     record['msg'] = redactUrl(msg);
     write(`${JSON.stringify(record)}\n`);
   };

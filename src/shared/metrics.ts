@@ -5,7 +5,9 @@
  */
 
 /** Sub-millisecond to 10 s: a bridge answers in ~1 ms when healthy and gives up at its timeouts. */
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 /** 64 B to 16 MiB. */
 const SIZE_BUCKETS = [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216];
 
@@ -140,7 +142,11 @@ export const UNMATCHED_ROUTE = 'unmatched';
  * which `promtool check metrics` rejects ("non-counter metrics should not have _total suffix");
  * the same counts stay available, by type, in `nodejs_active_handles` and its siblings.
  */
-export const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+export const DROPPED_DEFAULT_METRICS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+] as const;
 
 /**
  * The `bridge:metrics` id of the snapshot a worker sends unasked at the end of its drain, so a

@@ -22,7 +22,8 @@ export function accessLog(log: Logger, options: AccessLogOptions): (r: RequestRe
   let heldBack = 0;
   /** Reports what the window held back once it ends (a timer only while something was). */
   const report = (): void => {
-    if (heldBack > 0) log.warn('access lines held back', { count: heldBack, errorAccessLogPerSecond: perSecond });
+    if (heldBack > 0)
+      log.warn('access lines held back', { count: heldBack, errorAccessLogPerSecond: perSecond });
     heldBack = 0;
   };
   const errorLineAllowed = (now: number): boolean => {
@@ -40,7 +41,9 @@ export function accessLog(log: Logger, options: AccessLogOptions): (r: RequestRe
   };
   return (r) => {
     const failed = r.status < 200 || r.status >= 300;
-    const write = failed ? perSecond > 0 && errorLineAllowed(performance.now()) : sampleRate > 0 && Math.random() < sampleRate;
+    const write = failed
+      ? perSecond > 0 && errorLineAllowed(performance.now())
+      : sampleRate > 0 && Math.random() < sampleRate;
     if (!write) return;
     const err = r.error;
     const fields = {
@@ -52,7 +55,12 @@ export function accessLog(log: Logger, options: AccessLogOptions): (r: RequestRe
       method: r.method,
       path: r.path,
       client: r.client,
-      ...(err === undefined ? {} : { code: err.code, reason: err instanceof XmlError ? `${err.title} (${err.reason})` : err.title }),
+      ...(err === undefined
+        ? {}
+        : {
+            code: err.code,
+            reason: err instanceof XmlError ? `${err.title} (${err.reason})` : err.title,
+          }),
     };
     if (r.status >= 500) log.warn('access', fields);
     else log.info('access', fields);

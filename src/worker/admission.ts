@@ -44,15 +44,25 @@ export class Admission {
   admit(): BridgeError | undefined {
     const link = this.#link;
     if (link.state === 'blocked') {
-      return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'the broker is blocking publishers (memory or disk alarm)');
+      return new BridgeError(
+        'BRIDGE_BROKER_UNAVAILABLE',
+        'the broker is blocking publishers (memory or disk alarm)',
+      );
     }
-    if (!link.ready && !link.reopening) return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
+    if (!link.ready && !link.reopening)
+      return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
     if (this.#active >= this.#maxInFlight) {
-      return new BridgeError('BRIDGE_OVERLOADED', `maxInFlight (${this.#maxInFlight}) requests are in flight`);
+      return new BridgeError(
+        'BRIDGE_OVERLOADED',
+        `maxInFlight (${this.#maxInFlight}) requests are in flight`,
+      );
     }
     const since = this.#publisher.oldestWaitingSince;
     if (since !== undefined && performance.now() - since > this.#confirmBacklogMs) {
-      return new BridgeError('BRIDGE_OVERLOADED', `the broker is slow to confirm: a publish has waited more than ${this.#confirmBacklogMs} ms`);
+      return new BridgeError(
+        'BRIDGE_OVERLOADED',
+        `the broker is slow to confirm: a publish has waited more than ${this.#confirmBacklogMs} ms`,
+      );
     }
     this.#active += 1;
     this.#lastAdmitted = performance.now();

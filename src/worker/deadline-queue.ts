@@ -35,9 +35,11 @@ export class DeadlineQueue<T extends Expiring> {
   /** Adds an item; items must come in deadline order (same timeout, added as they start). */
   add(item: T): void {
     // Most items finish before the next one comes (a body that arrived with its head): drop them.
-    while (this.#head < this.#items.length && (this.#items[this.#head] as T).finished) this.#head += 1; // head < length
+    while (this.#head < this.#items.length && (this.#items[this.#head] as T).finished)
+      this.#head += 1; // head < length
     this.#items.push(item);
-    if (this.#timer === undefined) this.#arm(Math.min(item.deadline, performance.now() + COMPACT_MS));
+    if (this.#timer === undefined)
+      this.#arm(Math.min(item.deadline, performance.now() + COMPACT_MS));
   }
 
   /** Items not dropped yet (finished ones included). */

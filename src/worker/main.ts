@@ -6,7 +6,12 @@ import { once } from 'node:events';
 import process from 'node:process';
 import { splitHostPort } from '../shared/host-port.js';
 import type { Config } from '../shared/config-schema.js';
-import { isPrimaryToWorker, WORKER_HEARTBEAT_MS, type WorkerStatus, type WorkerToPrimary } from '../shared/ipc.js';
+import {
+  isPrimaryToWorker,
+  WORKER_HEARTBEAT_MS,
+  type WorkerStatus,
+  type WorkerToPrimary,
+} from '../shared/ipc.js';
 import { createLogger } from '../shared/log.js';
 import { redactUrl } from '../shared/redact.js';
 import { loadUws } from '../shared/uws.js';
@@ -36,11 +41,20 @@ function send(msg: WorkerToPrimary): void {
   if (process.connected) process.send?.(msg);
 }
 
-async function start(config: Config, slot: number, port: number, allowFallback: boolean, listenWhenConnected: boolean): Promise<void> {
+async function start(
+  config: Config,
+  slot: number,
+  port: number,
+  allowFallback: boolean,
+  listenWhenConnected: boolean,
+): Promise<void> {
   log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
   const { uws, native } = loadUws();
   if (!native && !allowFallback) {
-    send({ type: 'bridge:fatal', detail: 'uWebSockets.js native binary did not load (JS fallback refused)' });
+    send({
+      type: 'bridge:fatal',
+      detail: 'uWebSockets.js native binary did not load (JS fallback refused)',
+    });
     process.exit(78);
   }
 
@@ -65,7 +79,12 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
   let problem: string | undefined;
 
   const report = (): void => {
-    const status: WorkerStatus = { listening, amqp: link.state, draining, ...(problem === undefined ? {} : { problem }) };
+    const status: WorkerStatus = {
+      listening,
+      amqp: link.state,
+      draining,
+      ...(problem === undefined ? {} : { problem }),
+    };
     send({ type: 'bridge:status', status });
   };
   link.on('state', (state) => {
@@ -99,10 +118,17 @@ async function start(config: Config, slot: number, port: number, allowFallback: 
     records,
     onBug: (err, requestId) => log.error('bug while handling a request', { err, requestId }),
     onBody: config.logging.debugBodies
-      ? (requestId, route, received) => log.debug('request body', { requestId, route, body: received.body.toString('utf8', 0, DEBUG_BODY_BYTES) })
+      ? (requestId, route, received) =>
+          log.debug('request body', {
+            requestId,
+            route,
+            body: received.body.toString('utf8', 0, DEBUG_BODY_BYTES),
+          })
       : undefined,
   });
-  const server = new HttpServer(uws, pipeline.handle, (err) => log.error('bug while handling a request', { err }));
+  const server = new HttpServer(uws, pipeline.handle, (err) =>
+    log.error('bug while handling a request', { err }),
+  );
 
   let drained: Promise<void> | undefined;
   const shutdown = (why: string): Promise<void> =>
@@ -179,9 +205,11 @@ process.once('message', (msg: unknown) => {
     log.fatal('first IPC message was not bridge:start');
     process.exit(1);
   }
-  start(msg.config, msg.slot, msg.port, msg.allowFallback, msg.listenWhenConnected).catch((err: unknown) => {
-    log.fatal('worker failed to start', { err });
-    process.exit(1);
-  });
+  start(msg.config, msg.slot, msg.port, msg.allowFallback, msg.listenWhenConnected).catch(
+    (err: unknown) => {
+      log.fatal('worker failed to start', { err });
+      process.exit(1);
+    },
+  );
 });
 send({ type: 'bridge:hello' });

@@ -33,7 +33,11 @@ export function answerMetricsRequests(metrics: WorkerMetrics, log: Logger): void
 export async function sendFinalSnapshot(metrics: WorkerMetrics, log: Logger): Promise<void> {
   if (!process.connected) return;
   try {
-    const msg: WorkerToPrimary = { type: 'bridge:metrics', id: FINAL_SNAPSHOT_ID, metrics: await metrics.snapshot() };
+    const msg: WorkerToPrimary = {
+      type: 'bridge:metrics',
+      id: FINAL_SNAPSHOT_ID,
+      metrics: await metrics.snapshot(),
+    };
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, FINAL_SNAPSHOT_DEADLINE_MS);
       const done = (): void => {

@@ -9,7 +9,13 @@
  */
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { XmlError } from '../shared/errors.js';
-import { DROPPED_DEFAULT_METRICS, EVENT_LOOP_MONITORING_PRECISION_MS, UNMATCHED_ROUTE, WORKER_METRICS, type MetricDef } from '../shared/metrics.js';
+import {
+  DROPPED_DEFAULT_METRICS,
+  EVENT_LOOP_MONITORING_PRECISION_MS,
+  UNMATCHED_ROUTE,
+  WORKER_METRICS,
+  type MetricDef,
+} from '../shared/metrics.js';
 import type { PublishOutcome, ReplyOutcome } from '../shared/types.js';
 import type { RecordObserver, RequestRecord } from './request.js';
 
@@ -93,18 +99,44 @@ class HistogramTable {
       let acc = 0;
       c.bounds.forEach((le, i) => {
         acc += c.counts[i] as number; // i < bounds.length
-        values.push({ value: acc, metricName: `${name}_bucket`, exemplar: null, labels: { le, ...c.labels } });
+        values.push({
+          value: acc,
+          metricName: `${name}_bucket`,
+          exemplar: null,
+          labels: { le, ...c.labels },
+        });
       });
-      values.push({ value: c.count, metricName: `${name}_bucket`, exemplar: null, labels: { le: '+Inf', ...c.labels } });
-      values.push({ value: c.sum, metricName: `${name}_sum`, exemplar: undefined, labels: { ...c.labels } });
-      values.push({ value: c.count, metricName: `${name}_count`, exemplar: undefined, labels: { ...c.labels } });
+      values.push({
+        value: c.count,
+        metricName: `${name}_bucket`,
+        exemplar: null,
+        labels: { le: '+Inf', ...c.labels },
+      });
+      values.push({
+        value: c.sum,
+        metricName: `${name}_sum`,
+        exemplar: undefined,
+        labels: { ...c.labels },
+      });
+      values.push({
+        value: c.count,
+        metricName: `${name}_count`,
+        exemplar: undefined,
+        labels: { ...c.labels },
+      });
     }
     return { name, help: this.def.help, type: 'histogram', values, aggregator: 'sum' };
   }
 }
 
 function gaugeJson(def: MetricDef, value: number): MetricJson {
-  return { help: def.help, name: def.name, type: 'gauge', values: [{ value, labels: {} }], aggregator: 'sum' };
+  return {
+    help: def.help,
+    name: def.name,
+    type: 'gauge',
+    values: [{ value, labels: {} }],
+    aggregator: 'sum',
+  };
 }
 
 function cached<K, V>(cache: Map<K, V>, key: K, make: () => V): V {
@@ -142,19 +174,27 @@ class RouteCells {
   }
 
   requests(status: number): CounterCell {
-    return cached(this.#requests, status, () => this.#m.tables.requests.cell({ route: this.#route, status: String(status) }));
+    return cached(this.#requests, status, () =>
+      this.#m.tables.requests.cell({ route: this.#route, status: String(status) }),
+    );
   }
 
   publishes(outcome: PublishOutcome): CounterCell {
-    return cached(this.#publishes, outcome, () => this.#m.tables.publishes.cell({ route: this.#route, outcome }));
+    return cached(this.#publishes, outcome, () =>
+      this.#m.tables.publishes.cell({ route: this.#route, outcome }),
+    );
   }
 
   replies(outcome: ReplyOutcome): CounterCell {
-    return cached(this.#replies, outcome, () => this.#m.tables.replies.cell({ route: this.#route, outcome }));
+    return cached(this.#replies, outcome, () =>
+      this.#m.tables.replies.cell({ route: this.#route, outcome }),
+    );
   }
 
   xmlRejected(reason: string): CounterCell {
-    return cached(this.#xml, reason, () => this.#m.tables.xmlRejected.cell({ route: this.#route, reason }));
+    return cached(this.#xml, reason, () =>
+      this.#m.tables.xmlRejected.cell({ route: this.#route, reason }),
+    );
   }
 }
 
@@ -177,7 +217,10 @@ export class WorkerMetrics implements RecordObserver {
   constructor(live: LiveGauges) {
     this.#live = live;
     this.#confirm = this.tables.confirm.cell({});
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
+    collectDefaultMetrics({
+      register: this.registry,
+      eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS,
+    });
     for (const name of DROPPED_DEFAULT_METRICS) this.registry.removeSingleMetric(name);
   }
 

@@ -5,7 +5,13 @@
  * of them.
  */
 import { hostname } from 'node:os';
-import type { CeleryRouteConfig, Config, PublishRouteConfig, RouteConfig, RpcRouteConfig } from '../shared/config-schema.js';
+import type {
+  CeleryRouteConfig,
+  Config,
+  PublishRouteConfig,
+  RouteConfig,
+  RpcRouteConfig,
+} from '../shared/config-schema.js';
 import { celeryDestination, celeryTemplate } from './amqp/celery.js';
 import type { PublishTemplate } from './amqp/frames.js';
 import { routeTemplate } from './amqp/message.js';
@@ -28,7 +34,11 @@ export interface CompiledPublishRoute extends RouteBase {
   readonly mode: 'publish';
   readonly config: PublishRouteConfig;
   readonly routingKey: CompiledTemplate;
-  readonly success: { readonly status: number; readonly headers: HeaderList; readonly body: string };
+  readonly success: {
+    readonly status: number;
+    readonly headers: HeaderList;
+    readonly body: string;
+  };
 }
 
 export interface CompiledRpcRoute extends RouteBase {
@@ -48,7 +58,11 @@ export type CompiledRoute = CompiledPublishRoute | CompiledRpcRoute | CompiledCe
 /** Celery's `origin` header: who sent the task (what send_task writes: gen<pid>@<host>). */
 const CELERY_ORIGIN = `gen${process.pid}@${hostname()}`;
 
-function base(route: RouteConfig, template: PublishTemplate, extract: readonly string[]): RouteBase {
+function base(
+  route: RouteConfig,
+  template: PublishTemplate,
+  extract: readonly string[],
+): RouteBase {
   return {
     name: route.name ?? route.path,
     path: route.path,
@@ -63,18 +77,28 @@ function compileRoute(route: RouteConfig): CompiledRoute {
     case 'publish': {
       const routingKey = compileTemplate(route.routingKey);
       const headers: Array<readonly [string, string]> = [];
-      if (route.response?.contentType !== undefined) headers.push(['Content-Type', route.response.contentType]);
+      if (route.response?.contentType !== undefined)
+        headers.push(['Content-Type', route.response.contentType]);
       return {
         ...base(route, routeTemplate(route), routingKey.paths),
         mode: 'publish',
         config: route,
         routingKey,
-        success: { status: route.response?.status ?? 202, headers, body: route.response?.body ?? '' },
+        success: {
+          status: route.response?.status ?? 202,
+          headers,
+          body: route.response?.body ?? '',
+        },
       };
     }
     case 'rpc': {
       const routingKey = compileTemplate(route.routingKey);
-      return { ...base(route, routeTemplate(route), routingKey.paths), mode: 'rpc', config: route, routingKey };
+      return {
+        ...base(route, routeTemplate(route), routingKey.paths),
+        mode: 'rpc',
+        config: route,
+        routingKey,
+      };
     }
     case 'celery':
       return {

@@ -7,26 +7,55 @@ import { after, before, describe, it } from 'node:test';
 import type { ConsumeMessage, GetMessage } from 'amqplib';
 import { baseConfig, startBridge, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
-import { celeryReadsInstant, startCeleryWorker, type CeleryWorker } from '../helpers/celery-worker.js';
-import { assertProblem, assertRequestId, header, isUuid, send, type Reply } from '../helpers/publish-http.js';
+import {
+  celeryReadsInstant,
+  startCeleryWorker,
+  type CeleryWorker,
+} from '../helpers/celery-worker.js';
+import {
+  assertProblem,
+  assertRequestId,
+  header,
+  isUuid,
+  send,
+  type Reply,
+} from '../helpers/publish-http.js';
 
 const CJK_ORDER = '<order><名前>山田太郎</名前><note>支付测试 ✓</note></order>';
 const GBK_DECL = '<?xml version="1.0" encoding="GBK"?>';
 /** "山田太郎 支付测试" in GBK (from Python's str.encode('gbk')). */
-const GBK_TEXT_BYTES = [0xc9, 0xbd, 0xcc, 0xef, 0xcc, 0xab, 0xc0, 0xc9, 0x20, 0xd6, 0xa7, 0xb8, 0xb6, 0xb2, 0xe2, 0xca, 0xd4];
+const GBK_TEXT_BYTES = [
+  0xc9, 0xbd, 0xcc, 0xef, 0xcc, 0xab, 0xc0, 0xc9, 0x20, 0xd6, 0xa7, 0xb8, 0xb6, 0xb2, 0xe2, 0xca,
+  0xd4,
+];
 const GBK_TEXT = '山田太郎 支付测试';
 const EMBED = { callbacks: null, errbacks: null, chain: null, chord: null };
 const IDLE_TIMEOUT_MS = 1500;
 const XML = { 'Content-Type': 'application/xml' } as const;
 
 /** The fields of api.core.main's reply, unescaped (xml.sax.saxutils.escape: &, <, >). */
-function mainReply(text: string): { root: string; len: number; q: string; h: string; body: string } {
+function mainReply(text: string): {
+  root: string;
+  len: number;
+  q: string;
+  h: string;
+  body: string;
+} {
   const field = (name: string): string => {
     const m = new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(text);
-    assert.ok(m?.[1] !== undefined || text.includes(`<${name}></${name}>`), `no <${name}> in ${text}`);
+    assert.ok(
+      m?.[1] !== undefined || text.includes(`<${name}></${name}>`),
+      `no <${name}> in ${text}`,
+    );
     return (m?.[1] ?? '').replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
   };
-  return { root: field('root'), len: Number(field('len')), q: field('q'), h: field('h'), body: field('body') };
+  return {
+    root: field('root'),
+    len: Number(field('len')),
+    q: field('q'),
+    h: field('h'),
+    body: field('body'),
+  };
 }
 
 function problemCode(reply: Reply): unknown {
@@ -39,7 +68,10 @@ function taskIdOf(reply: Reply): string {
   assert.equal(reply.status, 202, reply.body.toString('utf8'));
   assert.equal(header(reply, 'content-type'), 'application/json');
   const parsed: unknown = JSON.parse(reply.body.toString('utf8'));
-  assert.ok(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed), 'a JSON object');
+  assert.ok(
+    typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed),
+    'a JSON object',
+  );
   const keys = Object.keys(parsed);
   assert.deepEqual(keys, ['task_id']);
   const id: unknown = (parsed as Record<string, unknown>)['task_id']; // narrowed to an object just above
@@ -86,7 +118,10 @@ function waitForFileLine(file: string, line: string, timeoutMs: number): Promise
     const watcher = watch(path.dirname(file), () => {
       if (has()) finish();
     });
-    const timer = setTimeout(() => finish(new Error(`${file} got no line ${line} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new Error(`${file} got no line ${line} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const finish = (err?: Error): void => {
       clearTimeout(timer);
       watcher.close();
@@ -123,7 +158,12 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
 
   before(async () => {
     broker = await openBroker();
-    const route = (p: string, task: string, queue: string, extra: Record<string, unknown> = {}) => ({
+    const route = (
+      p: string,
+      task: string,
+      queue: string,
+      extra: Record<string, unknown> = {},
+    ) => ({
       path: p,
       mode: 'celery',
       task,
@@ -169,7 +209,10 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
   it('wait: SUCCESS is 200 application/xml with the result; the task got ({headers}, {query}, body) with CJK intact', async () => {
     // task_track_started makes Celery send STARTED before SUCCESS: a 200 with the result means it was skipped.
     const { bridge } = running();
-    const reply = await send(`${bridge.url}/api/core?q=abc&q=ignored`, { headers: { ...XML, 'X-Partner': 'acme' }, body: CJK_ORDER });
+    const reply = await send(`${bridge.url}/api/core?q=abc&q=ignored`, {
+      headers: { ...XML, 'X-Partner': 'acme' },
+      body: CJK_ORDER,
+    });
     const text = reply.body.toString('utf8');
     assert.equal(reply.status, 200, text);
     assert.match(header(reply, 'content-type') ?? '', /^application\/xml\b/);
@@ -230,8 +273,15 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
     const { bridge, broker } = running();
     const t0 = Date.now();
     const delivered = firstDelivery(broker, q.idleWait);
-    const credentials = { Authorization: 'Bearer s3cr3t-token', 'Proxy-Authorization': 'Basic cHJveHk6cHc=', Cookie: 'session=s3cr3t-cookie' };
-    const reply = await send(`${bridge.url}/inspect/wait?q=abc&lang=zh`, { headers: { ...XML, 'X-Partner': 'acme', ...credentials }, body: CJK_ORDER });
+    const credentials = {
+      Authorization: 'Bearer s3cr3t-token',
+      'Proxy-Authorization': 'Basic cHJveHk6cHc=',
+      Cookie: 'session=s3cr3t-cookie',
+    };
+    const reply = await send(`${bridge.url}/inspect/wait?q=abc&lang=zh`, {
+      headers: { ...XML, 'X-Partner': 'acme', ...credentials },
+      body: CJK_ORDER,
+    });
     const t1 = Date.now();
     // This test's consumer takes the task instead of a Celery worker, so the bridge times out.
     assertProblem(reply, 504, 'no Celery worker consumes the idle queue');
@@ -262,9 +312,16 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
 
     const expires = h['expires'];
     assert.ok(typeof expires === 'string', `expires: ${String(expires)}`);
-    assert.match(expires, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/, 'an ISO 8601 timestamp');
+    assert.match(
+      expires,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/,
+      'an ISO 8601 timestamp',
+    );
     const at = Date.parse(expires);
-    assert.ok(at >= t0 + IDLE_TIMEOUT_MS && at <= t1 + IDLE_TIMEOUT_MS, `expires ${expires} is not publish time + ${IDLE_TIMEOUT_MS} ms`);
+    assert.ok(
+      at >= t0 + IDLE_TIMEOUT_MS && at <= t1 + IDLE_TIMEOUT_MS,
+      `expires ${expires} is not publish time + ${IDLE_TIMEOUT_MS} ms`,
+    );
     // The worker must read the same instant, or it discards tasks before the bridge gives up.
     const celeryAt = await celeryReadsInstant(expires);
     assert.ok(
@@ -273,7 +330,10 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
     );
 
     assert.equal(p.correlationId, id);
-    assert.ok(typeof p.replyTo === 'string' && p.replyTo.startsWith('amq.rabbitmq.reply-to'), `reply_to: ${String(p.replyTo)}`);
+    assert.ok(
+      typeof p.replyTo === 'string' && p.replyTo.startsWith('amq.rabbitmq.reply-to'),
+      `reply_to: ${String(p.replyTo)}`,
+    );
     assert.equal(p.contentType, 'application/json');
     assert.equal(p.contentEncoding, 'utf-8');
     assert.equal(p.deliveryMode, 2);
@@ -285,14 +345,21 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
     assert.deepEqual(embed, EMBED);
     assert.ok(Array.isArray(args) && args.length === 3, 'args is [headers, query, body]');
     const [headers, query, text] = args as [unknown, unknown, unknown]; // length checked just above
-    assert.ok(typeof headers === 'object' && headers !== null && !Array.isArray(headers), 'headers is a dict');
+    assert.ok(
+      typeof headers === 'object' && headers !== null && !Array.isArray(headers),
+      'headers is a dict',
+    );
     const hd = headers as Record<string, unknown>; // narrowed to an object just above
     assert.equal(hd['x-partner'], 'acme');
     assert.equal(hd['content-type'], 'application/xml');
     // Credentials never travel: not in the task's args, not in the argsrepr monitoring shows.
-    for (const name of ['authorization', 'proxy-authorization', 'cookie']) assert.equal(hd[name], undefined, `${name} in the task's headers`);
+    for (const name of ['authorization', 'proxy-authorization', 'cookie'])
+      assert.equal(hd[name], undefined, `${name} in the task's headers`);
     for (const secret of ['s3cr3t', 'cHJveHk6cHc=']) {
-      assert.ok(!msg.content.toString('utf8').includes(secret), `${secret} in the task message body`);
+      assert.ok(
+        !msg.content.toString('utf8').includes(secret),
+        `${secret} in the task message body`,
+      );
       assert.ok(!String(h['argsrepr']).includes(secret), `${secret} in argsrepr`);
     }
     assert.deepEqual(query, { q: 'abc', lang: 'zh' });
@@ -317,7 +384,10 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
     assert.equal(h['ignore_result'], true);
     assert.equal(h['expires'], null);
     assert.equal(msg.properties.correlationId, idleId);
-    assert.ok(msg.properties.replyTo === '' || msg.properties.replyTo === undefined, `reply_to: ${String(msg.properties.replyTo)}`);
+    assert.ok(
+      msg.properties.replyTo === '' || msg.properties.replyTo === undefined,
+      `reply_to: ${String(msg.properties.replyTo)}`,
+    );
     assert.equal(msg.properties.deliveryMode, 2);
   });
 
@@ -330,6 +400,9 @@ describe('celery mode against a real Celery worker', { timeout: 90_000 }, () => 
       .filter((l) => /: (WARNING|ERROR|CRITICAL)\/|Discarding|invalid|unregistered/i.test(l))
       .filter((l) => !expected.test(l));
     assert.deepEqual(complaints, [], worker.output().slice(-4000));
-    assert.ok(worker.lines().some((l) => expected.test(l)), 'the failing task was logged');
+    assert.ok(
+      worker.lines().some((l) => expected.test(l)),
+      'the failing task was logged',
+    );
   });
 });

@@ -34,7 +34,10 @@ function jsonLines(stdout: string): Array<Record<string, unknown>> {
     .filter((l) => l !== '')
     .map((l) => {
       const parsed: unknown = JSON.parse(l);
-      assert.ok(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed), `not a JSON object: ${l}`);
+      assert.ok(
+        typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed),
+        `not a JSON object: ${l}`,
+      );
       return parsed as Record<string, unknown>; // narrowed to a non-array object just above
     });
 }
@@ -43,8 +46,13 @@ describe('--version', { timeout: 30_000 }, () => {
   it('prints the bridge, Node.js and uWebSockets.js versions and exits 0', async () => {
     const run = await runMain(['--version']);
     assert.equal(run.code, 0, run.stderr);
-    const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }; // our own package.json
-    assert.equal(run.stdout, `xml-amqp-bridge ${pkg.version} (Node.js ${process.version}, uWebSockets.js ${run.stdout.match(/uWebSockets\.js (\S+ native)\)/)?.[1] ?? '?'})\n`);
+    const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
+      version: string;
+    }; // our own package.json
+    assert.equal(
+      run.stdout,
+      `xml-amqp-bridge ${pkg.version} (Node.js ${process.version}, uWebSockets.js ${run.stdout.match(/uWebSockets\.js (\S+ native)\)/)?.[1] ?? '?'})\n`,
+    );
     assert.equal(run.stderr, '');
   });
 });
@@ -135,10 +143,13 @@ describe('command line', { timeout: 60_000 }, () => {
     assert.ok(Array.isArray(problems), `no problems array in ${JSON.stringify(line)}`);
     const reported = new Set(
       problems.map((p: unknown) =>
-        typeof p === 'object' && p !== null && 'path' in p && typeof p.path === 'string' ? p.path : JSON.stringify(p),
+        typeof p === 'object' && p !== null && 'path' in p && typeof p.path === 'string'
+          ? p.path
+          : JSON.stringify(p),
       ),
     );
-    for (const at of BROKEN_PATHS) assert.ok(reported.has(at), `fatal line lacks ${at}: ${JSON.stringify(line)}`);
+    for (const at of BROKEN_PATHS)
+      assert.ok(reported.has(at), `fatal line lacks ${at}: ${JSON.stringify(line)}`);
     assert.equal(reported.size, BROKEN_PATHS.length, JSON.stringify([...reported]));
   });
 
@@ -168,7 +179,13 @@ describe('check-config --broker', { timeout: 60_000 }, () => {
     const declared = uniqueName('check-declared');
     const file = configFile(t, {
       amqp: { urls: [AMQP_URL] },
-      topology: { queues: [{ name: declared }], bindings: [{ queue, exchange, routingKey: 'a.#' }, { queue: declared, exchange: 'amq.topic', routingKey: 'b' }] },
+      topology: {
+        queues: [{ name: declared }],
+        bindings: [
+          { queue, exchange, routingKey: 'a.#' },
+          { queue: declared, exchange: 'amq.topic', routingKey: 'b' },
+        ],
+      },
       routes: [
         { path: '/a', mode: 'publish', exchange, routingKey: 'a.{/xml/MsgType}' },
         { path: '/b', mode: 'publish', exchange: '', routingKey: queue },
@@ -180,10 +197,12 @@ describe('check-config --broker', { timeout: 60_000 }, () => {
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /has every exchange and queue it names \(\d+ checked/);
     // Passive: what topology declares was not created by the check.
-    await assert.rejects(broker.connection.createChannel().then(async (ch) => {
-      ch.on('error', () => undefined);
-      await ch.checkQueue(declared);
-    }));
+    await assert.rejects(
+      broker.connection.createChannel().then(async (ch) => {
+        ch.on('error', () => undefined);
+        await ch.checkQueue(declared);
+      }),
+    );
   });
 
   it('exits 3 naming every exchange and queue the broker does not have, by its path in the file', async (t) => {
@@ -202,13 +221,20 @@ describe('check-config --broker', { timeout: 60_000 }, () => {
     assert.equal(run.code, 3, `${run.stdout}\n${run.stderr}`);
     const lines = run.stderr.split('\n').filter((l) => l.startsWith('  '));
     const byPath = new Map(lines.map((l) => [l.trim().split(':')[0], l]));
-    assert.deepEqual([...byPath.keys()].sort(), ['routes[0].exchange', 'routes[1].routingKey', 'topology.bindings[0].queue']);
+    assert.deepEqual([...byPath.keys()].sort(), [
+      'routes[0].exchange',
+      'routes[1].routingKey',
+      'topology.bindings[0].queue',
+    ]);
     assert.ok(byPath.get('routes[0].exchange')?.includes(missingExchange));
     assert.ok(byPath.get('topology.bindings[0].queue')?.includes(`NOT_FOUND`), lines.join('\n'));
   });
 
   it('exits 3 when no broker answers, naming the URL without its password', async (t) => {
-    const file = configFile(t, { amqp: { urls: ['amqp://guest:s3cr3t@127.0.0.1:1/'] }, routes: [{ path: '/a', mode: 'publish', routingKey: 'k' }] });
+    const file = configFile(t, {
+      amqp: { urls: ['amqp://guest:s3cr3t@127.0.0.1:1/'] },
+      routes: [{ path: '/a', mode: 'publish', routingKey: 'k' }],
+    });
     const run = await runMain(['check-config', '--broker', file]);
     assert.equal(run.code, 3, run.stderr);
     assert.match(run.stderr, /did not answer: amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1\//);

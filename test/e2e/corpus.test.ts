@@ -6,7 +6,13 @@ import { describe, it } from 'node:test';
 import type { GetMessage } from 'amqplib';
 import { baseConfig, startBridge, type RunningBridge } from '../helpers/bridge.js';
 import { openBroker, uniqueName } from '../helpers/broker.js';
-import { assertRootMatches, CORPUS, decodedDespiteXmllint, readManifest, type ManifestRow } from '../helpers/corpus-manifest.js';
+import {
+  assertRootMatches,
+  CORPUS,
+  decodedDespiteXmllint,
+  readManifest,
+  type ManifestRow,
+} from '../helpers/corpus-manifest.js';
 
 const ROUTE = '/corpus';
 
@@ -39,7 +45,8 @@ function contentTypes(row: ManifestRow): string[] {
   const enc = encodingFacts(row.encoding);
   if (/^utf-8$/i.test(enc.bytes)) return ['application/xml'];
   const variants = [`application/xml; charset=${enc.declared ?? enc.bytes}`];
-  if (enc.bom || enc.declared !== undefined) variants.push('application/xml', 'application/xml; charset=utf-8');
+  if (enc.bom || enc.declared !== undefined)
+    variants.push('application/xml', 'application/xml; charset=utf-8');
   return variants;
 }
 
@@ -54,7 +61,11 @@ function expectedStatus(row: ManifestRow, allowDoctype: boolean): 202 | 400 {
     assert.equal(doctype, 'n', `${row.file}: unknown DOCTYPE value "${row.doctype}"`);
   }
   if (/^y\b/i.test(row.wellFormed)) return 202;
-  assert.match(row.wellFormed, /^n\b/i, `${row.file}: unknown well-formed value "${row.wellFormed}"`);
+  assert.match(
+    row.wellFormed,
+    /^n\b/i,
+    `${row.file}: unknown well-formed value "${row.wellFormed}"`,
+  );
   return decodedDespiteXmllint(row) ? 202 : 400;
 }
 
@@ -86,7 +97,9 @@ interface Sent {
 function problemDetail(body: string): unknown {
   try {
     const parsed: unknown = JSON.parse(body);
-    return typeof parsed === 'object' && parsed !== null && 'detail' in parsed ? parsed.detail : undefined;
+    return typeof parsed === 'object' && parsed !== null && 'detail' in parsed
+      ? parsed.detail
+      : undefined;
   } catch {
     return undefined;
   }
@@ -95,7 +108,9 @@ function problemDetail(body: string): unknown {
 describe('partner corpus through the bridge', { timeout: 110_000 }, () => {
   if (!existsSync(CORPUS)) {
     it('needs the shared corpus', (t) => {
-      t.skip('../shared/corpus not found: the corpus suite runs where the shared corpus exists (as in CI)');
+      t.skip(
+        '../shared/corpus not found: the corpus suite runs where the shared corpus exists (as in CI)',
+      );
     });
     return;
   }
@@ -119,7 +134,9 @@ describe('partner corpus through the bridge', { timeout: 110_000 }, () => {
       { name: 'strict', allowDoctype: false },
       { name: 'allowDoctype', allowDoctype: true },
     ];
-    const queues = await Promise.all(specs.map((s) => broker.queue(uniqueName(`corpus-${s.name}`))));
+    const queues = await Promise.all(
+      specs.map((s) => broker.queue(uniqueName(`corpus-${s.name}`))),
+    );
     // allowDoctype is a global limit, hence one bridge per setting. One worker each: the corpus
     // exercises what a worker does with a body, not how requests spread over workers.
     const started = await Promise.allSettled(
@@ -187,15 +204,24 @@ describe('partner corpus through the bridge', { timeout: 110_000 }, () => {
           if (s.status === 202) {
             assert.equal(s.messageId, s.key, `${what}: Message-Id`);
           } else {
-            assert.match(s.responseType ?? '', /^application\/problem\+json/, `${what}: Content-Type`);
+            assert.match(
+              s.responseType ?? '',
+              /^application\/problem\+json/,
+              `${what}: Content-Type`,
+            );
             const detail = problemDetail(s.body);
-            assert.ok(typeof detail === 'string' && detail.trim() !== '', `${what}: no detail in ${s.body}`);
+            assert.ok(
+              typeof detail === 'string' && detail.trim() !== '',
+              `${what}: no detail in ${s.body}`,
+            );
           }
         }
 
         for (const target of targets) {
           const messages = queued.get(target) ?? [];
-          const acceptedKeys = sent.filter((s) => s.target === target && s.status === 202).map((s) => s.key);
+          const acceptedKeys = sent
+            .filter((s) => s.target === target && s.status === 202)
+            .map((s) => s.key);
           assert.deepEqual(
             messages.map((m) => String(m.properties.messageId)).sort(),
             acceptedKeys.sort(),

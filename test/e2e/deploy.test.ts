@@ -1,11 +1,30 @@
 /** E2E of deploy/: the systemd units (verify, security, settings), install.sh into a temporary root, the installed release serving, reload.sh. */
 import assert from 'node:assert/strict';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parseDocument } from 'yaml';
-import { baseConfig, parseLogLine, PROJECT_ROOT, startBridge, waitUntilReady, workerPids, type LogLine } from '../helpers/bridge.js';
+import {
+  baseConfig,
+  parseLogLine,
+  PROJECT_ROOT,
+  startBridge,
+  waitUntilReady,
+  workerPids,
+  type LogLine,
+} from '../helpers/bridge.js';
 import { runToExit, startChild, type Child, type Run } from '../helpers/child.js';
 import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
@@ -25,7 +44,11 @@ const PACKAGE = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'),
   devDependencies: Record<string, string>;
 }; // the project's own package.json
 
-function run(argv: readonly string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<Run> {
+function run(
+  argv: readonly string[],
+  env: Record<string, string> = {},
+  timeoutMs = 90_000,
+): Promise<Run> {
   const [cmd = 'false', ...args] = argv;
   return runToExit(cmd, args, { env: { ...process.env, ...env }, timeoutMs });
 }
@@ -91,7 +114,9 @@ function directive(text: string, key: string): string[] {
 const unitText = (name: string): string => readFileSync(path.join(DEPLOY, name), 'utf8');
 
 /** deploy/config.yaml, the config install.sh installs. */
-const SHIPPED_CONFIG = parseDocument(readFileSync(path.join(DEPLOY, 'config.yaml'), 'utf8')).toJS() as {
+const SHIPPED_CONFIG = parseDocument(
+  readFileSync(path.join(DEPLOY, 'config.yaml'), 'utf8'),
+).toJS() as {
   shutdownTimeoutMs: number;
   amqp: { urls: unknown };
 }; // the fields read below; check-config validates the whole file in the install test
@@ -112,41 +137,82 @@ interface Installed {
 }
 
 /** Runs an installed release's bin the way the unit does, on ephemeral loopback ports; resolves once it logs "ready to serve". */
-async function startInstalled(mainJs: string, configFile: string, env: Record<string, string>): Promise<Installed> {
+async function startInstalled(
+  mainJs: string,
+  configFile: string,
+  env: Record<string, string>,
+): Promise<Installed> {
   const { child, ready } = await startChild(NODE, [mainJs, '--config', configFile], {
     name: 'the installed bridge',
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', NODE_ENV: 'production', BRIDGE_LISTEN: '127.0.0.1:0', BRIDGE_ADMIN_LISTEN: '127.0.0.1:0', ...env },
+    env: {
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      NODE_ENV: 'production',
+      BRIDGE_LISTEN: '127.0.0.1:0',
+      BRIDGE_ADMIN_LISTEN: '127.0.0.1:0',
+      ...env,
+    },
     parse: parseLogLine,
     killAfterMs: 20_000,
     ready: (l) => l.msg === 'ready to serve',
     readyTimeoutMs: 30_000,
   });
-  return { child, logs: child.lines, port: Number(ready['port']), adminPort: Number(ready['adminPort']) };
+  return {
+    child,
+    logs: child.lines,
+    port: Number(ready['port']),
+    adminPort: Number(ready['adminPort']),
+  };
 }
 
 describe('systemd units (deploy/*.service)', { timeout: 60_000 }, () => {
   it('systemd-analyze verify passes on both units, as install.sh writes them', async (t) => {
     const dir = tempDir(t, 'verify');
     for (const name of [MAIN_UNIT, HANDOVER_UNIT]) {
-      writeFileSync(path.join(dir, name), unitText(name).replace(/^(Exec\w*=)\/usr\/bin\/node /gm, `$1${NODE} `));
+      writeFileSync(
+        path.join(dir, name),
+        unitText(name).replace(/^(Exec\w*=)\/usr\/bin\/node /gm, `$1${NODE} `),
+      );
     }
-    const out = await run(['systemd-analyze', 'verify', path.join(dir, MAIN_UNIT), path.join(dir, HANDOVER_UNIT)]);
+    const out = await run([
+      'systemd-analyze',
+      'verify',
+      path.join(dir, MAIN_UNIT),
+      path.join(dir, HANDOVER_UNIT),
+    ]);
     assert.equal(out.code, 0, out.stderr);
     assert.equal(out.stderr.trim(), '', 'systemd-analyze verify warned');
   });
 
   it('systemd-analyze security rates the unit OK or better', async (t) => {
-    const out = await run(['systemd-analyze', 'security', '--offline=true', '--no-pager', path.join(DEPLOY, MAIN_UNIT)]);
+    const out = await run([
+      'systemd-analyze',
+      'security',
+      '--offline=true',
+      '--no-pager',
+      path.join(DEPLOY, MAIN_UNIT),
+    ]);
     assert.equal(out.code, 0, out.stderr);
     const overall = /Overall exposure level for \S+: (\d+\.\d) (\w+)/.exec(out.stdout);
     assert.ok(overall, out.stdout);
     const exposures = out.stdout
       .split('\n')
       .filter((l) => l.startsWith('✗'))
-      .map((l) => ({ what: l.slice(1).trim().split(/\s{2,}/)[0] ?? l, weight: Number(/(\d+\.\d)\s*$/.exec(l)?.[1] ?? 0) }))
+      .map((l) => ({
+        what:
+          l
+            .slice(1)
+            .trim()
+            .split(/\s{2,}/)[0] ?? l,
+        weight: Number(/(\d+\.\d)\s*$/.exec(l)?.[1] ?? 0),
+      }))
       .sort((a, b) => b.weight - a.weight);
-    t.diagnostic(`exposure ${overall[1]} ${overall[2]}; remaining: ${exposures.map((e) => `${e.what} ${e.weight}`).join(', ')}`);
-    assert.ok(['PERFECT', 'SAFE', 'OK'].includes(overall[2] ?? ''), `exposure ${overall[1]} ${overall[2]}`);
+    t.diagnostic(
+      `exposure ${overall[1]} ${overall[2]}; remaining: ${exposures.map((e) => `${e.what} ${e.weight}`).join(', ')}`,
+    );
+    assert.ok(
+      ['PERFECT', 'SAFE', 'OK'].includes(overall[2] ?? ''),
+      `exposure ${overall[1]} ${overall[2]}`,
+    );
   });
 
   it('states what the product needs: notify readiness, SIGTERM drain within TimeoutStopSec, SIGHUP reload, C10k, sandbox, credentials', () => {
@@ -157,18 +223,32 @@ describe('systemd units (deploy/*.service)', { timeout: 60_000 }, () => {
       return values[0] ?? '';
     };
     assert.equal(one('Type'), 'notify');
-    assert.equal(one('NotifyAccess'), 'all', 'READY=1 comes from systemd-notify, a child of the primary');
+    assert.equal(
+      one('NotifyAccess'),
+      'all',
+      'READY=1 comes from systemd-notify, a child of the primary',
+    );
     assert.equal(one('KillSignal'), 'SIGTERM');
     assert.equal(one('Restart'), 'on-failure');
     // The primary waits shutdownTimeoutMs + 2 s for its workers (src/primary/main.ts).
-    assert.ok(timespanMs(one('TimeoutStopSec')) > SHIPPED_CONFIG.shutdownTimeoutMs + 2000, 'TimeoutStopSec must exceed shutdownTimeoutMs + 2 s');
+    assert.ok(
+      timespanMs(one('TimeoutStopSec')) > SHIPPED_CONFIG.shutdownTimeoutMs + 2000,
+      'TimeoutStopSec must exceed shutdownTimeoutMs + 2 s',
+    );
     assert.ok(Number(one('LimitNOFILE')) >= 16_384, 'LimitNOFILE too low for 10,000 connections');
     const reload = directive(unit, 'ExecReload');
     assert.match(reload[0] ?? '', / check-config \/etc\/xml-amqp-bridge\/config\.yaml$/);
     assert.match(reload[1] ?? '', /\/deploy\/reload\.sh \$MAINPID$/);
-    assert.match(one('ExecStart'), /^\/usr\/bin\/node \/opt\/xml-amqp-bridge\/current\/dist\/src\/primary\/main\.js --config \/etc\/xml-amqp-bridge\/config\.yaml \$BRIDGE_TAKEOVER$/);
+    assert.match(
+      one('ExecStart'),
+      /^\/usr\/bin\/node \/opt\/xml-amqp-bridge\/current\/dist\/src\/primary\/main\.js --config \/etc\/xml-amqp-bridge\/config\.yaml \$BRIDGE_TAKEOVER$/,
+    );
     assert.equal(one('CapabilityBoundingSet'), '');
-    assert.deepEqual(directive(unit, 'MemoryDenyWriteExecute'), [], 'V8 needs W+X memory for its JIT');
+    assert.deepEqual(
+      directive(unit, 'MemoryDenyWriteExecute'),
+      [],
+      'V8 needs W+X memory for its JIT',
+    );
     for (const [key, value] of [
       ['DynamicUser', 'yes'],
       ['ProtectSystem', 'strict'],
@@ -182,12 +262,21 @@ describe('systemd units (deploy/*.service)', { timeout: 60_000 }, () => {
     }
     assert.ok(directive(unit, 'SystemCallFilter').includes('@system-service'));
     assert.equal(one('LoadCredential'), 'amqp-url:/etc/xml-amqp-bridge/credentials/amqp-url');
-    assert.deepEqual(SHIPPED_CONFIG.amqp.urls, ['file:amqp-url'], 'the shipped config must take the broker URL from the credential');
+    assert.deepEqual(
+      SHIPPED_CONFIG.amqp.urls,
+      ['file:amqp-url'],
+      'the shipped config must take the broker URL from the credential',
+    );
   });
 
   it('the handover unit differs from the main one only in release, admin port, --takeover and [Install]', () => {
     const main = directives(unitText(MAIN_UNIT))
-      .filter((d) => !d.startsWith('[Install]') && !d.includes('BRIDGE_TAKEOVER=') && !d.includes('EnvironmentFile=-/run/xml-amqp-bridge-takeover.env'))
+      .filter(
+        (d) =>
+          !d.startsWith('[Install]') &&
+          !d.includes('BRIDGE_TAKEOVER=') &&
+          !d.includes('EnvironmentFile=-/run/xml-amqp-bridge-takeover.env'),
+      )
       .map((d) =>
         d
           .replaceAll('/opt/xml-amqp-bridge/current/', '/opt/xml-amqp-bridge/next/')
@@ -195,7 +284,9 @@ describe('systemd units (deploy/*.service)', { timeout: 60_000 }, () => {
           .replace(' $BRIDGE_TAKEOVER', ' --takeover'),
       )
       .filter((d) => !d.startsWith('[Unit] Description='));
-    const handover = directives(unitText(HANDOVER_UNIT)).filter((d) => !d.startsWith('[Unit] Description='));
+    const handover = directives(unitText(HANDOVER_UNIT)).filter(
+      (d) => !d.startsWith('[Unit] Description='),
+    );
     assert.deepEqual(handover, main);
   });
 });
@@ -232,30 +323,68 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
       'opt/xml-amqp-bridge/current': 'l',
       [rel]: 'd 755',
     };
-    const outside = [...entries].filter(([p]) => !p.startsWith(`${rel}/`)).map(([p, e]) => [p, expected[p]?.includes(' ') ? `${e.type} ${e.mode}` : e.type]);
+    const outside = [...entries]
+      .filter(([p]) => !p.startsWith(`${rel}/`))
+      .map(([p, e]) => [p, expected[p]?.includes(' ') ? `${e.type} ${e.mode}` : e.type]);
     assert.deepEqual(Object.fromEntries(outside), expected);
 
     const modeOf = (p: string): string | undefined => entries.get(`${rel}/${p}`)?.mode;
     assert.equal(modeOf('dist/src/primary/main.js'), '755');
     assert.equal(modeOf('dist/src/worker/main.js'), '644');
-    for (const script of ['install.sh', 'upgrade.sh', 'reload.sh']) assert.equal(modeOf(`deploy/${script}`), '755', script);
-    for (const file of ['deploy/lib.sh', 'deploy/config.yaml', `deploy/${MAIN_UNIT}`, 'package.json', 'package-lock.json']) {
+    for (const script of ['install.sh', 'upgrade.sh', 'reload.sh'])
+      assert.equal(modeOf(`deploy/${script}`), '755', script);
+    for (const file of [
+      'deploy/lib.sh',
+      'deploy/config.yaml',
+      `deploy/${MAIN_UNIT}`,
+      'package.json',
+      'package-lock.json',
+    ]) {
       assert.equal(modeOf(file), '644', file);
     }
     assert.equal(entries.has(`${rel}/dist/test`), false, 'tests were installed');
-    for (const name of Object.keys(PACKAGE.dependencies)) assert.ok(entries.has(`${rel}/node_modules/${name}/package.json`), `dependency ${name} missing`);
-    for (const name of Object.keys(PACKAGE.devDependencies)) assert.equal(entries.has(`${rel}/node_modules/${name}`), false, `devDependency ${name} installed`);
-    const writable = [...entries].filter(([, e]) => e.type !== 'l' && (parseInt(e.mode, 8) & 0o022) !== 0).map(([p]) => p);
+    for (const name of Object.keys(PACKAGE.dependencies))
+      assert.ok(
+        entries.has(`${rel}/node_modules/${name}/package.json`),
+        `dependency ${name} missing`,
+      );
+    for (const name of Object.keys(PACKAGE.devDependencies))
+      assert.equal(
+        entries.has(`${rel}/node_modules/${name}`),
+        false,
+        `devDependency ${name} installed`,
+      );
+    const writable = [...entries]
+      .filter(([, e]) => e.type !== 'l' && (parseInt(e.mode, 8) & 0o022) !== 0)
+      .map(([p]) => p);
     assert.deepEqual(writable, [], 'group- or world-writable paths');
-    if (process.getuid?.() === 0) assert.deepEqual([...entries].filter(([, e]) => e.uid !== 0).map(([p]) => p), [], 'paths not owned by root');
+    if (process.getuid?.() === 0)
+      assert.deepEqual(
+        [...entries].filter(([, e]) => e.uid !== 0).map(([p]) => p),
+        [],
+        'paths not owned by root',
+      );
 
     const etc = (p: string): string => readFileSync(path.join(root, 'etc', p), 'utf8');
-    assert.equal(etc('xml-amqp-bridge/config.yaml'), readFileSync(path.join(DEPLOY, 'config.yaml'), 'utf8'));
-    assert.equal(etc('xml-amqp-bridge/credentials/amqp-url'), 'amqp://guest:guest@127.0.0.1:5672/\n');
+    assert.equal(
+      etc('xml-amqp-bridge/config.yaml'),
+      readFileSync(path.join(DEPLOY, 'config.yaml'), 'utf8'),
+    );
+    assert.equal(
+      etc('xml-amqp-bridge/credentials/amqp-url'),
+      'amqp://guest:guest@127.0.0.1:5672/\n',
+    );
     for (const unit of [MAIN_UNIT, HANDOVER_UNIT]) {
-      assert.equal(etc(`systemd/system/${unit}`), unitText(unit).replace(/^(Exec\w*=)\/usr\/bin\/node /gm, `$1${NODE} `), unit);
+      assert.equal(
+        etc(`systemd/system/${unit}`),
+        unitText(unit).replace(/^(Exec\w*=)\/usr\/bin\/node /gm, `$1${NODE} `),
+        unit,
+      );
     }
-    assert.equal(etc('sysctl.d/90-xml-amqp-bridge.conf'), readFileSync(path.join(DEPLOY, 'sysctl', '90-xml-amqp-bridge.conf'), 'utf8'));
+    assert.equal(
+      etc('sysctl.d/90-xml-amqp-bridge.conf'),
+      readFileSync(path.join(DEPLOY, 'sysctl', '90-xml-amqp-bridge.conf'), 'utf8'),
+    );
 
     const second = await run([INSTALL_SH, '--root', root]);
     assert.equal(second.code, 0, second.stderr);
@@ -268,11 +397,21 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
   it('--uninstall removes everything but the config and credentials, --uninstall --purge removes those too', async (t) => {
     const root = tempDir(t, 'uninstall');
     assert.equal((await run([INSTALL_SH, '--root', root])).code, 0);
-    const files = (): string[] => [...tree(root)].filter(([, e]) => e.type !== 'd').map(([p]) => p).sort();
+    const files = (): string[] =>
+      [...tree(root)]
+        .filter(([, e]) => e.type !== 'd')
+        .map(([p]) => p)
+        .sort();
     const out = await run([INSTALL_SH, '--uninstall', '--root', root]);
     assert.equal(out.code, 0, out.stderr);
-    assert.match(out.stderr, /kept \/etc\/xml-amqp-bridge \(config and credentials\); --uninstall --purge removes it/);
-    assert.deepEqual(files(), ['etc/xml-amqp-bridge/config.yaml', 'etc/xml-amqp-bridge/credentials/amqp-url']);
+    assert.match(
+      out.stderr,
+      /kept \/etc\/xml-amqp-bridge \(config and credentials\); --uninstall --purge removes it/,
+    );
+    assert.deepEqual(files(), [
+      'etc/xml-amqp-bridge/config.yaml',
+      'etc/xml-amqp-bridge/credentials/amqp-url',
+    ]);
     assert.equal(existsSync(path.join(root, 'opt', 'xml-amqp-bridge')), false);
     const purge = await run([INSTALL_SH, '--uninstall', '--purge', '--root', root]);
     assert.equal(purge.code, 0, purge.stderr);
@@ -287,7 +426,11 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     const root = tempDir(t, 'serve');
     const etc = path.join(root, 'etc', 'xml-amqp-bridge');
     mkdirSync(path.join(etc, 'credentials'), { recursive: true });
-    const config = JSON.stringify({ workers: 1, amqp: { urls: ['file:amqp-url'] }, routes: [{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }] });
+    const config = JSON.stringify({
+      workers: 1,
+      amqp: { urls: ['file:amqp-url'] },
+      routes: [{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }],
+    });
     writeFileSync(path.join(etc, 'config.yaml'), config);
     const credential = 'amqp://guest:guest@localhost:5672/\n';
     writeFileSync(path.join(etc, 'credentials', 'amqp-url'), credential, { mode: 0o644 });
@@ -296,10 +439,25 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     assert.equal(out.code, 0, out.stderr);
     assert.equal(readFileSync(path.join(etc, 'config.yaml'), 'utf8'), config);
     assert.equal(readFileSync(path.join(etc, 'credentials', 'amqp-url'), 'utf8'), credential);
-    assert.equal((lstatSync(path.join(etc, 'credentials', 'amqp-url')).mode & 0o777).toString(8), '600', 'the credential mode was not tightened');
+    assert.equal(
+      (lstatSync(path.join(etc, 'credentials', 'amqp-url')).mode & 0o777).toString(8),
+      '600',
+      'the credential mode was not tightened',
+    );
 
-    const mainJs = path.join(root, 'opt', 'xml-amqp-bridge', 'current', 'dist', 'src', 'primary', 'main.js');
-    const bridge = await startInstalled(mainJs, path.join(etc, 'config.yaml'), { CREDENTIALS_DIRECTORY: path.join(etc, 'credentials') });
+    const mainJs = path.join(
+      root,
+      'opt',
+      'xml-amqp-bridge',
+      'current',
+      'dist',
+      'src',
+      'primary',
+      'main.js',
+    );
+    const bridge = await startInstalled(mainJs, path.join(etc, 'config.yaml'), {
+      CREDENTIALS_DIRECTORY: path.join(etc, 'credentials'),
+    });
     t.after(() => bridge.child.stop(2000));
     await waitUntil(
       'the installed bridge /readyz 200',
@@ -314,7 +472,11 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     await bridge.child.stop();
     assert.deepEqual(await bridge.child.exited, { code: 0, signal: null });
     const logText = bridge.logs.map((l) => JSON.stringify(l)).join('\n');
-    assert.match(logText, /guest:\*\*\*@localhost/, 'the startup line names the broker, password redacted');
+    assert.match(
+      logText,
+      /guest:\*\*\*@localhost/,
+      'the startup line names the broker, password redacted',
+    );
     assert.ok(!logText.includes('guest:guest@'), 'a log line carries the AMQP password');
   });
 
@@ -322,11 +484,25 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     const root = tempDir(t, 'badconfig');
     const etc = path.join(root, 'etc', 'xml-amqp-bridge');
     mkdirSync(etc, { recursive: true });
-    writeFileSync(path.join(etc, 'config.yaml'), JSON.stringify({ amqp: { urls: ['file:broker'] }, routes: [{ path: '/a', mode: 'publish', routingKey: 'a' }] }));
+    writeFileSync(
+      path.join(etc, 'config.yaml'),
+      JSON.stringify({
+        amqp: { urls: ['file:broker'] },
+        routes: [{ path: '/a', mode: 'publish', routingKey: 'a' }],
+      }),
+    );
     const out = await run([INSTALL_SH, '--root', root]);
     assert.equal(out.code, 1, out.stderr);
-    assert.match(out.stderr, new RegExp(`amqp\\.urls\\[0\\]: cannot read secret file ${etc}/credentials/broker \\(ENOENT\\)`));
-    assert.match(out.stderr, /refuses \/etc\/xml-amqp-bridge\/config\.yaml .*nothing was started or switched/);
+    assert.match(
+      out.stderr,
+      new RegExp(
+        `amqp\\.urls\\[0\\]: cannot read secret file ${etc}/credentials/broker \\(ENOENT\\)`,
+      ),
+    );
+    assert.match(
+      out.stderr,
+      /refuses \/etc\/xml-amqp-bridge\/config\.yaml .*nothing was started or switched/,
+    );
     assert.equal(existsSync(path.join(root, 'opt', 'xml-amqp-bridge', 'current')), false);
   });
 
@@ -334,7 +510,19 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     // A private mount namespace with overlays on /etc, /opt, /run and dist/: install.sh runs as on
     // a real host (systemd "running"), writing nowhere outside the test's directory.
     const dir = tempDir(t, 'systemd');
-    for (const d of ['bin', 'state', 'etc-up', 'etc-work', 'opt-up', 'opt-work', 'run-up', 'run-work', 'dist-up', 'dist-work']) mkdirSync(path.join(dir, d));
+    for (const d of [
+      'bin',
+      'state',
+      'etc-up',
+      'etc-work',
+      'opt-up',
+      'opt-work',
+      'run-up',
+      'run-work',
+      'dist-up',
+      'dist-work',
+    ])
+      mkdirSync(path.join(dir, d));
     const calls = path.join(dir, 'calls.log');
     writeFileSync(
       path.join(dir, 'bin', 'systemctl'),
@@ -354,7 +542,9 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
       ].join('\n'),
       { mode: 0o755 },
     );
-    writeFileSync(path.join(dir, 'bin', 'sysctl'), `#!/bin/sh\necho "sysctl $*" >> ${calls}\n`, { mode: 0o755 });
+    writeFileSync(path.join(dir, 'bin', 'sysctl'), `#!/bin/sh\necho "sysctl $*" >> ${calls}\n`, {
+      mode: 0o755,
+    });
     const overlay = (target: string, name: string): string =>
       `mount -t overlay overlay -o lowerdir=${target},upperdir=${dir}/${name}-up,workdir=${dir}/${name}-work ${target}`;
     const script = [
@@ -375,7 +565,15 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
       'deploy/install.sh --uninstall --purge',
       `ls -A /opt > ${dir}/opt-after.txt`,
     ].join('\n');
-    const out = await run(['unshare', '--mount', '--propagation', 'private', '/bin/bash', '-c', script]);
+    const out = await run([
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '/bin/bash',
+      '-c',
+      script,
+    ]);
     assert.equal(out.code, 0, out.stderr);
     assert.deepEqual(readFileSync(calls, 'utf8').trim().split('\n'), [
       // first install
@@ -404,9 +602,20 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     assert.match(first ?? '', /^releases\/\S+$/);
     assert.match(second ?? '', /^releases\/\S+$/);
     assert.notEqual(first, second, 'current was not switched to the new build');
-    assert.equal(readFileSync(path.join(dir, 'leftovers.txt'), 'utf8'), 'clean\n', 'the takeover env file or the next symlink was left behind');
-    assert.equal(readFileSync(path.join(dir, 'opt-after.txt'), 'utf8').includes('xml-amqp-bridge'), false);
-    assert.equal(existsSync(path.join(PROJECT_ROOT, 'dist', 'src', 'zz-another-build.js')), false, 'the overlay leaked');
+    assert.equal(
+      readFileSync(path.join(dir, 'leftovers.txt'), 'utf8'),
+      'clean\n',
+      'the takeover env file or the next symlink was left behind',
+    );
+    assert.equal(
+      readFileSync(path.join(dir, 'opt-after.txt'), 'utf8').includes('xml-amqp-bridge'),
+      false,
+    );
+    assert.equal(
+      existsSync(path.join(PROJECT_ROOT, 'dist', 'src', 'zz-another-build.js')),
+      false,
+      'the overlay leaked',
+    );
   });
 
   it('lists every missing prerequisite at once: Node.js other than 20, no built release', async (t) => {
@@ -416,11 +625,16 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     writeFileSync(path.join(bin, 'node'), '#!/bin/sh\necho v18.19.0\n', { mode: 0o755 });
     const empty = path.join(dir, 'checkout');
     mkdirSync(empty);
-    const out = await run([INSTALL_SH, '--root', path.join(dir, 'root'), '--from', empty], { PATH: `${bin}:/usr/bin:/bin` });
+    const out = await run([INSTALL_SH, '--root', path.join(dir, 'root'), '--from', empty], {
+      PATH: `${bin}:/usr/bin:/bin`,
+    });
     assert.equal(out.code, 1, out.stderr);
     assert.match(out.stderr, /cannot install; missing:/);
     assert.match(out.stderr, /- Node\.js 20: \S+\/node is v18\.19\.0; the bridge needs 20\.x/);
-    assert.match(out.stderr, /- a built release: \S+\/dist\/src\/primary\/main\.js is missing \(run 'npm ci && npm run build'/);
+    assert.match(
+      out.stderr,
+      /- a built release: \S+\/dist\/src\/primary\/main\.js is missing \(run 'npm ci && npm run build'/,
+    );
     assert.match(out.stderr, /- package\.json and package-lock\.json in /);
     assert.equal(existsSync(path.join(dir, 'root')), false, 'something was laid out');
   });
@@ -430,35 +644,53 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
       .split('\n')
       .filter((l) => l.trim() !== '' && !l.startsWith('#'))
       .map((l) => (l.split('=')[0] ?? '').trim());
-    assert.ok(keys.includes('net.ipv4.tcp_migrate_req') && keys.includes('net.core.somaxconn'), keys.join(' '));
-    for (const key of keys) assert.ok(existsSync(`/proc/sys/${key.replaceAll('.', '/')}`), `${key} does not exist here`);
+    assert.ok(
+      keys.includes('net.ipv4.tcp_migrate_req') && keys.includes('net.core.somaxconn'),
+      keys.join(' '),
+    );
+    for (const key of keys)
+      assert.ok(existsSync(`/proc/sys/${key.replaceAll('.', '/')}`), `${key} does not exist here`);
   });
 });
 
 describe('deploy/reload.sh (ExecReload)', { timeout: 60_000 }, () => {
   it('SIGHUPs the primary and returns once every worker was replaced and /readyz says 200', async (t) => {
-    const bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('unused') }]));
+    const bridge = await startBridge(
+      baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('unused') }]),
+    );
     t.after(() => bridge.stop());
     const before = await workerPids(bridge);
-    const out = await run([RELOAD_SH, String(bridge.pid)], { BRIDGE_ADMIN_LISTEN: `127.0.0.1:${bridge.adminPort}` });
+    const out = await run([RELOAD_SH, String(bridge.pid)], {
+      BRIDGE_ADMIN_LISTEN: `127.0.0.1:${bridge.adminPort}`,
+    });
     assert.equal(out.code, 0, out.stderr);
     assert.match(out.stderr, /reloaded: workers \d+ \d+ replaced by \d+ \d+ in \d+ ms/);
     const after = await workerPids(bridge);
     assert.equal(after.length, before.length);
-    assert.deepEqual(after.filter((p) => before.includes(p)), []);
+    assert.deepEqual(
+      after.filter((p) => before.includes(p)),
+      [],
+    );
     assert.equal((await fetch(`${bridge.adminUrl}/readyz`)).status, 200);
     await bridge.waitForLog((l) => l.msg === 'reloaded');
   });
 
   it('fails when no roll happens (the primary refused the new config) instead of reporting success', async (t) => {
-    const config = baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('unused') }]);
+    const config = baseConfig([
+      { path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('unused') },
+    ]);
     const bridge = await startBridge(config);
     t.after(() => bridge.stop());
     bridge.rewriteConfig({ ...config, workers: 'many' });
-    const out = await run([RELOAD_SH, String(bridge.pid)], { BRIDGE_ADMIN_LISTEN: `127.0.0.1:${bridge.adminPort}`, BRIDGE_RELOAD_TIMEOUT: '3' });
+    const out = await run([RELOAD_SH, String(bridge.pid)], {
+      BRIDGE_ADMIN_LISTEN: `127.0.0.1:${bridge.adminPort}`,
+      BRIDGE_RELOAD_TIMEOUT: '3',
+    });
     assert.equal(out.code, 1, out.stderr);
     assert.match(out.stderr, /the roll did not complete within 3s/);
-    await bridge.waitForLog((l) => l.msg === 'reload refused: invalid config; keeping the running one');
+    await bridge.waitForLog(
+      (l) => l.msg === 'reload refused: invalid config; keeping the running one',
+    );
     await waitUntilReady(bridge);
   });
 });

@@ -3,7 +3,13 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:net';
-import { baseConfig, startBridge, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
+import {
+  baseConfig,
+  startBridge,
+  workerPids,
+  type LogLine,
+  type RunningBridge,
+} from '../helpers/bridge.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
 import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { deadBrokerPort } from '../helpers/dead-broker.js';
@@ -17,7 +23,10 @@ const LEVELS = new Set(['debug', 'info', 'warn', 'error', 'fatal']);
 const SAMPLED_RATE = 0.25;
 const SAMPLED_REQUESTS = 200;
 
-const msgIs = (msg: string) => (l: LogLine): boolean => l.msg === msg;
+const msgIs =
+  (msg: string) =>
+  (l: LogLine): boolean =>
+    l.msg === msg;
 const isAccess = msgIs('access');
 
 /** Asserts the line shape of README "Logs": time, level, pid, role, msg; `worker` (slot) on worker lines. */
@@ -25,13 +34,19 @@ function assertLineShape(l: LogLine, startedAt: number): void {
   const text = JSON.stringify(l);
   assert.notEqual(l.level, 'unparsed', `not JSON: ${String(l.msg)}`);
   assert.equal(typeof l['time'], 'number', text);
-  assert.ok(Number(l['time']) >= startedAt - 1000 && Number(l['time']) <= Date.now() + 1000, `time is epoch ms: ${text}`);
+  assert.ok(
+    Number(l['time']) >= startedAt - 1000 && Number(l['time']) <= Date.now() + 1000,
+    `time is epoch ms: ${text}`,
+  );
   assert.ok(typeof l.level === 'string' && LEVELS.has(l.level), `level: ${text}`);
   assert.ok(Number.isInteger(l['pid']), `pid: ${text}`);
   assert.ok(l['role'] === 'primary' || l['role'] === 'worker', `role: ${text}`);
   assert.ok(typeof l.msg === 'string' && l.msg !== '', `msg: ${text}`);
   if (l['role'] === 'worker' && l.msg !== 'primary disconnected; exiting') {
-    assert.ok(Number.isInteger(l['worker']) && Number(l['worker']) >= 0 && Number(l['worker']) < WORKERS, `worker slot: ${text}`);
+    assert.ok(
+      Number.isInteger(l['worker']) && Number(l['worker']) >= 0 && Number(l['worker']) < WORKERS,
+      `worker slot: ${text}`,
+    );
   }
 }
 
@@ -65,9 +80,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
   function assertNoSecrets(lines: readonly LogLine[], what: string): void {
     for (const l of lines) {
       const text = JSON.stringify(l);
-      for (const s of secrets) assert.ok(!text.includes(s), `${what}: a log line contains "${s}": ${text}`);
+      for (const s of secrets)
+        assert.ok(!text.includes(s), `${what}: a log line contains "${s}": ${text}`);
     }
-    for (const s of secrets) assert.ok(!bridge.stderr().includes(s), `${what}: stderr contains "${s}"`);
+    for (const s of secrets)
+      assert.ok(!bridge.stderr().includes(s), `${what}: stderr contains "${s}"`);
   }
 
   before(async () => {
@@ -81,7 +98,14 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     dead = deadPort.server;
     const base = baseConfig(
       [
-        { name: 'a', path: '/a', mode: 'publish', exchange: '', routingKey: queue, forwardHeaders: ['x-partner-signature'] },
+        {
+          name: 'a',
+          path: '/a',
+          mode: 'publish',
+          exchange: '',
+          routingKey: queue,
+          forwardHeaders: ['x-partner-signature'],
+        },
         // The routing key comes from the body: an unroutable key makes a 502 whose detail echoes it.
         { name: 'k', path: '/k', mode: 'publish', exchange: '', routingKey: '{/xml/kind}' },
       ],
@@ -91,7 +115,10 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     config = {
       ...base,
       amqp: {
-        urls: [`amqp://${user}:${password}@127.0.0.1:${deadPort.port}/`, `amqp://${user}:${password}@127.0.0.1:${node.port}/`],
+        urls: [
+          `amqp://${user}:${password}@127.0.0.1:${deadPort.port}/`,
+          `amqp://${user}:${password}@127.0.0.1:${node.port}/`,
+        ],
         heartbeatSeconds: 5,
         reconnectSeconds: 0.5,
       },
@@ -112,16 +139,38 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     assert.equal(ready['role'], 'primary');
     assert.equal(ready['pid'], bridge.pid);
     assert.ok(Array.isArray(ready['amqp']));
-    for (const url of ready['amqp']) assert.match(String(url), new RegExp(`^amqp://${user}:\\*\\*\\*@127\\.0\\.0\\.1:\\d+/$`));
+    for (const url of ready['amqp'])
+      assert.match(String(url), new RegExp(`^amqp://${user}:\\*\\*\\*@127\\.0\\.0\\.1:\\d+/$`));
     const pids = await workerPids(bridge);
     for (let slot = 0; slot < WORKERS; slot++) {
       const listening = bridge.logs.find((l) => l.msg === 'listening' && l['worker'] === slot);
-      assert.ok(listening !== undefined && listening['role'] === 'worker' && pids.includes(Number(listening['pid'])), `slot ${slot} listening`);
-      assert.ok(bridge.logs.some((l) => l.msg === 'broker state' && l['state'] === 'connected' && l['worker'] === slot), `slot ${slot} connected`);
-      const failed = bridge.logs.find((l) => l.msg === 'broker connection failed' && l['worker'] === slot);
-      assert.ok(failed !== undefined && failed.level === 'warn', `slot ${slot}: the dead first URL is logged as a failed connection`);
+      assert.ok(
+        listening !== undefined &&
+          listening['role'] === 'worker' &&
+          pids.includes(Number(listening['pid'])),
+        `slot ${slot} listening`,
+      );
+      assert.ok(
+        bridge.logs.some(
+          (l) => l.msg === 'broker state' && l['state'] === 'connected' && l['worker'] === slot,
+        ),
+        `slot ${slot} connected`,
+      );
+      const failed = bridge.logs.find(
+        (l) => l.msg === 'broker connection failed' && l['worker'] === slot,
+      );
+      assert.ok(
+        failed !== undefined && failed.level === 'warn',
+        `slot ${slot}: the dead first URL is logged as a failed connection`,
+      );
       const err = failed['err'];
-      assert.ok(typeof err === 'object' && err !== null && 'message' in err && typeof err.message === 'string', `err is serialized: ${JSON.stringify(failed)}`);
+      assert.ok(
+        typeof err === 'object' &&
+          err !== null &&
+          'message' in err &&
+          typeof err.message === 'string',
+        `err is serialized: ${JSON.stringify(failed)}`,
+      );
     }
     assertNoSecrets(bridge.logs, 'start');
     assert.equal(bridge.stderr(), '', 'nothing on stderr');
@@ -132,7 +181,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     const signature = `SIG-${randomUUID()}`;
     const token = `TOKEN-${randomUUID()}`;
     secrets.push(marker, signature, token);
-    const headers = { 'Content-Type': 'application/xml', 'X-Partner-Signature': signature, Authorization: `Bearer ${token}` };
+    const headers = {
+      'Content-Type': 'application/xml',
+      'X-Partner-Signature': signature,
+      Authorization: `Bearer ${token}`,
+    };
     const nowhere = `/nowhere-${randomUUID()}`;
     const cases: Array<[string, string, number]> = [
       ['/a', `<xml><secret>${marker}</secret></xml>`, 202],
@@ -155,7 +208,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     const victim = (await workerPids(bridge))[1];
     assert.ok(victim !== undefined);
     process.kill(victim, 'SIGKILL');
-    const exited = await logAfter(bridge, from, (l) => l.msg === 'worker exited' && l['workerPid'] === victim);
+    const exited = await logAfter(
+      bridge,
+      from,
+      (l) => l.msg === 'worker exited' && l['workerPid'] === victim,
+    );
     const upTo = bridge.logs.indexOf(exited);
     const lines = bridge.logs.slice(0, upTo);
     const access = lines.filter(isAccess);
@@ -175,7 +232,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     assert.equal(notFound?.['path'], nowhere, 'the path, without its query string');
     assert.equal(notFound?.['reason'], 'Not Found');
     assert.ok(access.some((l) => l['reason'] === 'Invalid XML (doctype)'));
-    assert.equal(lines.filter(msgIs('request body')).length, 0, 'no bodies by default (debugBodies: false)');
+    assert.equal(
+      lines.filter(msgIs('request body')).length,
+      0,
+      'no bodies by default (debugBodies: false)',
+    );
     assert.equal(lines.filter((l) => l.level === 'debug').length, 0, 'level info by default');
     assertNoSecrets(lines, 'default mode');
   });
@@ -186,19 +247,30 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     const burst = 40;
     const ids = new Set<string>();
     for (let i = 0; i < burst; i++) {
-      const reply = await send(`${bridge.url}/nowhere-${i}`, { headers: { 'Content-Type': 'application/xml' }, body: '<x/>' });
+      const reply = await send(`${bridge.url}/nowhere-${i}`, {
+        headers: { 'Content-Type': 'application/xml' },
+        body: '<x/>',
+      });
       assert.equal(reply.status, 404);
       ids.add(String(header(reply, 'x-request-id')));
     }
     // Each worker that held lines back says how many once its second is over.
-    const heldBack = (): number => bridge.logs.slice(from).filter(msgIs('access lines held back')).reduce((n, l) => n + Number(l['count']), 0);
-    const written = (): number => bridge.logs.slice(from).filter((l) => isAccess(l) && ids.has(String(l['requestId']))).length;
+    const heldBack = (): number =>
+      bridge.logs
+        .slice(from)
+        .filter(msgIs('access lines held back'))
+        .reduce((n, l) => n + Number(l['count']), 0);
+    const written = (): number =>
+      bridge.logs.slice(from).filter((l) => isAccess(l) && ids.has(String(l['requestId']))).length;
     await bridge.waitForLog(() => written() + heldBack() === burst, 10_000);
-    assert.ok(written() <= 3 * WORKERS * 2, `${written()} access lines for ${burst} 404s at 3 per worker and second`);
+    assert.ok(
+      written() <= 3 * WORKERS * 2,
+      `${written()} access lines for ${burst} 404s at 3 per worker and second`,
+    );
     assert.ok(heldBack() > 0);
   });
 
-  it('logs a worker\'s death and its refork, then the new worker\'s broker connection and listener', async () => {
+  it("logs a worker's death and its refork, then the new worker's broker connection and listener", async () => {
     const exited = bridge.logs.find((l) => l.msg === 'worker exited' && l['signal'] === 'SIGKILL');
     assert.ok(exited !== undefined);
     assertLineShape(exited, startedAt);
@@ -212,11 +284,22 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     assert.equal(refork.level, 'warn');
     assert.equal(refork['slot'], slot);
     assert.equal(typeof refork['delayMs'], 'number');
-    const connected = await logAfter(bridge, from, (l) => l.msg === 'broker state' && l['state'] === 'connected' && l['worker'] === slot);
-    const listening = await logAfter(bridge, from, (l) => l.msg === 'listening' && l['worker'] === slot);
+    const connected = await logAfter(
+      bridge,
+      from,
+      (l) => l.msg === 'broker state' && l['state'] === 'connected' && l['worker'] === slot,
+    );
+    const listening = await logAfter(
+      bridge,
+      from,
+      (l) => l.msg === 'listening' && l['worker'] === slot,
+    );
     assert.equal(connected['pid'], listening['pid']);
     assert.notEqual(listening['pid'], exited['pid']);
-    assert.ok(bridge.logs.indexOf(connected) < bridge.logs.indexOf(listening), 'a replacement connects to the broker before it listens');
+    assert.ok(
+      bridge.logs.indexOf(connected) < bridge.logs.indexOf(listening),
+      'a replacement connects to the broker before it listens',
+    );
   });
 
   it('after a reload to accessLogSampleRate 1 and debugBodies, logs one access line per request and the bodies', async () => {
@@ -225,7 +308,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     const signature = `SIG-${randomUUID()}`;
     const token = `TOKEN-${randomUUID()}`;
     secrets.push(signature, token);
-    const headers = { 'Content-Type': 'application/xml', 'X-Partner-Signature': signature, Authorization: `Bearer ${token}` };
+    const headers = {
+      'Content-Type': 'application/xml',
+      'X-Partner-Signature': signature,
+      Authorization: `Bearer ${token}`,
+    };
     const from = bridge.logs.length;
     const cases: Array<[string, string, number, string]> = [
       ['/a', `<xml><n>${marker}</n></xml>`, 202, 'a'],
@@ -243,7 +330,11 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
       assert.ok(requestId !== undefined);
       expected.set(requestId, { status, route });
     }
-    await waitForLogCount(bridge, (l) => bridge.logs.indexOf(l) >= from && isAccess(l), cases.length);
+    await waitForLogCount(
+      bridge,
+      (l) => bridge.logs.indexOf(l) >= from && isAccess(l),
+      cases.length,
+    );
     const access = bridge.logs.slice(from).filter(isAccess);
     assert.equal(access.length, cases.length);
     for (const l of access) {
@@ -284,22 +375,34 @@ describe('log lines of a running bridge', { timeout: 100_000 }, () => {
     const stopFrom = bridge.logs.length;
     await bridge.stop();
     const stopping = bridge.logs.slice(stopFrom).find(msgIs('stopping'));
-    assert.ok(stopping !== undefined && stopping['signal'] === 'SIGTERM' && stopping['role'] === 'primary');
+    assert.ok(
+      stopping !== undefined && stopping['signal'] === 'SIGTERM' && stopping['role'] === 'primary',
+    );
     assert.equal(bridge.logs.slice(stopFrom).filter(msgIs('drained')).length, WORKERS);
     const stopped = bridge.logs.slice(stopFrom).find(msgIs('stopped'));
     assert.ok(stopped !== undefined && stopped['clean'] === true);
 
     const sampled = bridge.logs.slice(from).filter(isAccess).length;
     // Binomial(200, 0.25): mean 50, sd 6.1; these bounds fail about once in a million runs.
-    assert.ok(sampled >= 20 && sampled <= 90, `${sampled} access lines for ${SAMPLED_REQUESTS} requests at rate ${SAMPLED_RATE}`);
-    assert.equal(bridge.logs.slice(from).filter(msgIs('request body')).length, 0, 'debugBodies off again');
+    assert.ok(
+      sampled >= 20 && sampled <= 90,
+      `${sampled} access lines for ${SAMPLED_REQUESTS} requests at rate ${SAMPLED_RATE}`,
+    );
+    assert.equal(
+      bridge.logs.slice(from).filter(msgIs('request body')).length,
+      0,
+      'debugBodies off again',
+    );
     for (const l of bridge.logs) assertLineShape(l, startedAt);
     assertNoSecrets(bridge.logs, 'whole run');
   });
 });
 
 describe('the logger (in-process)', () => {
-  function capture(level: 'debug' | 'info' = 'info'): { lines: Array<Record<string, unknown>>; log: ReturnType<typeof createLogger> } {
+  function capture(level: 'debug' | 'info' = 'info'): {
+    lines: Array<Record<string, unknown>>;
+    log: ReturnType<typeof createLogger>;
+  } {
     const lines: Array<Record<string, unknown>> = [];
     const log = createLogger({ role: 'worker', worker: 3 }, level, (line) => {
       assert.ok(line.endsWith('\n') && !line.slice(0, -1).includes('\n'), 'one line per record');
@@ -310,7 +413,9 @@ describe('the logger (in-process)', () => {
 
   it('masks AMQP URL passwords anywhere: message, fields, nested values, errors and their causes', () => {
     const { lines, log } = capture();
-    const err = new Error('connect amqp://bridge:s3cret-1@mq:5672/ failed', { cause: new Error('inner amqps://bridge:s3cret-2@mq2/') });
+    const err = new Error('connect amqp://bridge:s3cret-1@mq:5672/ failed', {
+      cause: new Error('inner amqps://bridge:s3cret-2@mq2/'),
+    });
     log.warn('broker amqp://bridge:s3cret-3@mq/ down', {
       err,
       urls: ['amqp://bridge:s3cret-4@a/', 'amqp://bridge:s3cret-5@b/'],
@@ -329,7 +434,10 @@ describe('the logger (in-process)', () => {
     assert.ok(typeof e === 'object' && e !== null && 'cause' in e && 'type' in e);
     assert.equal(e.type, 'Error');
     const nested = line['info'];
-    assert.ok(typeof nested === 'object' && nested !== null && 'err' in nested, 'errors nested in objects keep their message');
+    assert.ok(
+      typeof nested === 'object' && nested !== null && 'err' in nested,
+      'errors nested in objects keep their message',
+    );
     assert.match(JSON.stringify(nested.err), /nested amqp:\/\/bridge:\*\*\*@d\//);
   });
 

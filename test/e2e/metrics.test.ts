@@ -6,7 +6,16 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { AMQP_URL, PROJECT_ROOT, baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
+import {
+  AMQP_URL,
+  PROJECT_ROOT,
+  baseConfig,
+  startBridge,
+  waitUntilReady,
+  workerPids,
+  type LogLine,
+  type RunningBridge,
+} from '../helpers/bridge.js';
 import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { holdUpload, send } from '../helpers/publish-http.js';
 import { startResponder, type RunningResponder } from '../helpers/responder.js';
@@ -101,9 +110,15 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
   let sentTotal = 0;
 
   /** One request with a fresh connection (SO_REUSEPORT spreads them over the workers). */
-  async function post(pathname: string, body: string, route: string, expect?: number): Promise<number> {
+  async function post(
+    pathname: string,
+    body: string,
+    route: string,
+    expect?: number,
+  ): Promise<number> {
     const reply = await send(`${bridge.url}${pathname}`, { headers: XML, body });
-    if (expect !== undefined) assert.equal(reply.status, expect, `${pathname}: ${reply.body.toString()}`);
+    if (expect !== undefined)
+      assert.equal(reply.status, expect, `${pathname}: ${reply.body.toString()}`);
     statuses.add({ route, status: String(reply.status) });
     sentTotal += 1;
     return reply.status;
@@ -119,12 +134,30 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
         [
           { name: 'ok', path: '/ok', mode: 'publish', exchange: '', routingKey: okQueue },
           // The default exchange with a routing key no queue has: basic.return, then 502.
-          { name: 'unroutable', path: '/unroutable', mode: 'publish', exchange: '', routingKey: uniqueName('no-such-queue') },
-          { name: 'slow', path: '/slow', mode: 'rpc', exchange: '', routingKey: slowQueue, timeoutMs: RPC_TIMEOUT_MS },
+          {
+            name: 'unroutable',
+            path: '/unroutable',
+            mode: 'publish',
+            exchange: '',
+            routingKey: uniqueName('no-such-queue'),
+          },
+          {
+            name: 'slow',
+            path: '/slow',
+            mode: 'rpc',
+            exchange: '',
+            routingKey: slowQueue,
+            timeoutMs: RPC_TIMEOUT_MS,
+          },
         ],
         {
           workers: WORKERS,
-          amqp: { urls: [AMQP_URL], heartbeatSeconds: 5, reconnectSeconds: 0.5, maxInFlight: MAX_IN_FLIGHT },
+          amqp: {
+            urls: [AMQP_URL],
+            heartbeatSeconds: 5,
+            reconnectSeconds: 0.5,
+            maxInFlight: MAX_IN_FLIGHT,
+          },
           limits: { maxBodyBytes: MAX_BODY },
           // Every request logs an access line naming its worker: the per-worker view of the counts.
           logging: { accessLogSampleRate: 1 },
@@ -143,7 +176,11 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     for (let i = 0; i < 5; i++) await post('/ok', `<xml><n>${i}</n></nope>`, 'ok', 400);
     for (let i = 0; i < 4; i++) await post(`/nowhere-${randomUUID()}`, '<xml/>', 'unmatched', 404);
     for (let i = 0; i < 3; i++) {
-      const upload = holdUpload(`${bridge.url}/ok`, { ...XML, 'Content-Length': String(MAX_BODY + 1) }, '');
+      const upload = holdUpload(
+        `${bridge.url}/ok`,
+        { ...XML, 'Content-Length': String(MAX_BODY + 1) },
+        '',
+      );
       const reply = await upload.response;
       upload.req.destroy();
       assert.equal(reply.status, 413);
@@ -155,10 +192,18 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     // A burst past maxInFlight: at most MAX_IN_FLIGHT per worker are admitted (then time out
     // with 504), the rest are refused at once with 503.
     const burst = 12;
-    const answers = await Promise.all(Array.from({ length: burst }, () => post('/slow', '<xml/>', 'slow')));
-    assert.ok(answers.every((s) => s === 503 || s === 504), `burst answers: ${answers.join(' ')}`);
+    const answers = await Promise.all(
+      Array.from({ length: burst }, () => post('/slow', '<xml/>', 'slow')),
+    );
+    assert.ok(
+      answers.every((s) => s === 503 || s === 504),
+      `burst answers: ${answers.join(' ')}`,
+    );
     const refused = answers.filter((s) => s === 503).length;
-    assert.ok(refused >= burst - MAX_IN_FLIGHT * WORKERS, `at least ${burst - MAX_IN_FLIGHT * WORKERS} of ${burst} refused: ${answers.join(' ')}`);
+    assert.ok(
+      refused >= burst - MAX_IN_FLIGHT * WORKERS,
+      `at least ${burst - MAX_IN_FLIGHT * WORKERS} of ${burst} refused: ${answers.join(' ')}`,
+    );
     const timedOut = statuses.get({ route: 'slow', status: '504' });
 
     // Every answer is logged by the worker that served it; the lines are also the per-worker truth.
@@ -171,28 +216,60 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
       tally.add({ route: String(line['route']), status: String(line['status']) });
       byWorker.set(line['worker'], tally);
     }
-    assert.equal(byWorker.size, WORKERS, `both workers served requests: ${JSON.stringify([...byWorker.keys()])}`);
+    assert.equal(
+      byWorker.size,
+      WORKERS,
+      `both workers served requests: ${JSON.stringify([...byWorker.keys()])}`,
+    );
     const summed = new Tally();
-    for (const t of byWorker.values()) for (const [k, v] of t.map) summed.map.set(k, (summed.map.get(k) ?? 0) + v);
-    assert.deepEqual(sorted(summed.map), sorted(statuses.map), 'access lines summed over workers = what the client saw');
+    for (const t of byWorker.values())
+      for (const [k, v] of t.map) summed.map.set(k, (summed.map.get(k) ?? 0) + v);
+    assert.deepEqual(
+      sorted(summed.map),
+      sorted(statuses.map),
+      'access lines summed over workers = what the client saw',
+    );
 
     // Late replies arrive REPLY_DELAY_MS after their request gave up.
-    const scrape = (
-      await poll(() => scrapeText(bridge.adminUrl), (s) => valueOf(s, REPLIES, { route: 'slow', outcome: 'late' }) >= timedOut, { timeoutMs: 15_000, intervalMs: 100 })
-    ).last ?? (await scrapeText(bridge.adminUrl));
+    const scrape =
+      (
+        await poll(
+          () => scrapeText(bridge.adminUrl),
+          (s) => valueOf(s, REPLIES, { route: 'slow', outcome: 'late' }) >= timedOut,
+          { timeoutMs: 15_000, intervalMs: 100 },
+        )
+      ).last ?? (await scrapeText(bridge.adminUrl));
 
-    assert.deepEqual(sorted(seriesOf(scrape, REQUESTS)), sorted(statuses.map), `${REQUESTS}: exactly what the client saw`);
+    assert.deepEqual(
+      sorted(seriesOf(scrape, REQUESTS)),
+      sorted(statuses.map),
+      `${REQUESTS}: exactly what the client saw`,
+    );
     for (const route of ['ok', 'unroutable', 'slow', 'unmatched']) {
-      const answered = [...statuses.map].filter(([k]) => k.includes(`route="${route}"`)).reduce((n, [, v]) => n + v, 0);
-      assert.equal(valueOf(scrape, `${DURATION}_count`, { route }), answered, `${DURATION}_count{route="${route}"}`);
-      assert.equal(valueOf(scrape, `${DURATION}_bucket`, { route, le: '+Inf' }), answered, `${DURATION}_bucket{le="+Inf",route="${route}"}`);
+      const answered = [...statuses.map]
+        .filter(([k]) => k.includes(`route="${route}"`))
+        .reduce((n, [, v]) => n + v, 0);
+      assert.equal(
+        valueOf(scrape, `${DURATION}_count`, { route }),
+        answered,
+        `${DURATION}_count{route="${route}"}`,
+      );
+      assert.equal(
+        valueOf(scrape, `${DURATION}_bucket`, { route, le: '+Inf' }),
+        answered,
+        `${DURATION}_bucket{le="+Inf",route="${route}"}`,
+      );
     }
     // Bodies read completely: the 2xx, the 502s and the admitted rpc calls (not the 400s, 413s, 503s or 404s).
     const bodies = new Tally();
     bodies.add({ route: 'ok' }, 12);
     bodies.add({ route: 'unroutable' }, 4);
     bodies.add({ route: 'slow' }, timedOut);
-    assert.deepEqual(sorted(seriesOf(scrape, `${BODY}_count`)), sorted(bodies.map), `${BODY}_count`);
+    assert.deepEqual(
+      sorted(seriesOf(scrape, `${BODY}_count`)),
+      sorted(bodies.map),
+      `${BODY}_count`,
+    );
 
     const publishes = new Tally();
     publishes.add({ route: 'ok', outcome: 'confirmed' }, 12);
@@ -201,13 +278,21 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     publishes.add({ route: 'slow', outcome: 'confirmed' }, timedOut);
     publishes.add({ route: 'slow', outcome: 'overloaded' }, refused);
     assert.deepEqual(sorted(seriesOf(scrape, PUBLISHES)), sorted(publishes.map), PUBLISHES);
-    assert.equal(valueOf(scrape, `${CONFIRM}_count`), 12 + 4 + timedOut, `${CONFIRM}_count: confirmed + returned`);
+    assert.equal(
+      valueOf(scrape, `${CONFIRM}_count`),
+      12 + 4 + timedOut,
+      `${CONFIRM}_count: confirmed + returned`,
+    );
 
     const replies = new Tally();
     replies.add({ route: 'slow', outcome: 'timeout' }, timedOut);
     replies.add({ route: 'slow', outcome: 'late' }, timedOut);
     assert.deepEqual(sorted(seriesOf(scrape, REPLIES)), sorted(replies.map), REPLIES);
-    assert.deepEqual(sorted(seriesOf(scrape, REJECTED)), [['{reason="malformed",route="ok"}', 5]], REJECTED);
+    assert.deepEqual(
+      sorted(seriesOf(scrape, REJECTED)),
+      [['{reason="malformed",route="ok"}', 5]],
+      REJECTED,
+    );
 
     assert.equal(valueOf(scrape, 'bridge_workers'), WORKERS);
     assert.equal(valueOf(scrape, 'bridge_amqp_connected'), WORKERS);
@@ -225,17 +310,33 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     const scrape = await scrapeText(bridge.adminUrl);
     const closed: Record<string, ReadonlySet<string>> = {
       route: new Set(['ok', 'unroutable', 'slow', 'unmatched']),
-      outcome: new Set(['confirmed', 'nacked', 'returned', 'timeout', 'unavailable', 'overloaded', 'ok', 'late']),
+      outcome: new Set([
+        'confirmed',
+        'nacked',
+        'returned',
+        'timeout',
+        'unavailable',
+        'overloaded',
+        'ok',
+        'late',
+      ]),
       reason: new Set(['malformed', 'too-deep', 'doctype', 'encoding', 'routing-key', 'empty']),
     };
     // bridge_build_info: the one metric whose labels describe the build, not traffic.
     const build = scrape.samples.filter((s) => s.name === 'bridge_build_info');
     assert.equal(build.length, 1, 'one bridge_build_info sample, from the primary');
-    const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }; // our own package.json
-    assert.deepEqual({ ...build[0]?.labels }, { version: pkg.version, node: process.version, uws: build[0]?.labels['uws'] });
+    const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
+      version: string;
+    }; // our own package.json
+    assert.deepEqual(
+      { ...build[0]?.labels },
+      { version: pkg.version, node: process.version, uws: build[0]?.labels['uws'] },
+    );
     assert.match(build[0]?.labels['uws'] ?? '', /^\d+\.\d+\.\d+\S* native$/);
     assert.equal(build[0]?.value, 1);
-    const bridgeSamples = scrape.samples.filter((s) => s.name.startsWith('bridge_') && s.name !== 'bridge_build_info');
+    const bridgeSamples = scrape.samples.filter(
+      (s) => s.name.startsWith('bridge_') && s.name !== 'bridge_build_info',
+    );
     assert.ok(bridgeSamples.length > 50);
     for (const s of bridgeSamples) {
       for (const [label, value] of Object.entries(s.labels)) {
@@ -251,8 +352,26 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     }
     assert.doesNotMatch(scrape.text, /nowhere-/, 'request paths never become label values');
     // 16 buckets from 0.5 ms to 10 s (and +Inf), the same for every latency histogram.
-    const les = scrape.samples.filter((s) => s.name === `${DURATION}_bucket` && s.labels['route'] === 'ok').map((s) => s.labels['le']);
-    assert.deepEqual(les, ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf']);
+    const les = scrape.samples
+      .filter((s) => s.name === `${DURATION}_bucket` && s.labels['route'] === 'ok')
+      .map((s) => s.labels['le']);
+    assert.deepEqual(les, [
+      '0.0005',
+      '0.001',
+      '0.0025',
+      '0.005',
+      '0.01',
+      '0.025',
+      '0.05',
+      '0.1',
+      '0.25',
+      '0.5',
+      '1',
+      '2.5',
+      '5',
+      '10',
+      '+Inf',
+    ]);
   });
 
   it('serves OpenMetrics when the scraper asks for it, with the same counts', async () => {
@@ -261,7 +380,11 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     const om = await scrapeText(bridge.adminUrl, `${OPENMETRICS},text/plain;version=0.0.4;q=0.5`);
     assert.match(om.contentType ?? '', /^application\/openmetrics-text; version=1\.0\.0/);
     assert.ok(om.text.endsWith('# EOF\n'), 'OpenMetrics ends with # EOF');
-    assert.match(om.text, /^# TYPE bridge_http_requests counter$/m, 'counter families are named without _total');
+    assert.match(
+      om.text,
+      /^# TYPE bridge_http_requests counter$/m,
+      'counter families are named without _total',
+    );
     assert.doesNotMatch(om.text, /_total_total/, 'no doubled _total suffix');
     assert.doesNotMatch(om.text, /\n\n/, 'no blank lines (OpenMetrics forbids them)');
     assert.deepEqual(sorted(seriesOf(om, REQUESTS)), sorted(seriesOf(text, REQUESTS)));
@@ -284,20 +407,54 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     const parsed: unknown = parseYaml(readFileSync(ALERTS, 'utf8'));
     const alerts = alertRulesOf(parsed);
     const names = alerts.map((a) => a.alert);
-    for (const wanted of ['BridgeDown', 'BridgeNotReady', 'BridgeHigh5xxRatio', 'BridgeOverloaded503', 'BridgeConfirmLatencyHigh', 'BridgeWorkerRestarts', 'BridgeLateRpcReplies']) {
+    for (const wanted of [
+      'BridgeDown',
+      'BridgeNotReady',
+      'BridgeHigh5xxRatio',
+      'BridgeOverloaded503',
+      'BridgeConfirmLatencyHigh',
+      'BridgeWorkerRestarts',
+      'BridgeLateRpcReplies',
+    ]) {
       assert.ok(names.includes(wanted), `alert ${wanted} is defined`);
     }
     for (const a of alerts) {
-      for (const k of ['summary', 'description', 'runbook']) assert.ok(typeof a.annotations[k] === 'string' && a.annotations[k] !== '', `${a.alert} has annotation ${k}`);
-      assert.ok(['critical', 'warning'].includes(a.labels['severity'] ?? ''), `${a.alert} has a severity`);
+      for (const k of ['summary', 'description', 'runbook'])
+        assert.ok(
+          typeof a.annotations[k] === 'string' && a.annotations[k] !== '',
+          `${a.alert} has annotation ${k}`,
+        );
+      assert.ok(
+        ['critical', 'warning'].includes(a.labels['severity'] ?? ''),
+        `${a.alert} has a severity`,
+      );
     }
 
     // promtool's unit tests compare annotations verbatim; test the firing logic on a copy without them.
     const dir = mkdtempSync(path.join(tmpdir(), 'bridge-alerts-'));
     try {
-      const bare = { groups: [{ name: 'bridge', rules: alerts.map((a) => ({ alert: a.alert, expr: a.expr, for: a.for, labels: a.labels })) }] };
+      const bare = {
+        groups: [
+          {
+            name: 'bridge',
+            rules: alerts.map((a) => ({
+              alert: a.alert,
+              expr: a.expr,
+              for: a.for,
+              labels: a.labels,
+            })),
+          },
+        ],
+      };
       writeFileSync(path.join(dir, 'rules.yml'), stringifyYaml(bare));
-      writeFileSync(path.join(dir, 'tests.yml'), stringifyYaml({ rule_files: ['rules.yml'], evaluation_interval: '1m', tests: alertCases() }));
+      writeFileSync(
+        path.join(dir, 'tests.yml'),
+        stringifyYaml({
+          rule_files: ['rules.yml'],
+          evaluation_interval: '1m',
+          tests: alertCases(),
+        }),
+      );
       const run = await promtool(['test', 'rules', path.join(dir, 'tests.yml')]);
       assert.equal(run.code, 0, `promtool test rules:\n${run.stdout}${run.stderr}`);
     } finally {
@@ -306,13 +463,22 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
   });
 
   it('is scraped by a real Prometheus, which reads the counters back and evaluates the rules and dashboard queries', async (t) => {
-    const expected = valueOf(await scrapeText(bridge.adminUrl), REQUESTS, { route: 'ok', status: '202' });
+    const expected = valueOf(await scrapeText(bridge.adminUrl), REQUESTS, {
+      route: 'ok',
+      status: '202',
+    });
     assert.ok(expected > 0);
     const prom = await startPrometheus(
       stringifyYaml({
         global: { scrape_interval: '1s', evaluation_interval: '1s' },
         rule_files: [ALERTS],
-        scrape_configs: [{ job_name: 'xml-amqp-bridge', scrape_timeout: '900ms', static_configs: [{ targets: [`127.0.0.1:${bridge.adminPort}`] }] }],
+        scrape_configs: [
+          {
+            job_name: 'xml-amqp-bridge',
+            scrape_timeout: '900ms',
+            static_configs: [{ targets: [`127.0.0.1:${bridge.adminPort}`] }],
+          },
+        ],
       }),
     );
     t.after(() => prom.stop());
@@ -322,23 +488,38 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
         got: (await prom.query(`${REQUESTS}{route="ok",status="202"}`))[0]?.value,
         ruleStates: rulesOf(await prom.api('rules')),
       }),
-      (s) => s.got === expected && s.ruleStates.length > 0 && s.ruleStates.every((r) => r.health === 'ok'),
+      (s) =>
+        s.got === expected &&
+        s.ruleStates.length > 0 &&
+        s.ruleStates.every((r) => r.health === 'ok'),
       { timeoutMs: 20_000, intervalMs: 250 },
     );
     const got = seen.last?.got;
     const ruleStates = seen.last?.ruleStates ?? [];
     assert.equal(got, expected, `Prometheus read ${REQUESTS}{route="ok",status="202"} back`);
-    assert.deepEqual((await prom.query('up{job="xml-amqp-bridge"}')).map((r) => r.value), [1]);
-    assert.deepEqual(await prom.query('{__name__=~".+_total_total"}'), [], 'no doubled _total from the OpenMetrics scrape');
+    assert.deepEqual(
+      (await prom.query('up{job="xml-amqp-bridge"}')).map((r) => r.value),
+      [1],
+    );
+    assert.deepEqual(
+      await prom.query('{__name__=~".+_total_total"}'),
+      [],
+      'no doubled _total from the OpenMetrics scrape',
+    );
     assert.ok(ruleStates.length >= 7, `rules loaded: ${ruleStates.length}`);
     for (const r of ruleStates) assert.equal(r.health, 'ok', `rule ${r.name}: ${r.lastError}`);
 
     // Every query of the Grafana dashboard parses and evaluates against real data.
-    const dashboard: unknown = JSON.parse(readFileSync(path.join(PROM_DIR, 'grafana-dashboard.json'), 'utf8'));
+    const dashboard: unknown = JSON.parse(
+      readFileSync(path.join(PROM_DIR, 'grafana-dashboard.json'), 'utf8'),
+    );
     const exprs = dashboardExprs(dashboard);
     assert.ok(exprs.length >= 15, `dashboard queries: ${exprs.length}`);
     for (const expr of exprs) {
-      const concrete = expr.replaceAll('$__rate_interval', '1m').replaceAll('$instance', '.*').replaceAll('$route', '.*');
+      const concrete = expr
+        .replaceAll('$__rate_interval', '1m')
+        .replaceAll('$instance', '.*')
+        .replaceAll('$route', '.*');
       await prom.query(concrete); // throws unless Prometheus answers success
     }
     const requestsPanel = await prom.query(`sum by (status) (${REQUESTS})`);
@@ -361,7 +542,10 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     assert.equal(pids.length, WORKERS);
     const [live, stopped] = pids;
     assert.ok(live !== undefined && stopped !== undefined);
-    assert.ok((newByPid.get(stopped) ?? 0) > 0 && (newByPid.get(live) ?? 0) > 0, `both workers served some of the ${n}: ${JSON.stringify([...newByPid])}`);
+    assert.ok(
+      (newByPid.get(stopped) ?? 0) > 0 && (newByPid.get(live) ?? 0) > 0,
+      `both workers served some of the ${n}: ${JSON.stringify([...newByPid])}`,
+    );
 
     process.kill(stopped, 'SIGSTOP');
     t.after(() => {
@@ -381,21 +565,32 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
       process.kill(stopped, 'SIGCONT');
     }
     t.diagnostic(`scrape with a stopped worker took ${Math.round(elapsed)} ms`);
-    assert.ok(elapsed < SCRAPE_WITH_HUNG_WORKER_MS, `answered within ${SCRAPE_WITH_HUNG_WORKER_MS} ms (took ${Math.round(elapsed)})`);
+    assert.ok(
+      elapsed < SCRAPE_WITH_HUNG_WORKER_MS,
+      `answered within ${SCRAPE_WITH_HUNG_WORKER_MS} ms (took ${Math.round(elapsed)})`,
+    );
     assert.equal(
       valueOf(during, REQUESTS, { route: 'ok', status: '202' }),
       base + (newByPid.get(live) ?? 0),
       'the live worker counted fresh, the stopped one as of the previous scrape',
     );
-    assert.ok(valueOf(during, 'bridge_scrape_errors_total') >= valueOf(before, 'bridge_scrape_errors_total') + 1, 'the miss is counted');
+    assert.ok(
+      valueOf(during, 'bridge_scrape_errors_total') >=
+        valueOf(before, 'bridge_scrape_errors_total') + 1,
+      'the miss is counted',
+    );
     assert.equal(valueOf(during, 'bridge_workers'), WORKERS);
     assertNothingWentBackwards(before, during, 'scrape with a stopped worker');
 
     const resumed = await scrapeText(bridge.adminUrl);
-    assert.equal(valueOf(resumed, REQUESTS, { route: 'ok', status: '202' }), base + n, 'after SIGCONT both workers are fresh again');
+    assert.equal(
+      valueOf(resumed, REQUESTS, { route: 'ok', status: '202' }),
+      base + n,
+      'after SIGCONT both workers are fresh again',
+    );
   });
 
-  it('keeps a killed worker\'s counts: after the refork every counter and histogram is the same or higher', async () => {
+  it("keeps a killed worker's counts: after the refork every counter and histogram is the same or higher", async () => {
     // The primary knows a worker's counts as of its last scrape (a SIGKILLed worker sends nothing
     // more), so scrape right before the kill; no traffic in between makes the comparison exact.
     const before = await scrapeText(bridge.adminUrl);
@@ -414,15 +609,25 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     const compared = assertNothingWentBackwards(before, after, 'after SIGKILL + refork');
     assert.ok(compared > 100, `compared ${compared} counter and histogram samples`);
     for (const name of [REQUESTS, `${DURATION}_count`, PUBLISHES, REPLIES, REJECTED]) {
-      assert.deepEqual(sorted(seriesOf(after, name)), sorted(seriesOf(before, name)), `${name} carried forward exactly`);
+      assert.deepEqual(
+        sorted(seriesOf(after, name)),
+        sorted(seriesOf(before, name)),
+        `${name} carried forward exactly`,
+      );
     }
-    assert.equal(valueOf(after, 'bridge_worker_restarts_total'), valueOf(before, 'bridge_worker_restarts_total') + 1);
+    assert.equal(
+      valueOf(after, 'bridge_worker_restarts_total'),
+      valueOf(before, 'bridge_worker_restarts_total') + 1,
+    );
     assert.equal(valueOf(after, 'bridge_workers'), WORKERS);
 
     // The new worker's counts add on top of the carried ones.
     const base = valueOf(after, REQUESTS, { route: 'ok', status: '202' });
     for (let i = 0; i < 10; i++) await post('/ok', `<xml><after>${i}</after></xml>`, 'ok', 202);
-    assert.equal(valueOf(await scrapeText(bridge.adminUrl), REQUESTS, { route: 'ok', status: '202' }), base + 10);
+    assert.equal(
+      valueOf(await scrapeText(bridge.adminUrl), REQUESTS, { route: 'ok', status: '202' }),
+      base + 10,
+    );
   });
 
   it('loses no counts across a reload: each retiring worker hands over its final snapshot', async () => {
@@ -436,12 +641,19 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     await logAfter(bridge, from, (l) => l.msg === 'reloaded', 30_000);
     await waitUntilReady(bridge);
     const newPids = await workerPids(bridge);
-    assert.ok(newPids.every((p) => !oldPids.includes(p)), `every worker replaced: ${oldPids.join(',')} -> ${newPids.join(',')}`);
+    assert.ok(
+      newPids.every((p) => !oldPids.includes(p)),
+      `every worker replaced: ${oldPids.join(',')} -> ${newPids.join(',')}`,
+    );
 
     const after = await scrapeText(bridge.adminUrl);
     assert.equal(valueOf(after, REQUESTS, { route: 'ok', status: '202' }), base + 10);
     assertNothingWentBackwards(before, after, 'after a reload');
-    assert.equal(valueOf(after, 'bridge_worker_restarts_total'), valueOf(before, 'bridge_worker_restarts_total'), 'a reload is not a restart');
+    assert.equal(
+      valueOf(after, 'bridge_worker_restarts_total'),
+      valueOf(before, 'bridge_worker_restarts_total'),
+      'a reload is not a restart',
+    );
   });
 });
 
@@ -455,7 +667,9 @@ interface AlertRule {
 
 /** `obj[key]` when `obj` is an object that has it; parsed YAML and JSON are `unknown` until narrowed. */
 function field(obj: unknown, key: string): unknown {
-  return typeof obj === 'object' && obj !== null && key in obj ? (obj as Record<string, unknown>)[key] : undefined;
+  return typeof obj === 'object' && obj !== null && key in obj
+    ? (obj as Record<string, unknown>)[key]
+    : undefined;
 }
 
 /** `obj[key]` when it is a list, else an empty one. */
@@ -475,19 +689,31 @@ function alertRulesOf(doc: unknown): AlertRule[] {
   assert.ok(Array.isArray(field(doc, 'groups')), 'rules file has groups');
   const out: AlertRule[] = [];
   for (const group of listField(doc, 'groups')) {
-    assert.ok(Array.isArray(field(group, 'rules')), `group ${JSON.stringify(field(group, 'name'))} has rules`);
+    assert.ok(
+      Array.isArray(field(group, 'rules')),
+      `group ${JSON.stringify(field(group, 'name'))} has rules`,
+    );
     for (const rule of listField(group, 'rules')) {
       const alert = stringField(rule, 'alert');
       const expr = stringField(rule, 'expr');
-      assert.ok(alert !== undefined && expr !== undefined, `rule has alert and expr: ${JSON.stringify(rule)}`);
+      assert.ok(
+        alert !== undefined && expr !== undefined,
+        `rule has alert and expr: ${JSON.stringify(rule)}`,
+      );
       const labels = field(rule, 'labels');
       const annotations = field(rule, 'annotations');
       out.push({
         alert,
         expr,
         for: stringField(rule, 'for'),
-        labels: Object.fromEntries(Object.entries(typeof labels === 'object' && labels !== null ? labels : {}).map(([k, v]) => [k, String(v)])),
-        annotations: { ...(typeof annotations === 'object' && annotations !== null ? annotations : {}) },
+        labels: Object.fromEntries(
+          Object.entries(typeof labels === 'object' && labels !== null ? labels : {}).map(
+            ([k, v]) => [k, String(v)],
+          ),
+        ),
+        annotations: {
+          ...(typeof annotations === 'object' && annotations !== null ? annotations : {}),
+        },
       });
     }
   }
@@ -521,15 +747,25 @@ function alertCases(): unknown[] {
   const I = 'instance="b:9464", job="xml-amqp-bridge"';
   const inst = { instance: 'b:9464' };
   const job = { ...inst, job: 'xml-amqp-bridge' };
-  const test = (series: Array<[string, string]>, checks: Array<[string, string, Array<Record<string, string>>]>): unknown => ({
+  const test = (
+    series: Array<[string, string]>,
+    checks: Array<[string, string, Array<Record<string, string>>]>,
+  ): unknown => ({
     interval: '1m',
     input_series: series.map(([s, values]) => ({ series: s, values })),
-    alert_rule_test: checks.map(([eval_time, alertname, exp]) => ({ eval_time, alertname, exp_alerts: exp.map((exp_labels) => ({ exp_labels })) })),
+    alert_rule_test: checks.map(([eval_time, alertname, exp]) => ({
+      eval_time,
+      alertname,
+      exp_alerts: exp.map((exp_labels) => ({ exp_labels })),
+    })),
   });
   return [
     test([[`up{${I}}`, '0x5']], [['3m', 'BridgeDown', [{ ...job, severity: 'critical' }]]]),
     test([[`up{${I}}`, '1x5']], [['3m', 'BridgeDown', []]]),
-    test([[`bridge_workers{${I}}`, '2x5']], [['3m', 'BridgeDown', [{ job: 'xml-amqp-bridge', severity: 'critical' }]]]),
+    test(
+      [[`bridge_workers{${I}}`, '2x5']],
+      [['3m', 'BridgeDown', [{ job: 'xml-amqp-bridge', severity: 'critical' }]]],
+    ),
     test(
       [
         [`bridge_workers{${I}}`, '2x10'],
@@ -588,7 +824,10 @@ function alertCases(): unknown[] {
       ],
       [['20m', 'BridgeConfirmLatencyHigh', []]],
     ),
-    test([[`bridge_worker_restarts_total{${I}}`, '0 0 0 1 1 1']], [['4m', 'BridgeWorkerRestarts', [{ ...job, severity: 'warning' }]]]),
+    test(
+      [[`bridge_worker_restarts_total{${I}}`, '0 0 0 1 1 1']],
+      [['4m', 'BridgeWorkerRestarts', [{ ...job, severity: 'warning' }]]],
+    ),
     test([[`bridge_worker_restarts_total{${I}}`, '0x10']], [['8m', 'BridgeWorkerRestarts', []]]),
     test(
       [
@@ -597,9 +836,18 @@ function alertCases(): unknown[] {
       ],
       [['20m', 'BridgeLateRpcReplies', [{ ...inst, route: 'orders', severity: 'warning' }]]],
     ),
-    test([[`bridge_rpc_replies_total{${I}, route="orders", outcome="ok"}`, '0+100x30']], [['20m', 'BridgeLateRpcReplies', []]]),
-    test([[`bridge_scrape_errors_total{${I}}`, '0+1x20']], [['15m', 'BridgeScrapeErrors', [{ ...job, severity: 'warning' }]]]),
-    test([[`bridge_config_reload_success{${I}}`, '1 1 0 0']], [['3m', 'BridgeConfigReloadFailed', [{ ...job, severity: 'warning' }]]]),
+    test(
+      [[`bridge_rpc_replies_total{${I}, route="orders", outcome="ok"}`, '0+100x30']],
+      [['20m', 'BridgeLateRpcReplies', []]],
+    ),
+    test(
+      [[`bridge_scrape_errors_total{${I}}`, '0+1x20']],
+      [['15m', 'BridgeScrapeErrors', [{ ...job, severity: 'warning' }]]],
+    ),
+    test(
+      [[`bridge_config_reload_success{${I}}`, '1 1 0 0']],
+      [['3m', 'BridgeConfigReloadFailed', [{ ...job, severity: 'warning' }]]],
+    ),
     test([[`bridge_config_reload_success{${I}}`, '1x5']], [['4m', 'BridgeConfigReloadFailed', []]]),
   ];
 }

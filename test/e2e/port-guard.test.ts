@@ -6,7 +6,14 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { baseConfig, MAIN, parseLogLine, startBridge, workerPids, type LogLine } from '../helpers/bridge.js';
+import {
+  baseConfig,
+  MAIN,
+  parseLogLine,
+  startBridge,
+  workerPids,
+  type LogLine,
+} from '../helpers/bridge.js';
 import { runToExit } from '../helpers/child.js';
 import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
@@ -19,12 +26,20 @@ interface Outcome {
 }
 
 /** Runs the bridge expecting it to exit by itself; SIGKILLs it after `timeoutMs` (then the test fails). */
-async function runUntilExit(config: unknown, env: Record<string, string> = {}, timeoutMs = 20_000): Promise<Outcome> {
+async function runUntilExit(
+  config: unknown,
+  env: Record<string, string> = {},
+  timeoutMs = 20_000,
+): Promise<Outcome> {
   const dir = mkdtempSync(path.join(tmpdir(), 'bridge-guard-'));
   try {
     const file = path.join(dir, 'config.yaml');
     writeFileSync(file, JSON.stringify(config));
-    const { code, signal, stdout, stderr } = await runToExit(process.execPath, [MAIN, '--config', file], { env: { ...process.env, ...env }, timeoutMs });
+    const { code, signal, stdout, stderr } = await runToExit(
+      process.execPath,
+      [MAIN, '--config', file],
+      { env: { ...process.env, ...env }, timeoutMs },
+    );
     const lines = stdout
       .split('\n')
       .filter((l) => l.trim() !== '')
@@ -39,7 +54,12 @@ function fatalLines(outcome: Outcome): string[] {
   return outcome.lines.filter((l) => l.level === 'fatal').map((l) => JSON.stringify(l));
 }
 
-const route = (queue: string): Record<string, unknown> => ({ path: '/a', mode: 'publish', exchange: '', routingKey: queue });
+const route = (queue: string): Record<string, unknown> => ({
+  path: '/a',
+  mode: 'publish',
+  exchange: '',
+  routingKey: queue,
+});
 
 describe('port guard', { timeout: 90_000 }, () => {
   it('refuses to start on a port another process listens on', async (t) => {
@@ -49,12 +69,20 @@ describe('port guard', { timeout: 90_000 }, () => {
     t.after(() => other.close());
     const { port } = other.address() as AddressInfo; // a TCP server's address is an AddressInfo
 
-    const outcome = await runUntilExit(baseConfig([route(uniqueName('unused'))], { listen: `127.0.0.1:${port}` }));
+    const outcome = await runUntilExit(
+      baseConfig([route(uniqueName('unused'))], { listen: `127.0.0.1:${port}` }),
+    );
     assert.equal(outcome.signal, null, 'the bridge did not exit by itself');
     assert.ok(outcome.code !== null && outcome.code !== 0, `exit code ${outcome.code}`);
     const fatal = fatalLines(outcome);
-    assert.ok(fatal.some((l) => l.includes('already in use')), `fatal lines: ${fatal.join('\n')}\nstderr: ${outcome.stderr}`);
-    assert.ok(!outcome.lines.some((l) => l.msg === 'listening'), 'a worker listened on the shared port');
+    assert.ok(
+      fatal.some((l) => l.includes('already in use')),
+      `fatal lines: ${fatal.join('\n')}\nstderr: ${outcome.stderr}`,
+    );
+    assert.ok(
+      !outcome.lines.some((l) => l.msg === 'listening'),
+      'a worker listened on the shared port',
+    );
   });
 
   it('a second bridge on the port of a running one refuses to start; the first keeps serving', async (t) => {
@@ -65,12 +93,20 @@ describe('port guard', { timeout: 90_000 }, () => {
     t.after(() => first.stop());
     const pids = await workerPids(first);
 
-    const outcome = await runUntilExit(baseConfig([route(queue)], { listen: `127.0.0.1:${first.port}` }));
+    const outcome = await runUntilExit(
+      baseConfig([route(queue)], { listen: `127.0.0.1:${first.port}` }),
+    );
     assert.equal(outcome.signal, null, 'the second bridge did not exit by itself');
     assert.ok(outcome.code !== null && outcome.code !== 0, `exit code ${outcome.code}`);
     const fatal = fatalLines(outcome);
-    assert.ok(fatal.some((l) => l.includes('already in use')), `fatal lines: ${fatal.join('\n')}\nstderr: ${outcome.stderr}`);
-    assert.ok(!outcome.lines.some((l) => l.msg === 'listening'), 'a second-bridge worker listened on the shared port');
+    assert.ok(
+      fatal.some((l) => l.includes('already in use')),
+      `fatal lines: ${fatal.join('\n')}\nstderr: ${outcome.stderr}`,
+    );
+    assert.ok(
+      !outcome.lines.some((l) => l.msg === 'listening'),
+      'a second-bridge worker listened on the shared port',
+    );
 
     const key = uniqueName('first');
     const answer = await postXml(`${first.url}/a`, xmlBody(1), key);
@@ -80,11 +116,16 @@ describe('port guard', { timeout: 90_000 }, () => {
   });
 
   it('refuses uWS.js JS fallback (UWS_USE_FALLBACK=1) with a fatal line', async () => {
-    const outcome = await runUntilExit(baseConfig([route(uniqueName('unused'))]), { UWS_USE_FALLBACK: '1' });
+    const outcome = await runUntilExit(baseConfig([route(uniqueName('unused'))]), {
+      UWS_USE_FALLBACK: '1',
+    });
     assert.equal(outcome.signal, null, 'the bridge did not exit by itself');
     assert.ok(outcome.code !== null && outcome.code !== 0, `exit code ${outcome.code}`);
     const fatal = fatalLines(outcome);
-    assert.ok(fatal.some((l) => l.includes('native binary')), `fatal lines: ${fatal.join('\n')}\nstderr: ${outcome.stderr}`);
+    assert.ok(
+      fatal.some((l) => l.includes('native binary')),
+      `fatal lines: ${fatal.join('\n')}\nstderr: ${outcome.stderr}`,
+    );
     assert.ok(!outcome.lines.some((l) => l.msg === 'listening'));
   });
 

@@ -11,7 +11,12 @@ const REQUESTS = 2000;
 const CONCURRENCY = 150;
 const MAX_DOC_BYTES = 512 * 1024;
 const SEED = 0x5eed_2024;
-const CONTENT_TYPES = ['application/xml', 'text/xml; charset=utf-8', 'application/soap+xml', undefined] as const;
+const CONTENT_TYPES = [
+  'application/xml',
+  'text/xml; charset=utf-8',
+  'application/soap+xml',
+  undefined,
+] as const;
 
 /** mulberry32: a tiny seeded PRNG, so every run sends the same documents. */
 function prng(seed: number): () => number {
@@ -24,7 +29,21 @@ function prng(seed: number): () => number {
   };
 }
 
-const WORDS = ['订单', '上海市浦东新区', '北京', 'payment', 'Grüße', '&amp;', '&lt;tag&gt;', '日本語テキスト', '한국어', '😀 emoji', 'naïve café', '&#x4E2D;&#25991;', 'plain ascii words'];
+const WORDS = [
+  '订单',
+  '上海市浦东新区',
+  '北京',
+  'payment',
+  'Grüße',
+  '&amp;',
+  '&lt;tag&gt;',
+  '日本語テキスト',
+  '한국어',
+  '😀 emoji',
+  'naïve café',
+  '&#x4E2D;&#25991;',
+  'plain ascii words',
+];
 const TINY = [
   { body: '<a/>', root: 'a' },
   { body: '<x>中</x>', root: 'x' },
@@ -41,13 +60,17 @@ interface Doc {
 function makeDoc(i: number): Doc {
   const rnd = prng(SEED + i);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T; // index < length
-  const target = i % 97 === 0 ? MAX_DOC_BYTES : Math.floor(Math.exp(Math.log(4) + rnd() * Math.log(MAX_DOC_BYTES / 4)));
+  const target =
+    i % 97 === 0
+      ? MAX_DOC_BYTES
+      : Math.floor(Math.exp(Math.log(4) + rnd() * Math.log(MAX_DOC_BYTES / 4)));
   if (target < 48) {
     const tiny = TINY[i % TINY.length];
     assert.ok(tiny);
     return { body: Buffer.from(tiny.body), root: tiny.root };
   }
-  const text = (): string => Array.from({ length: 1 + Math.floor(rnd() * 6) }, () => pick(WORDS)).join(' ');
+  const text = (): string =>
+    Array.from({ length: 1 + Math.floor(rnd() * 6) }, () => pick(WORDS)).join(' ');
   const decl = i % 3 === 0 ? '<?xml version="1.0" encoding="UTF-8"?>\n' : '';
   const open = `${decl}<p:batch xmlns:p="urn:example:partner" xmlns="urn:example:default" seq="${i}" note="${pick(WORDS)}">`;
   const close = '</p:batch>';
@@ -94,7 +117,15 @@ describe('publish mode: 2,000 concurrent requests over 2 workers', { timeout: 11
     broker = await openBroker();
     queue = await broker.queue(uniqueName('bulk'));
     const config = baseConfig(
-      [{ path: '/bulk', mode: 'publish', exchange: '', routingKey: queue, forwardHeaders: ['x-partner-signature'] }],
+      [
+        {
+          path: '/bulk',
+          mode: 'publish',
+          exchange: '',
+          routingKey: queue,
+          forwardHeaders: ['x-partner-signature'],
+        },
+      ],
       { workers: 2, limits: { maxBodyBytes: 1024 * 1024 } },
     );
     const amqp = config['amqp'];
@@ -112,7 +143,10 @@ describe('publish mode: 2,000 concurrent requests over 2 workers', { timeout: 11
     const docs = Array.from({ length: REQUESTS }, (_, i) => makeDoc(i));
     const sizes = docs.map((d) => d.body.byteLength);
     assert.ok(Math.min(...sizes) <= 16, 'some bodies are a few bytes');
-    assert.ok(Math.max(...sizes) > MAX_DOC_BYTES - 1024 && Math.max(...sizes) <= MAX_DOC_BYTES, 'some bodies are ~512 KiB');
+    assert.ok(
+      Math.max(...sizes) > MAX_DOC_BYTES - 1024 && Math.max(...sizes) <= MAX_DOC_BYTES,
+      'some bodies are ~512 KiB',
+    );
 
     const keepAlive = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
     const outcomes: Outcome[] = Array.from({ length: REQUESTS }, () => ({
@@ -128,15 +162,23 @@ describe('publish mode: 2,000 concurrent requests over 2 workers', { timeout: 11
         const doc = docs[i] as Doc; // i < REQUESTS = docs.length
         const outcome = outcomes[i] as Outcome; // same length
         const contentType = CONTENT_TYPES[i % CONTENT_TYPES.length];
-        const headers: Record<string, string> = { 'Idempotency-Key': `${idPrefix}-${i}`, 'X-Partner-Signature': `sig-${i}` };
+        const headers: Record<string, string> = {
+          'Idempotency-Key': `${idPrefix}-${i}`,
+          'X-Partner-Signature': `sig-${i}`,
+        };
         if (contentType !== undefined) headers['Content-Type'] = contentType;
         try {
           // Half on fresh connections, so the kernel spreads them over both workers.
-          const reply = await send(`${bridge.url}/bulk?seq=${i}`, { headers, body: doc.body, agent: i % 2 === 0 ? keepAlive : false });
+          const reply = await send(`${bridge.url}/bulk?seq=${i}`, {
+            headers,
+            body: doc.body,
+            agent: i % 2 === 0 ? keepAlive : false,
+          });
           outcome.status = reply.status;
           outcome.requestId = header(reply, 'x-request-id');
           outcome.messageId = header(reply, 'message-id');
-          if (reply.status < 200 || reply.status >= 300) outcome.error = reply.body.toString('utf8').slice(0, 200);
+          if (reply.status < 200 || reply.status >= 300)
+            outcome.error = reply.body.toString('utf8').slice(0, 200);
         } catch (err) {
           outcome.error = err instanceof Error ? err.message : String(err);
         }
@@ -157,7 +199,11 @@ describe('publish mode: 2,000 concurrent requests over 2 workers', { timeout: 11
       assert.ok(o.requestId, `X-Request-Id of request ${i}`);
     });
 
-    assert.equal(await broker.count(queue), REQUESTS, 'the queue holds exactly one message per request');
+    assert.equal(
+      await broker.count(queue),
+      REQUESTS,
+      'the queue holds exactly one message per request',
+    );
     const seen = new Set<number>();
     const check = (msg: GetMessage): void => {
       const id = String(msg.properties.messageId);
@@ -168,7 +214,10 @@ describe('publish mode: 2,000 concurrent requests over 2 workers', { timeout: 11
       assert.ok(doc && outcome, `unknown message id ${id}`);
       assert.ok(!seen.has(i), `message ${id} delivered twice`);
       seen.add(i);
-      assert.ok(msg.content.equals(doc.body), `body of ${id} (${doc.body.byteLength} bytes sent, ${msg.content.byteLength} queued)`);
+      assert.ok(
+        msg.content.equals(doc.body),
+        `body of ${id} (${doc.body.byteLength} bytes sent, ${msg.content.byteLength} queued)`,
+      );
       const p = msg.properties;
       assert.equal(p.deliveryMode, 2, id);
       assert.equal(p.contentType, CONTENT_TYPES[i % CONTENT_TYPES.length] ?? 'application/xml', id);

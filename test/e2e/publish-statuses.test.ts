@@ -6,7 +6,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { GetMessage } from 'amqplib';
-import { AMQP_URL, MAIN, baseConfig, startBridge, waitUntilReady, type LogLine, type RunningBridge } from '../helpers/bridge.js';
+import {
+  AMQP_URL,
+  MAIN,
+  baseConfig,
+  startBridge,
+  waitUntilReady,
+  type LogLine,
+  type RunningBridge,
+} from '../helpers/bridge.js';
 import { runToExit } from '../helpers/child.js';
 import { startPrivateBroker, type PrivateBroker } from '../helpers/private-broker.js';
 import { openBroker, uniqueName, type TestBroker, messageIds } from '../helpers/broker.js';
@@ -26,7 +34,14 @@ const MAX_DEPTH = 8;
 const MAX_HEADER = 100;
 const UPLOAD_TIMEOUT_MS = 500;
 const ACK_BODY = '<xml><return_code><![CDATA[SUCCESS]]></return_code></xml>';
-const CONTRACT_HEADERS = ['x-http-method', 'x-http-path', 'x-http-query', 'x-remote-addr', 'x-request-id', 'x-xml-root'];
+const CONTRACT_HEADERS = [
+  'x-http-method',
+  'x-http-path',
+  'x-http-query',
+  'x-remote-addr',
+  'x-request-id',
+  'x-xml-root',
+];
 const ORDER =
   '<?xml version="1.0" encoding="UTF-8"?>\n' +
   '<ord:order xmlns:ord="urn:example:orders" id="A-1" currency="CNY">' +
@@ -34,7 +49,11 @@ const ORDER =
 const XML = { 'Content-Type': 'application/xml' } as const;
 
 /** baseConfig with `amqp` options merged instead of replaced. */
-function configWith(routes: unknown[], amqp: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+function configWith(
+  routes: unknown[],
+  amqp: Record<string, unknown>,
+  extra: Record<string, unknown>,
+): Record<string, unknown> {
   const base = baseConfig(routes);
   const baseAmqp = base['amqp'];
   assert.ok(typeof baseAmqp === 'object' && baseAmqp !== null);
@@ -46,7 +65,12 @@ function headersOf(msg: GetMessage): Record<string, unknown> {
 }
 
 /** Resolves with the first log line after `from` (an index into bridge.logs) that matches. */
-function logAfter(bridge: RunningBridge, from: number, match: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
+function logAfter(
+  bridge: RunningBridge,
+  from: number,
+  match: (l: LogLine) => boolean,
+  timeoutMs = 15_000,
+): Promise<LogLine> {
   return bridge.waitForLog((l) => bridge.logs.indexOf(l) >= from && match(l), timeoutMs);
 }
 
@@ -73,7 +97,13 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
     await broker.channel.bindQueue(ccQueue, exchange, ccTarget);
     await broker.channel.bindQueue(ccQueue, exchange, 'x');
     const routes = [
-      { path: '/plain', mode: 'publish', exchange, routingKey: 'plain', forwardHeaders: ['X-Partner-Signature', 'x-trace-id'] },
+      {
+        path: '/plain',
+        mode: 'publish',
+        exchange,
+        routingKey: 'plain',
+        forwardHeaders: ['X-Partner-Signature', 'x-trace-id'],
+      },
       {
         path: '/ack',
         mode: 'publish',
@@ -87,16 +117,20 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
     ];
     // One worker: the request after a channel error provably reaches the worker that lost its channel.
     bridge = await startBridge(
-      configWith(routes, {}, {
-        workers: 1,
-        limits: {
-          maxBodyBytes: MAX_BODY,
-          maxXmlDepth: MAX_DEPTH,
-          requestTimeoutMs: UPLOAD_TIMEOUT_MS,
-          maxHeaderValueBytes: MAX_HEADER,
-          allowDoctype: false,
+      configWith(
+        routes,
+        {},
+        {
+          workers: 1,
+          limits: {
+            maxBodyBytes: MAX_BODY,
+            maxXmlDepth: MAX_DEPTH,
+            requestTimeoutMs: UPLOAD_TIMEOUT_MS,
+            maxHeaderValueBytes: MAX_HEADER,
+            allowDoctype: false,
+          },
         },
-      }),
+      ),
     );
   });
 
@@ -152,9 +186,15 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
     assert.equal(p.messageId, 'order-2024-0001');
     assert.equal(p.appId, 'xml-amqp-bridge');
     assert.equal(typeof p.timestamp, 'number');
-    assert.ok(p.timestamp >= before && p.timestamp <= after, `timestamp ${String(p.timestamp)} within the request`);
+    assert.ok(
+      p.timestamp >= before && p.timestamp <= after,
+      `timestamp ${String(p.timestamp)} within the request`,
+    );
     const h = headersOf(msg);
-    assert.deepEqual(Object.keys(h).sort(), [...CONTRACT_HEADERS, 'x-partner-signature', 'x-trace-id'].sort());
+    assert.deepEqual(
+      Object.keys(h).sort(),
+      [...CONTRACT_HEADERS, 'x-partner-signature', 'x-trace-id'].sort(),
+    );
     assert.equal(h['x-http-method'], 'POST');
     assert.equal(h['x-http-path'], '/plain');
     assert.equal(h['x-http-query'], 'a=1&b=2');
@@ -192,27 +232,47 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
 
   it('replaces an invalid Idempotency-Key with a fresh UUID', async () => {
     for (const key of ['k'.repeat(200), 'has a space', 'k'.repeat(129)]) {
-      const reply = await send(`${bridge.url}/plain`, { headers: { ...XML, 'Idempotency-Key': key }, body: '<a/>' });
+      const reply = await send(`${bridge.url}/plain`, {
+        headers: { ...XML, 'Idempotency-Key': key },
+        body: '<a/>',
+      });
       assert.equal(reply.status, 202, reply.body.toString());
       const messageId = header(reply, 'message-id');
-      assert.ok(isUuid(messageId), `key ${JSON.stringify(key.slice(0, 20))}: Message-Id ${String(messageId)} is a UUID`);
+      assert.ok(
+        isUuid(messageId),
+        `key ${JSON.stringify(key.slice(0, 20))}: Message-Id ${String(messageId)} is a UUID`,
+      );
       assert.equal((await takeOne()).properties.messageId, messageId);
     }
     // The longest valid key is kept.
     const longest = 'k'.repeat(128);
-    const reply = await send(`${bridge.url}/plain`, { headers: { ...XML, 'Idempotency-Key': longest }, body: '<a/>' });
+    const reply = await send(`${bridge.url}/plain`, {
+      headers: { ...XML, 'Idempotency-Key': longest },
+      body: '<a/>',
+    });
     assert.equal(header(reply, 'message-id'), longest);
     await takeExactly(1);
   });
 
   it('404 for an unknown path', async () => {
-    assertProblem(await send(`${bridge.url}/nope`, { headers: XML, body: '<a/>' }), 404, 'POST /nope');
-    assertProblem(await send(`${bridge.url}/plain/extra`, { method: 'GET' }), 404, 'GET /plain/extra');
+    assertProblem(
+      await send(`${bridge.url}/nope`, { headers: XML, body: '<a/>' }),
+      404,
+      'POST /nope',
+    );
+    assertProblem(
+      await send(`${bridge.url}/plain/extra`, { method: 'GET' }),
+      404,
+      'GET /plain/extra',
+    );
   });
 
   it('405 with Allow: POST for other methods', async () => {
     for (const method of ['GET', 'PUT', 'DELETE']) {
-      const reply = await send(`${bridge.url}/plain`, method === 'PUT' ? { method, headers: XML, body: '<a/>' } : { method });
+      const reply = await send(
+        `${bridge.url}/plain`,
+        method === 'PUT' ? { method, headers: XML, body: '<a/>' } : { method },
+      );
       assertProblem(reply, 405, method);
       assert.equal(header(reply, 'allow'), 'POST', `${method}: Allow`);
     }
@@ -221,7 +281,11 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
 
   it('415 for a Content-Type that is not XML', async () => {
     for (const type of ['application/json', 'text/plain; charset=utf-8']) {
-      assertProblem(await send(`${bridge.url}/plain`, { headers: { 'Content-Type': type }, body: '<a/>' }), 415, type);
+      assertProblem(
+        await send(`${bridge.url}/plain`, { headers: { 'Content-Type': type }, body: '<a/>' }),
+        415,
+        type,
+      );
     }
     await assertNothingPublished('415');
   });
@@ -229,26 +293,52 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
   it('415 naming the encoding for a compressed body; identity is fine', async () => {
     const gzipped = gzipSync('<a/>');
     for (const encoding of ['gzip', 'br', 'deflate, gzip']) {
-      const problem = assertProblem(await send(`${bridge.url}/plain`, { headers: { ...XML, 'Content-Encoding': encoding }, body: gzipped }), 415, encoding);
+      const problem = assertProblem(
+        await send(`${bridge.url}/plain`, {
+          headers: { ...XML, 'Content-Encoding': encoding },
+          body: gzipped,
+        }),
+        415,
+        encoding,
+      );
       assert.ok(problem.detail.includes(`Content-Encoding "${encoding}"`), problem.detail);
     }
     await assertNothingPublished('415 for Content-Encoding');
-    const plain = await send(`${bridge.url}/plain`, { headers: { ...XML, 'Content-Encoding': 'identity' }, body: '<a/>' });
+    const plain = await send(`${bridge.url}/plain`, {
+      headers: { ...XML, 'Content-Encoding': 'identity' },
+      body: '<a/>',
+    });
     assert.equal(plain.status, 202, plain.body.toString());
     assert.equal((await broker.drain(queue)).length, 1, 'the identity-encoded body was published');
   });
 
   it('400 for malformed XML', async () => {
-    const bodies = ['<a><b></a>', '<a>', 'not xml at all', '<a/><b/>', '<a/>trailing', ' <?xml version="1.0"?><a/>', ''];
+    const bodies = [
+      '<a><b></a>',
+      '<a>',
+      'not xml at all',
+      '<a/><b/>',
+      '<a/>trailing',
+      ' <?xml version="1.0"?><a/>',
+      '',
+    ];
     for (const body of bodies) {
-      assertProblem(await send(`${bridge.url}/plain`, { headers: XML, body }), 400, JSON.stringify(body));
+      assertProblem(
+        await send(`${bridge.url}/plain`, { headers: XML, body }),
+        400,
+        JSON.stringify(body),
+      );
     }
     await assertNothingPublished('malformed');
   });
 
   it(`400 for nesting deeper than maxXmlDepth (${MAX_DEPTH}); exactly ${MAX_DEPTH} levels pass`, async () => {
     const nest = (levels: number): string => '<e>'.repeat(levels) + '</e>'.repeat(levels);
-    const problem = assertProblem(await send(`${bridge.url}/plain`, { headers: XML, body: nest(MAX_DEPTH + 1) }), 400, 'too deep');
+    const problem = assertProblem(
+      await send(`${bridge.url}/plain`, { headers: XML, body: nest(MAX_DEPTH + 1) }),
+      400,
+      'too deep',
+    );
     assert.match(problem.detail, /deeper|depth|nest/i);
     await assertNothingPublished('too deep');
     const ok = await send(`${bridge.url}/plain`, { headers: XML, body: nest(MAX_DEPTH) });
@@ -262,14 +352,22 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
       '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><x>&e;</x>',
     ];
     for (const body of bodies) {
-      const problem = assertProblem(await send(`${bridge.url}/plain`, { headers: XML, body }), 400, body);
+      const problem = assertProblem(
+        await send(`${bridge.url}/plain`, { headers: XML, body }),
+        400,
+        body,
+      );
       assert.match(problem.detail, /DOCTYPE/i);
     }
     await assertNothingPublished('doctype');
   });
 
   it('400 for an undefined entity', async () => {
-    const problem = assertProblem(await send(`${bridge.url}/plain`, { headers: XML, body: '<xml>&nbsp;</xml>' }), 400, '&nbsp;');
+    const problem = assertProblem(
+      await send(`${bridge.url}/plain`, { headers: XML, body: '<xml>&nbsp;</xml>' }),
+      400,
+      '&nbsp;',
+    );
     assert.match(problem.detail, /entity/i);
     await assertNothingPublished('undefined entity');
   });
@@ -282,7 +380,10 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
     assertProblem(reply, 400, 'long forwarded header');
     await assertNothingPublished('long header');
     // At the limit it is forwarded as is.
-    const ok = await send(`${bridge.url}/plain`, { headers: { ...XML, 'X-Partner-Signature': 's'.repeat(MAX_HEADER) }, body: '<a/>' });
+    const ok = await send(`${bridge.url}/plain`, {
+      headers: { ...XML, 'X-Partner-Signature': 's'.repeat(MAX_HEADER) },
+      body: '<a/>',
+    });
     assert.equal(ok.status, 202, ok.body.toString());
     const msg = await takeOne();
     assert.equal(headersOf(msg)['x-partner-signature'], 's'.repeat(MAX_HEADER));
@@ -301,7 +402,11 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
   });
 
   it('413 for a declared Content-Length over maxBodyBytes, before any body is sent', async () => {
-    const upload = holdUpload(`${bridge.url}/plain`, { ...XML, 'Content-Length': String(MAX_BODY + 1) }, '');
+    const upload = holdUpload(
+      `${bridge.url}/plain`,
+      { ...XML, 'Content-Length': String(MAX_BODY + 1) },
+      '',
+    );
     const reply = await upload.response;
     upload.req.destroy();
     assertProblem(reply, 413, 'declared length');
@@ -309,12 +414,18 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
   });
 
   it('413 while streaming a chunked body that grows past maxBodyBytes', async () => {
-    const upload = holdUpload(`${bridge.url}/plain`, { ...XML, 'Transfer-Encoding': 'chunked' }, '<xml><pad>');
+    const upload = holdUpload(
+      `${bridge.url}/plain`,
+      { ...XML, 'Transfer-Encoding': 'chunked' },
+      '<xml><pad>',
+    );
     await upload.sent;
     const chunk = Buffer.alloc(16 * 1024, 'a');
     let written = '<xml><pad>'.length;
     while (written <= MAX_BODY) {
-      await new Promise<void>((resolve, reject) => upload.req.write(chunk, (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        upload.req.write(chunk, (err) => (err ? reject(err) : resolve())),
+      );
       written += chunk.length;
     }
     // The upload is never ended: the answer must come from counting the streamed bytes.
@@ -327,7 +438,11 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
   it(`408 when the body upload stalls past requestTimeoutMs (${UPLOAD_TIMEOUT_MS} ms)`, async () => {
     const body = '<xml><stalled>' + 'x'.repeat(100) + '</stalled></xml>';
     const half = body.slice(0, body.length / 2);
-    const upload = holdUpload(`${bridge.url}/plain`, { ...XML, 'Content-Length': String(body.length) }, half);
+    const upload = holdUpload(
+      `${bridge.url}/plain`,
+      { ...XML, 'Content-Length': String(body.length) },
+      half,
+    );
     const reply = await upload.response;
     upload.req.destroy();
     assertProblem(reply, 408, 'stalled upload');
@@ -335,7 +450,10 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
   });
 
   it('502 when the message is unroutable (exchange exists, nothing bound)', async () => {
-    const reply = await send(`${bridge.url}/unroutable`, { headers: { ...XML, 'Idempotency-Key': 'unroutable-1' }, body: '<a/>' });
+    const reply = await send(`${bridge.url}/unroutable`, {
+      headers: { ...XML, 'Idempotency-Key': 'unroutable-1' },
+      body: '<a/>',
+    });
     const problem = assertProblem(reply, 502, 'unroutable');
     assert.equal(header(reply, 'message-id'), 'unroutable-1');
     assert.match(problem.detail, /nobody\.home/);
@@ -354,7 +472,11 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
     assert.equal((await takeOne(wechatEvents, 'wechat.event')).fields.routingKey, 'wechat.event');
 
     const missing = '<xml><ToUserName>gh_1</ToUserName></xml>';
-    assertProblem(await send(`${bridge.url}/wechat/notify`, { headers: XML, body: missing }), 502, 'wechat. unbound');
+    assertProblem(
+      await send(`${bridge.url}/wechat/notify`, { headers: XML, body: missing }),
+      502,
+      'wechat. unbound',
+    );
 
     const empty = await broker.queue(uniqueName('st-wechat-empty'));
     await broker.channel.bindQueue(empty, exchange, 'wechat.');
@@ -376,10 +498,7 @@ describe('publish mode: statuses, problem bodies and the AMQP message', { timeou
       assert.equal(ok.status, 202, `round ${round}: ${ok.status} ${ok.body.toString()}`);
     }
     const got = await takeExactly(4);
-    assert.deepEqual(
-      messageIds(got),
-      ['after-404-0', 'after-404-1', 'after-404-2', 'after-404-3'],
-    );
+    assert.deepEqual(messageIds(got), ['after-404-0', 'after-404-1', 'after-404-2', 'after-404-3']);
   });
 });
 
@@ -392,10 +511,14 @@ describe('publish mode with allowDoctype: true', { timeout: 60_000 }, () => {
     broker = await openBroker();
     queue = await broker.queue(uniqueName('st-doctype'));
     bridge = await startBridge(
-      configWith([{ path: '/cxml', mode: 'publish', exchange: '', routingKey: queue }], {}, {
-        workers: 1,
-        limits: { allowDoctype: true },
-      }),
+      configWith(
+        [{ path: '/cxml', mode: 'publish', exchange: '', routingKey: queue }],
+        {},
+        {
+          workers: 1,
+          limits: { allowDoctype: true },
+        },
+      ),
     );
   });
   after(async () => {
@@ -404,7 +527,8 @@ describe('publish mode with allowDoctype: true', { timeout: 60_000 }, () => {
   });
 
   it('lets an external DOCTYPE through but refuses an internal subset and undefined entities', async () => {
-    const cxml = '<?xml version="1.0"?><!DOCTYPE cXML SYSTEM "http://xml.cxml.org/schemas/cXML/1.2.014/cXML.dtd"><cXML/>';
+    const cxml =
+      '<?xml version="1.0"?><!DOCTYPE cXML SYSTEM "http://xml.cxml.org/schemas/cXML/1.2.014/cXML.dtd"><cXML/>';
     const ok = await send(`${bridge.url}/cxml`, { headers: XML, body: cxml });
     assert.equal(ok.status, 202, ok.body.toString());
     const got = await broker.drain(queue);
@@ -434,7 +558,11 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
     queue = await broker.queue(uniqueName('st-inflight'));
     // One worker with one slot: a held upload occupies it.
     bridge = await startBridge(
-      configWith([{ path: '/one', mode: 'publish', exchange: '', routingKey: queue }], { maxInFlight: 1 }, { workers: 1 }),
+      configWith(
+        [{ path: '/one', mode: 'publish', exchange: '', routingKey: queue }],
+        { maxInFlight: 1 },
+        { workers: 1 },
+      ),
     );
   });
   after(async () => {
@@ -445,99 +573,135 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
   it('503 with Retry-After at once while the only slot holds an upload; served again after it ends', async () => {
     const body = '<xml><held>' + 'h'.repeat(200) + '</held></xml>';
     const half = body.length / 2;
-    const held = holdUpload(`${bridge.url}/one`, { ...XML, 'Content-Length': String(body.length), 'Idempotency-Key': 'held' }, body.slice(0, half));
+    const held = holdUpload(
+      `${bridge.url}/one`,
+      { ...XML, 'Content-Length': String(body.length), 'Idempotency-Key': 'held' },
+      body.slice(0, half),
+    );
     await held.sent;
     // Answered while the first upload is still open: nothing waits for a slot.
-    const refused = await send(`${bridge.url}/one`, { headers: { ...XML, 'Idempotency-Key': 'refused' }, body: '<a/>' });
+    const refused = await send(`${bridge.url}/one`, {
+      headers: { ...XML, 'Idempotency-Key': 'refused' },
+      body: '<a/>',
+    });
     assertProblem(refused, 503, 'maxInFlight');
     assertRetryAfter(refused, 'maxInFlight');
 
     held.req.end(body.slice(half));
     const first: Reply = await held.response;
     assert.equal(first.status, 202, first.body.toString());
-    const next = await send(`${bridge.url}/one`, { headers: { ...XML, 'Idempotency-Key': 'next' }, body: '<a/>' });
+    const next = await send(`${bridge.url}/one`, {
+      headers: { ...XML, 'Idempotency-Key': 'next' },
+      body: '<a/>',
+    });
     assert.equal(next.status, 202, next.body.toString());
     const ids = messageIds(await broker.drain(queue));
     assert.deepEqual(ids, ['held', 'next']);
   });
 });
 
-describe('publish mode while the broker blocks publishers (memory alarm, on a private node)', { timeout: 120_000 }, () => {
-  let node: PrivateBroker;
-  let broker: TestBroker;
-  let bridge: RunningBridge;
-  let queue: string;
+describe(
+  'publish mode while the broker blocks publishers (memory alarm, on a private node)',
+  { timeout: 120_000 },
+  () => {
+    let node: PrivateBroker;
+    let broker: TestBroker;
+    let bridge: RunningBridge;
+    let queue: string;
 
-  before(async () => {
-    node = await startPrivateBroker('alarm');
-    broker = await openBroker(node.url);
-    queue = await broker.queue(uniqueName('st-alarm'));
-    bridge = await startBridge(
-      configWith([{ path: '/alarm', mode: 'publish', exchange: '', routingKey: queue }], { urls: [node.url], confirmTimeoutMs: 1000 }, { workers: 1 }),
-    );
-  });
-  after(async () => {
-    await bridge?.stop();
-    await broker?.close();
-    await node?.stop();
-  });
+    before(async () => {
+      node = await startPrivateBroker('alarm');
+      broker = await openBroker(node.url);
+      queue = await broker.queue(uniqueName('st-alarm'));
+      bridge = await startBridge(
+        configWith(
+          [{ path: '/alarm', mode: 'publish', exchange: '', routingKey: queue }],
+          { urls: [node.url], confirmTimeoutMs: 1000 },
+          { workers: 1 },
+        ),
+      );
+    });
+    after(async () => {
+      await bridge?.stop();
+      await broker?.close();
+      await node?.stop();
+    });
 
-  it('503 with Retry-After while blocked, served again once the alarm clears', async (t) => {
-    const restore = async (): Promise<void> => {
-      await node.ctl('set_vm_memory_high_watermark', '0.4');
-    };
-    t.after(restore);
-    const post = (id: string): Promise<Reply> =>
-      send(`${bridge.url}/alarm`, { headers: { ...XML, 'Idempotency-Key': id }, body: `<xml><id>${id}</id></xml>` });
-    const okIds: string[] = [];
-    const refusedIds: string[] = [];
+    it('503 with Retry-After while blocked, served again once the alarm clears', async (t) => {
+      const restore = async (): Promise<void> => {
+        await node.ctl('set_vm_memory_high_watermark', '0.4');
+      };
+      t.after(restore);
+      const post = (id: string): Promise<Reply> =>
+        send(`${bridge.url}/alarm`, {
+          headers: { ...XML, 'Idempotency-Key': id },
+          body: `<xml><id>${id}</id></xml>`,
+        });
+      const okIds: string[] = [];
+      const refusedIds: string[] = [];
 
-    const baseline = await post('before-alarm');
-    assert.equal(baseline.status, 202, baseline.body.toString());
-    okIds.push('before-alarm');
+      const baseline = await post('before-alarm');
+      assert.equal(baseline.status, 202, baseline.body.toString());
+      okIds.push('before-alarm');
 
-    const fromLog = bridge.logs.length;
-    let blockedAt: number;
-    try {
-      await node.ctl('set_vm_memory_high_watermark', 'absolute', '1');
-      // connection.blocked only arrives once this connection publishes after the alarm (docs/failure-modes.md
-      // 2.4): that publish is never confirmed (504 after confirmTimeoutMs) or already refused.
-      let first: Reply | undefined;
-      for (let i = 0; i < 10 && first === undefined; i++) {
-        const reply = await post(`probe-${i}`);
-        if (reply.status === 202) okIds.push(`probe-${i}`);
-        else first = reply;
+      const fromLog = bridge.logs.length;
+      let blockedAt: number;
+      try {
+        await node.ctl('set_vm_memory_high_watermark', 'absolute', '1');
+        // connection.blocked only arrives once this connection publishes after the alarm (docs/failure-modes.md
+        // 2.4): that publish is never confirmed (504 after confirmTimeoutMs) or already refused.
+        let first: Reply | undefined;
+        for (let i = 0; i < 10 && first === undefined; i++) {
+          const reply = await post(`probe-${i}`);
+          if (reply.status === 202) okIds.push(`probe-${i}`);
+          else first = reply;
+        }
+        assert.ok(first, 'a publish after the alarm was not confirmed');
+        assert.ok(
+          first.status === 504 || first.status === 503,
+          `first answer after the alarm: ${first.status} ${first.body.toString()}`,
+        );
+        assertProblem(first, first.status, 'first after alarm');
+        const blocked = await logAfter(
+          bridge,
+          fromLog,
+          (l) => l.msg === 'broker state' && l['state'] === 'blocked',
+        );
+        blockedAt = bridge.logs.indexOf(blocked);
+
+        for (let i = 0; i < 3; i++) {
+          const reply = await post(`blocked-${i}`);
+          assertProblem(reply, 503, `blocked ${i}`);
+          assertRetryAfter(reply, `blocked ${i}`);
+          refusedIds.push(`blocked-${i}`);
+        }
+        const readyz = await fetch(`${bridge.adminUrl}/readyz`);
+        assert.equal(readyz.status, 503, 'not ready while blocked');
+        await readyz.arrayBuffer();
+      } finally {
+        await restore();
       }
-      assert.ok(first, 'a publish after the alarm was not confirmed');
-      assert.ok(first.status === 504 || first.status === 503, `first answer after the alarm: ${first.status} ${first.body.toString()}`);
-      assertProblem(first, first.status, 'first after alarm');
-      const blocked = await logAfter(bridge, fromLog, (l) => l.msg === 'broker state' && l['state'] === 'blocked');
-      blockedAt = bridge.logs.indexOf(blocked);
-
+      await logAfter(
+        bridge,
+        blockedAt + 1,
+        (l) => l.msg === 'broker state' && l['state'] === 'connected',
+      );
+      await waitUntilReady(bridge);
       for (let i = 0; i < 3; i++) {
-        const reply = await post(`blocked-${i}`);
-        assertProblem(reply, 503, `blocked ${i}`);
-        assertRetryAfter(reply, `blocked ${i}`);
-        refusedIds.push(`blocked-${i}`);
+        const reply = await post(`after-${i}`);
+        assert.equal(
+          reply.status,
+          202,
+          `after the alarm: ${reply.status} ${reply.body.toString()}`,
+        );
+        okIds.push(`after-${i}`);
       }
-      const readyz = await fetch(`${bridge.adminUrl}/readyz`);
-      assert.equal(readyz.status, 503, 'not ready while blocked');
-      await readyz.arrayBuffer();
-    } finally {
-      await restore();
-    }
-    await logAfter(bridge, blockedAt + 1, (l) => l.msg === 'broker state' && l['state'] === 'connected');
-    await waitUntilReady(bridge);
-    for (let i = 0; i < 3; i++) {
-      const reply = await post(`after-${i}`);
-      assert.equal(reply.status, 202, `after the alarm: ${reply.status} ${reply.body.toString()}`);
-      okIds.push(`after-${i}`);
-    }
-    const inQueue = new Set(messageIds(await broker.drain(queue)));
-    for (const id of okIds) assert.ok(inQueue.has(id), `2xx ${id} is in the queue`);
-    for (const id of refusedIds) assert.ok(!inQueue.has(id), `503 ${id} was never published`);
-  });
-});
+      const inQueue = new Set(messageIds(await broker.drain(queue)));
+      for (const id of okIds) assert.ok(inQueue.has(id), `2xx ${id} is in the queue`);
+      for (const id of refusedIds) assert.ok(!inQueue.has(id), `503 ${id} was never published`);
+    });
+  },
+);
 
 describe('publish route config refused at start', { timeout: 30_000 }, () => {
   it('refuses forwardHeaders naming CC/BCC: exit 2 and the problem paths in the log', async (t) => {
@@ -546,7 +710,13 @@ describe('publish route config refused at start', { timeout: 30_000 }, () => {
     const file = path.join(dir, 'config.yaml');
     const routes = [
       { path: '/a', mode: 'publish', exchange: '', routingKey: 'a', forwardHeaders: ['cc'] },
-      { path: '/b', mode: 'publish', exchange: '', routingKey: 'b', forwardHeaders: ['x-ok', 'Bcc'] },
+      {
+        path: '/b',
+        mode: 'publish',
+        exchange: '',
+        routingKey: 'b',
+        forwardHeaders: ['x-ok', 'Bcc'],
+      },
     ];
     writeFileSync(file, JSON.stringify({ ...baseConfig(routes), amqp: { urls: [AMQP_URL] } }));
     const run = await runToExit(process.execPath, [MAIN, '--config', file], { timeoutMs: 20_000 });

@@ -1,7 +1,14 @@
 /** E2E, /readyz and /healthz: 503 naming each worker that is not ready and why (broker unreachable, connection lost, memory alarm, draining), 200 only when all are. */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { baseConfig, startBridge, waitUntilReady, workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
+import {
+  baseConfig,
+  startBridge,
+  waitUntilReady,
+  workerPids,
+  type LogLine,
+  type RunningBridge,
+} from '../helpers/bridge.js';
 import { openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { holdUpload, send } from '../helpers/publish-http.js';
@@ -16,7 +23,10 @@ const XML = { 'Content-Type': 'application/xml' };
 const NORMAL_WATERMARK = '0.4';
 const BLOCKED_REASON = 'broker blocked (memory or disk alarm)';
 
-const isBrokerState = (state: string) => (l: LogLine): boolean => l.msg === 'broker state' && l['state'] === state;
+const isBrokerState =
+  (state: string) =>
+  (l: LogLine): boolean =>
+    l.msg === 'broker state' && l['state'] === state;
 
 function assertJsonNoStore(r: Readyz): void {
   assert.match(r.contentType ?? '', /^application\/json/);
@@ -30,7 +40,7 @@ async function assertHealthy(bridge: RunningBridge): Promise<void> {
   assert.deepEqual(await res.json(), { status: 'ok', pid: bridge.pid });
 }
 
-describe('readiness follows each worker\'s broker link', { timeout: 90_000 }, () => {
+describe("readiness follows each worker's broker link", { timeout: 90_000 }, () => {
   let proxy: BrokerProxy;
   let bridge: RunningBridge;
   let broker: TestBroker;
@@ -56,14 +66,23 @@ describe('readiness follows each worker\'s broker link', { timeout: 90_000 }, ()
   });
 
   it('answers 503 naming every worker while the broker is unreachable; /healthz stays 200', async () => {
-    const r = await waitForReadyz(bridge, (x) => x.workers.length === WORKERS && x.workers.every((w) => w.reasons.includes('broker disconnected')));
+    const r = await waitForReadyz(
+      bridge,
+      (x) =>
+        x.workers.length === WORKERS &&
+        x.workers.every((w) => w.reasons.includes('broker disconnected')),
+    );
     assert.equal(r.status, 503);
     assertJsonNoStore(r);
     assert.equal(r.ready, false);
     assert.deepEqual(r.workers.map((w) => w.slot).sort(), [0, 1]);
     for (const w of r.workers) {
       assert.equal(w.ready, false);
-      assert.deepEqual(w.reasons, ['broker disconnected'], `slot ${w.slot}: listening, not draining, only the broker is missing`);
+      assert.deepEqual(
+        w.reasons,
+        ['broker disconnected'],
+        `slot ${w.slot}: listening, not draining, only the broker is missing`,
+      );
       assert.ok(typeof w.pid === 'number' && w.pid > 0);
     }
     assert.deepEqual(r.workers.map((w) => w.pid).sort(), (await workerPids(bridge)).sort());
@@ -78,7 +97,8 @@ describe('readiness follows each worker\'s broker link', { timeout: 90_000 }, ()
     assertJsonNoStore(r);
     assert.equal(r.ready, true);
     assert.equal(r.workers.length, WORKERS);
-    for (const w of r.workers) assert.deepEqual({ ready: w.ready, reasons: w.reasons }, { ready: true, reasons: [] });
+    for (const w of r.workers)
+      assert.deepEqual({ ready: w.ready, reasons: w.reasons }, { ready: true, reasons: [] });
     const reply = await send(`${bridge.url}/a`, { headers: XML, body: '<xml/>' });
     assert.equal(reply.status, 202);
   });
@@ -87,16 +107,24 @@ describe('readiness follows each worker\'s broker link', { timeout: 90_000 }, ()
     const pids = await workerPids(bridge);
     const from = bridge.logs.length;
     proxy.down();
-    for (const pid of pids) await logAfter(bridge, from, (l) => isBrokerState('disconnected')(l) && l['pid'] === pid);
-    const r = await waitForReadyz(bridge, (x) => x.workers.every((w) => w.reasons.includes('broker disconnected')));
+    for (const pid of pids)
+      await logAfter(bridge, from, (l) => isBrokerState('disconnected')(l) && l['pid'] === pid);
+    const r = await waitForReadyz(bridge, (x) =>
+      x.workers.every((w) => w.reasons.includes('broker disconnected')),
+    );
     assert.equal(r.status, 503);
-    assert.deepEqual(r.workers.map((w) => w.pid).sort(), [...pids].sort(), 'the same workers, still running');
+    assert.deepEqual(
+      r.workers.map((w) => w.pid).sort(),
+      [...pids].sort(),
+      'the same workers, still running',
+    );
     for (const w of r.workers) assert.deepEqual(w.reasons, ['broker disconnected']);
     await assertHealthy(bridge);
 
     const back = bridge.logs.length;
     proxy.up();
-    for (const pid of pids) await logAfter(bridge, back, (l) => isBrokerState('connected')(l) && l['pid'] === pid);
+    for (const pid of pids)
+      await logAfter(bridge, back, (l) => isBrokerState('connected')(l) && l['pid'] === pid);
     await waitUntilReady(bridge);
     assert.equal((await getReadyz(bridge)).status, 200);
   });
@@ -118,7 +146,10 @@ describe('readiness follows each worker\'s broker link', { timeout: 90_000 }, ()
     }
     assert.ok(seen.length > 5, `sampled /readyz ${seen.length} times during the reload`);
     const newPids = await workerPids(bridge);
-    assert.ok(newPids.every((p) => !oldPids.includes(p)), 'every worker was replaced');
+    assert.ok(
+      newPids.every((p) => !oldPids.includes(p)),
+      'every worker was replaced',
+    );
   });
 });
 
@@ -135,7 +166,12 @@ describe('readiness during a memory alarm (on a private node)', { timeout: 120_0
     bridge = await startBridge(
       baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], {
         workers: WORKERS,
-        amqp: { urls: [node.url], heartbeatSeconds: 5, reconnectSeconds: 0.5, confirmTimeoutMs: 1500 },
+        amqp: {
+          urls: [node.url],
+          heartbeatSeconds: 5,
+          reconnectSeconds: 0.5,
+          confirmTimeoutMs: 1500,
+        },
       }),
     );
   });
@@ -154,33 +190,63 @@ describe('readiness during a memory alarm (on a private node)', { timeout: 120_0
       // request's publish is held by the broker (504 at confirmTimeoutMs, or 503 if the blocked
       // notice came first).
       const first = await send(`${bridge.url}/a`, { headers: XML, body: '<xml><alarm/></xml>' });
-      assert.ok(first.status === 503 || first.status === 504, `first request during the alarm: ${first.status}`);
+      assert.ok(
+        first.status === 503 || first.status === 504,
+        `first request during the alarm: ${first.status}`,
+      );
       const blockedLine = await logAfter(bridge, from, isBrokerState('blocked'));
       assert.equal(blockedLine.level, 'info');
       assert.equal(typeof blockedLine['worker'], 'number');
 
       const r = await waitForReadyz(bridge, (x) => x.status === 503);
       assert.equal(r.ready, false);
-      const blockedPids = new Set(bridge.logs.slice(from).filter(isBrokerState('blocked')).map((l) => l['pid']));
+      const blockedPids = new Set(
+        bridge.logs
+          .slice(from)
+          .filter(isBrokerState('blocked'))
+          .map((l) => l['pid']),
+      );
       const notReady = r.workers.filter((w) => !w.ready);
       assert.ok(notReady.length >= 1);
       for (const w of notReady) {
-        assert.ok(blockedPids.has(w.pid), `slot ${w.slot} (pid ${String(w.pid)}) is not ready only because it is blocked`);
+        assert.ok(
+          blockedPids.has(w.pid),
+          `slot ${w.slot} (pid ${String(w.pid)}) is not ready only because it is blocked`,
+        );
         assert.deepEqual(w.reasons, [BLOCKED_REASON]);
       }
       const named = r.workers.find((w) => w.pid === blockedLine['pid']);
-      assert.ok(named !== undefined && !named.ready && named.slot === blockedLine['worker'], `/readyz names the blocked worker: ${JSON.stringify(r)}`);
+      assert.ok(
+        named !== undefined && !named.ready && named.slot === blockedLine['worker'],
+        `/readyz names the blocked worker: ${JSON.stringify(r)}`,
+      );
       for (const w of r.workers.filter((x) => x.ready)) assert.deepEqual(w.reasons, []);
-      assert.equal(await waitForMetric(bridge.adminUrl, 'bridge_amqp_blocked', {}, (v) => v !== undefined && v >= 1), notReady.length);
+      assert.equal(
+        await waitForMetric(
+          bridge.adminUrl,
+          'bridge_amqp_blocked',
+          {},
+          (v) => v !== undefined && v >= 1,
+        ),
+        notReady.length,
+      );
     } finally {
       await node.ctl('set_vm_memory_high_watermark', NORMAL_WATERMARK);
     }
     const blocked = bridge.logs.slice(from).filter(isBrokerState('blocked'));
-    for (const line of blocked) await logAfter(bridge, bridge.logs.indexOf(line), (l) => isBrokerState('connected')(l) && l['pid'] === line['pid']);
+    for (const line of blocked)
+      await logAfter(
+        bridge,
+        bridge.logs.indexOf(line),
+        (l) => isBrokerState('connected')(l) && l['pid'] === line['pid'],
+      );
     await waitUntilReady(bridge);
     const r = await getReadyz(bridge);
     assert.equal(r.status, 200);
-    assert.equal(await waitForMetric(bridge.adminUrl, 'bridge_amqp_blocked', {}, (v) => v === 0), 0);
+    assert.equal(
+      await waitForMetric(bridge.adminUrl, 'bridge_amqp_blocked', {}, (v) => v === 0),
+      0,
+    );
     const reply = await send(`${bridge.url}/a`, { headers: XML, body: '<xml><after/></xml>' });
     assert.equal(reply.status, 202);
   });
@@ -194,7 +260,12 @@ describe('readiness during a graceful stop', { timeout: 60_000 }, () => {
   before(async () => {
     broker = await openBroker();
     queue = await broker.queue(uniqueName('readyz-drain'));
-    bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], { workers: WORKERS, shutdownTimeoutMs: 10_000 }));
+    bridge = await startBridge(
+      baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], {
+        workers: WORKERS,
+        shutdownTimeoutMs: 10_000,
+      }),
+    );
   });
   after(async () => {
     await bridge?.stop();
@@ -204,7 +275,11 @@ describe('readiness during a graceful stop', { timeout: 60_000 }, () => {
   it('is 503 with "draining" while workers finish in-flight requests, and the stop stays clean', async () => {
     const body = '<xml><held>' + 'x'.repeat(64) + '</held></xml>';
     const half = body.slice(0, 20);
-    const upload = holdUpload(`${bridge.url}/a`, { ...XML, 'Content-Length': String(body.length) }, half);
+    const upload = holdUpload(
+      `${bridge.url}/a`,
+      { ...XML, 'Content-Length': String(body.length) },
+      half,
+    );
     await upload.sent;
     // The upload is admitted once its headers are parsed: it shows as in flight.
     await waitForMetric(bridge.adminUrl, 'bridge_amqp_in_flight', {}, (v) => v === 1);
@@ -213,11 +288,23 @@ describe('readiness during a graceful stop', { timeout: 60_000 }, () => {
     bridge.child.kill('SIGTERM');
     await logAfter(bridge, from, (l) => l.msg === 'draining' && l['inFlight'] === 1);
     // Each worker reports its drain on its own: wait until the primary has heard from all of them.
-    const r = await waitForReadyz(bridge, (x) => x.status === 503 && x.workers.some((w) => w.reasons.includes('draining')) && x.workers.every((w) => !w.ready));
+    const r = await waitForReadyz(
+      bridge,
+      (x) =>
+        x.status === 503 &&
+        x.workers.some((w) => w.reasons.includes('draining')) &&
+        x.workers.every((w) => !w.ready),
+    );
     assert.equal(r.ready, false);
     for (const w of r.workers) {
       assert.equal(w.ready, false);
-      assert.ok(w.reasons.length > 0 && w.reasons.every((reason) => ['not listening', 'draining', 'not running'].includes(reason)), `slot ${w.slot}: ${w.reasons.join(', ')}`);
+      assert.ok(
+        w.reasons.length > 0 &&
+          w.reasons.every((reason) =>
+            ['not listening', 'draining', 'not running'].includes(reason),
+          ),
+        `slot ${w.slot}: ${w.reasons.join(', ')}`,
+      );
     }
     const draining = r.workers.find((w) => w.reasons.includes('draining'));
     assert.deepEqual(draining?.reasons, ['not listening', 'draining']);
@@ -236,7 +323,12 @@ describe('readiness with a hung worker', { timeout: 60_000 }, () => {
   let bridge: RunningBridge;
 
   before(async () => {
-    bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('readyz-hung') }], { workers: WORKERS }));
+    bridge = await startBridge(
+      baseConfig(
+        [{ path: '/a', mode: 'publish', exchange: '', routingKey: uniqueName('readyz-hung') }],
+        { workers: WORKERS },
+      ),
+    );
   });
   after(async () => {
     await bridge?.stop();
@@ -257,13 +349,19 @@ describe('readiness with a hung worker', { timeout: 60_000 }, () => {
     const entry = down.workers.find((w) => w.pid === hung);
     assert.ok(entry, JSON.stringify(down));
     assert.equal(entry.ready, false);
-    assert.ok(entry.reasons.some((r) => r.startsWith('not responding')), JSON.stringify(entry));
-    assert.equal(down.workers.find((w) => w.pid === other)?.ready, true, 'the other worker stays ready');
+    assert.ok(
+      entry.reasons.some((r) => r.startsWith('not responding')),
+      JSON.stringify(entry),
+    );
+    assert.equal(
+      down.workers.find((w) => w.pid === other)?.ready,
+      true,
+      'the other worker stays ready',
+    );
     process.kill(hung, 'SIGCONT');
     await waitForReadyz(bridge, (r) => r.status === 200, 15_000);
   });
 });
-
 
 describe('a worker hung longer than workerHangMs', { timeout: 60_000 }, () => {
   let bridge: RunningBridge;
@@ -273,7 +371,12 @@ describe('a worker hung longer than workerHangMs', { timeout: 60_000 }, () => {
   before(async () => {
     broker = await openBroker();
     queue = await broker.queue(uniqueName('readyz-hang-kill'));
-    bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], { workers: WORKERS, workerHangMs: 3000 }));
+    bridge = await startBridge(
+      baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }], {
+        workers: WORKERS,
+        workerHangMs: 3000,
+      }),
+    );
   });
   after(async () => {
     await bridge?.stop();
@@ -292,12 +395,30 @@ describe('a worker hung longer than workerHangMs', { timeout: 60_000 }, () => {
         // killed, as it should be
       }
     });
-    const killed = await logAfter(bridge, from, (l) => (l.msg ?? '').startsWith('worker hung') && l['workerPid'] === hung, 15_000);
+    const killed = await logAfter(
+      bridge,
+      from,
+      (l) => (l.msg ?? '').startsWith('worker hung') && l['workerPid'] === hung,
+      15_000,
+    );
     assert.ok(Number(killed['silentMs']) > 3000, JSON.stringify(killed));
-    const back = await waitForReadyz(bridge, (r) => r.status === 200 && r.workers.length === WORKERS && r.workers.every((w) => w.pid !== hung), 20_000);
+    const back = await waitForReadyz(
+      bridge,
+      (r) =>
+        r.status === 200 && r.workers.length === WORKERS && r.workers.every((w) => w.pid !== hung),
+      20_000,
+    );
     assert.equal(back.ready, true);
     assert.equal(alive(hung), false, 'the hung process is gone');
-    assert.ok(((await waitForMetric(bridge.adminUrl, 'bridge_worker_restarts_total', {}, (v) => (v ?? 0) >= 1)) ?? 0) >= 1, 'the kill counts as a restart');
+    assert.ok(
+      ((await waitForMetric(
+        bridge.adminUrl,
+        'bridge_worker_restarts_total',
+        {},
+        (v) => (v ?? 0) >= 1,
+      )) ?? 0) >= 1,
+      'the kill counts as a restart',
+    );
     for (let i = 0; i < 4; i++) {
       const reply = await send(`${bridge.url}/a`, { headers: XML, body: `<a n="${i}"/>` });
       assert.equal(reply.status, 202, reply.body.toString());

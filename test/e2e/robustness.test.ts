@@ -18,7 +18,11 @@ describe('broker unreachable at start', { timeout: 60_000 }, () => {
     dead = server;
     bridge = await startBridge(
       baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: 'nowhere' }], {
-        amqp: { urls: [`amqp://guest:guest@127.0.0.1:${port}/`], heartbeatSeconds: 5, reconnectSeconds: 0.5 },
+        amqp: {
+          urls: [`amqp://guest:guest@127.0.0.1:${port}/`],
+          heartbeatSeconds: 5,
+          reconnectSeconds: 0.5,
+        },
       }),
       { waitReady: false },
     );
@@ -30,7 +34,10 @@ describe('broker unreachable at start', { timeout: 60_000 }, () => {
 
   it('answers 503 with Retry-After at once instead of queueing', async () => {
     for (let i = 0; i < 20; i++) {
-      const reply = await send(`${bridge.url}/a`, { headers: { 'Content-Type': 'application/xml' }, body: xmlBody(i) });
+      const reply = await send(`${bridge.url}/a`, {
+        headers: { 'Content-Type': 'application/xml' },
+        body: xmlBody(i),
+      });
       assertProblem(reply, 503, `request ${i}`);
       assertRetryAfter(reply, `request ${i}`);
     }
@@ -39,12 +46,18 @@ describe('broker unreachable at start', { timeout: 60_000 }, () => {
   it('reports every worker not ready, naming the broker', async () => {
     const res = await fetch(`${bridge.adminUrl}/readyz`);
     assert.equal(res.status, 503);
-    const body = (await res.json()) as { ready: boolean; workers: Array<{ ready: boolean; reasons: string[] }> }; // admin-server.ts shape
+    const body = (await res.json()) as {
+      ready: boolean;
+      workers: Array<{ ready: boolean; reasons: string[] }>;
+    }; // admin-server.ts shape
     assert.equal(body.ready, false);
     assert.equal(body.workers.length, 2);
     for (const w of body.workers) {
       assert.equal(w.ready, false);
-      assert.ok(w.reasons.some((r) => r.startsWith('broker ')), JSON.stringify(w));
+      assert.ok(
+        w.reasons.some((r) => r.startsWith('broker ')),
+        JSON.stringify(w),
+      );
     }
     const health = await fetch(`${bridge.adminUrl}/healthz`);
     assert.equal(health.status, 200);
@@ -59,7 +72,9 @@ describe('clients that go away and abusive requests', { timeout: 60_000 }, () =>
   before(async () => {
     broker = await openBroker();
     queue = await broker.queue(uniqueName('robust'));
-    bridge = await startBridge(baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }]));
+    bridge = await startBridge(
+      baseConfig([{ path: '/a', mode: 'publish', exchange: '', routingKey: queue }]),
+    );
   });
   after(async () => {
     await bridge.stop();
@@ -76,7 +91,9 @@ describe('clients that go away and abusive requests', { timeout: 60_000 }, () =>
           const socket = connect(bridge.port, '127.0.0.1', () => {
             const head = `POST /a HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n\r\n`;
             // Half the clients leave mid-body, half right after the last byte (mid-confirm).
-            socket.write(i % 2 === 0 ? head + body.slice(0, 1000) : head + body, () => socket.destroy());
+            socket.write(i % 2 === 0 ? head + body.slice(0, 1000) : head + body, () =>
+              socket.destroy(),
+            );
           });
           socket.on('close', () => resolve());
           socket.on('error', () => undefined);
@@ -101,7 +118,10 @@ describe('clients that go away and abusive requests', { timeout: 60_000 }, () =>
       (r) => r.status,
       (err: unknown) => (err as { code?: string }).code ?? 'error', // node:http network error
     );
-    assert.ok(outcome === 'ECONNRESET' || outcome === 'error' || outcome === 202 || outcome === 431, String(outcome));
+    assert.ok(
+      outcome === 'ECONNRESET' || outcome === 'error' || outcome === 202 || outcome === 431,
+      String(outcome),
+    );
     const answer = await postXml(`${bridge.url}/a`, xmlBody('fine'), uniqueName('fine'));
     assert.equal(answer.status, 202);
     assert.deepEqual(await workerPids(bridge), pids);

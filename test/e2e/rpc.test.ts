@@ -4,11 +4,22 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import type { ConsumeMessage } from 'amqplib';
-import { baseConfig, startBridge, waitUntilReady, workerPids, type RunningBridge } from '../helpers/bridge.js';
+import {
+  baseConfig,
+  startBridge,
+  waitUntilReady,
+  workerPids,
+  type RunningBridge,
+} from '../helpers/bridge.js';
 import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { startLoad, summarize } from '../helpers/load.js';
 import { metricValue, waitForMetric } from '../helpers/metrics.js';
-import { assertProblem, assertRequestId, assertRetryAfter, header } from '../helpers/publish-http.js';
+import {
+  assertProblem,
+  assertRequestId,
+  assertRetryAfter,
+  header,
+} from '../helpers/publish-http.js';
 import { startResponder, type RunningResponder } from '../helpers/responder.js';
 
 const REPLIES = 'bridge_rpc_replies_total';
@@ -32,20 +43,40 @@ interface Answer {
 }
 
 /** One XML POST; rejects on a network error or when no answer came within `timeoutMs`. */
-function post(url: string, body: string, agent: Agent | false = false, timeoutMs = 15_000): Promise<Answer> {
+function post(
+  url: string,
+  body: string,
+  agent: Agent | false = false,
+  timeoutMs = 15_000,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const payload = Buffer.from(body);
     const req = request(
       url,
-      { method: 'POST', agent, headers: { 'Content-Type': 'application/xml', 'Content-Length': String(payload.byteLength) } },
+      {
+        method: 'POST',
+        agent,
+        headers: {
+          'Content-Type': 'application/xml',
+          'Content-Length': String(payload.byteLength),
+        },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks),
+          }),
+        );
       },
     );
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs} ms`)));
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new Error(`no answer from ${url} within ${timeoutMs} ms`)),
+    );
     req.on('error', reject);
     req.end(payload);
   });
@@ -58,7 +89,13 @@ function echoOf(body: string): string {
 
 /** The broker-side pids of the bridge workers' connections (connection_name set in worker/main.ts). */
 async function bridgeConnections(pids: readonly number[]): Promise<string[]> {
-  const out = await rabbitmqctl('-q', '--no-table-headers', 'list_connections', 'pid', 'client_properties');
+  const out = await rabbitmqctl(
+    '-q',
+    '--no-table-headers',
+    'list_connections',
+    'pid',
+    'client_properties',
+  );
   const found: string[] = [];
   for (const line of out.split('\n')) {
     const [pid, props] = line.split('\t');
@@ -144,7 +181,10 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     const body = '<order id="A-1"><item qty="2">茶 &amp; 点心</item></order>';
     const ok = await post(url('/fast'), body);
     assert.equal(ok.status, 200, ok.body.toString());
-    assert.ok(ok.body.equals(Buffer.from(echoOf(body))), `body byte for byte: ${ok.body.toString()}`);
+    assert.ok(
+      ok.body.equals(Buffer.from(echoOf(body))),
+      `body byte for byte: ${ok.body.toString()}`,
+    );
     assert.equal(header(ok, 'content-type'), 'application/xml');
     assert.equal(header(ok, 'x-order-state'), 'shipped', 'a listed reply header is copied');
     assert.equal(header(ok, 'http-status'), undefined, 'an unlisted reply header is not copied');
@@ -158,7 +198,11 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
 
     const missing = await post(url('/status-404'), body);
     assert.equal(missing.status, 404, 'the backend asked for 404');
-    assert.equal(header(missing, 'content-type'), 'application/xml', 'the reply, not a problem body');
+    assert.equal(
+      header(missing, 'content-type'),
+      'application/xml',
+      'the reply, not a problem body',
+    );
     assert.equal(missing.body.toString(), echoOf(body));
     assertRequestId(missing, '404');
 
@@ -176,7 +220,10 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
         const replyTo: unknown = msg.properties.replyTo;
         const correlationId: unknown = msg.properties.correlationId;
         if (typeof replyTo === 'string' && typeof correlationId === 'string') {
-          channel.publish('', replyTo, Buffer.from('<ack/>'), { correlationId, contentType: 'text/xml; charset=utf-8' });
+          channel.publish('', replyTo, Buffer.from('<ack/>'), {
+            correlationId,
+            contentType: 'text/xml; charset=utf-8',
+          });
         }
         channel.ack(msg);
         resolve(msg);
@@ -186,11 +233,25 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     const msg = await received;
     assert.equal(answered.status, 200, answered.body.toString());
     assert.equal(answered.body.toString(), '<ack/>');
-    assert.equal(header(answered, 'content-type'), 'text/xml; charset=utf-8', 'Content-Type from the reply');
-    assert.equal(header(answered, 'x-order-state'), undefined, 'absent reply header: nothing copied');
+    assert.equal(
+      header(answered, 'content-type'),
+      'text/xml; charset=utf-8',
+      'Content-Type from the reply',
+    );
+    assert.equal(
+      header(answered, 'x-order-state'),
+      undefined,
+      'absent reply header: nothing copied',
+    );
     const p = msg.properties;
-    assert.ok(typeof p.replyTo === 'string' && p.replyTo.startsWith('amq.rabbitmq.reply-to'), `reply_to ${String(p.replyTo)}`);
-    assert.ok(typeof p.correlationId === 'string' && p.correlationId.length > 0, 'correlation_id set');
+    assert.ok(
+      typeof p.replyTo === 'string' && p.replyTo.startsWith('amq.rabbitmq.reply-to'),
+      `reply_to ${String(p.replyTo)}`,
+    );
+    assert.ok(
+      typeof p.correlationId === 'string' && p.correlationId.length > 0,
+      'correlation_id set',
+    );
     assert.equal(p.expiration, String(PROPS_TIMEOUT_MS), 'expiration = the route timeout');
     assert.equal(p.deliveryMode, 1, 'transient: rpc routes are not persistent unless they say so');
     assert.ok(msg.content.equals(Buffer.from(body)), 'the request body byte for byte');
@@ -203,8 +264,15 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
       const timedOut = await post(url('/orders'), '<order id="late"/>');
       assertProblem(timedOut, 504, 'reply after the deadline');
       // The responder holds its reply 1.5 s against a 0.3 s deadline: the 504 came first.
-      assert.equal((await metricValue(bridge.adminUrl, REPLIES, labels('late'))) ?? 0, 0, 'no late reply yet when the 504 came');
-      assert.equal(await waitForMetric(bridge.adminUrl, REPLIES, labels('late'), (v) => v === 1, 10_000), 1);
+      assert.equal(
+        (await metricValue(bridge.adminUrl, REPLIES, labels('late'))) ?? 0,
+        0,
+        'no late reply yet when the 504 came',
+      );
+      assert.equal(
+        await waitForMetric(bridge.adminUrl, REPLIES, labels('late'), (v) => v === 1, 10_000),
+        1,
+      );
       assert.equal(await metricValue(bridge.adminUrl, REPLIES, labels('timeout')), 1);
       assert.equal((await metricValue(bridge.adminUrl, REPLIES, labels('ok'))) ?? 0, 0);
 
@@ -233,8 +301,15 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     assert.equal(result.attempts.length, 500);
     assert.deepEqual(result.statuses, { '504': 500 }, summarize(result));
     assert.deepEqual(result.errors, {});
-    assert.equal(await waitForMetric(bridge.adminUrl, IN_FLIGHT, {}, (v) => v === 0, 5000), 0, 'waiters freed');
-    assert.equal(await metricValue(bridge.adminUrl, REPLIES, { route: '/never', outcome: 'timeout' }), 501);
+    assert.equal(
+      await waitForMetric(bridge.adminUrl, IN_FLIGHT, {}, (v) => v === 0, 5000),
+      0,
+      'waiters freed',
+    );
+    assert.equal(
+      await metricValue(bridge.adminUrl, REPLIES, { route: '/never', outcome: 'timeout' }),
+      501,
+    );
     const rssAfter = pids.map((pid) => `${pid}: ${rssKb(pid)} kB`).join(', ');
     t.diagnostic(`worker VmRSS before ${rssBefore}; after ${rssAfter}`);
   });
@@ -257,7 +332,13 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     req.destroy();
     // The slot is free long before the reply (held replyDelayMs) could have freed it.
     await waitForMetric(bridge.adminUrl, IN_FLIGHT, {}, (v) => v === 0, replyDelayMs - 1000);
-    await waitForMetric(bridge.adminUrl, REPLIES, late, (v) => v === lateBefore + 1, replyDelayMs + 7000);
+    await waitForMetric(
+      bridge.adminUrl,
+      REPLIES,
+      late,
+      (v) => v === lateBefore + 1,
+      replyDelayMs + 7000,
+    );
   });
 
   it('fails waiting requests with 503 at once when the broker connection drops, then serves again', async (t) => {
@@ -267,9 +348,15 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     assert.equal(pids.length, 2);
     // Looked up before the requests: rabbitmqctl is slow, and the replies are only held 6 s.
     const connections = await bridgeConnections(pids);
-    assert.equal(connections.length, 2, `one broker connection per worker: ${connections.join(' ')}`);
+    assert.equal(
+      connections.length,
+      2,
+      `one broker connection per worker: ${connections.join(' ')}`,
+    );
 
-    const confirmedBefore = (await metricValue(bridge.adminUrl, PUBLISHES, { route: '/held', outcome: 'confirmed' })) ?? 0;
+    const confirmedBefore =
+      (await metricValue(bridge.adminUrl, PUBLISHES, { route: '/held', outcome: 'confirmed' })) ??
+      0;
     // The client gives up just before the route's deadline: any answer at all is "before the deadline".
     const answers = Array.from({ length: 20 }, (_, i) =>
       post(url('/held'), `<order id="held-${i}"/>`, false, HELD_TIMEOUT_MS - 500).then(
@@ -278,7 +365,13 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
       ),
     );
     // All 20 confirmed = all in the broker, held by the responder.
-    await waitForMetric(bridge.adminUrl, PUBLISHES, { route: '/held', outcome: 'confirmed' }, (v) => v === confirmedBefore + 20, 10_000);
+    await waitForMetric(
+      bridge.adminUrl,
+      PUBLISHES,
+      { route: '/held', outcome: 'confirmed' },
+      (v) => v === confirmedBefore + 20,
+      10_000,
+    );
     assert.equal(await metricValue(bridge.adminUrl, IN_FLIGHT), 20, 'all 20 waiting');
     const fromLog = bridge.logs.length;
     const closing = performance.now();
@@ -286,9 +379,12 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
     await Promise.all(connections.map((pid) => rabbitmqctl('close_connection', pid, 'test')));
 
     const settled = await Promise.all(answers);
-    t.diagnostic(`20 answers ${Math.round(performance.now() - closing)} ms after the close started (diagnostic only)`);
+    t.diagnostic(
+      `20 answers ${Math.round(performance.now() - closing)} ms after the close started (diagnostic only)`,
+    );
     for (const [i, a] of settled.entries()) {
-      if (a instanceof Error) assert.fail(`held request ${i} got no answer before its deadline: ${a.message}`);
+      if (a instanceof Error)
+        assert.fail(`held request ${i} got no answer before its deadline: ${a.message}`);
       const what = `held request ${i}`;
       assertProblem(a, 503, what);
       assertRetryAfter(a, what);
@@ -296,10 +392,21 @@ describe('rpc mode over direct reply-to', { timeout: 90_000 }, () => {
 
     // Each worker reconnects (a new channel with its reply consumer) and reports it.
     for (const pid of pids) {
-      await bridge.waitForLog((l) => bridge.logs.indexOf(l) >= fromLog && l.msg === 'broker state' && l['state'] === 'connected' && l['pid'] === pid, 15_000);
+      await bridge.waitForLog(
+        (l) =>
+          bridge.logs.indexOf(l) >= fromLog &&
+          l.msg === 'broker state' &&
+          l['state'] === 'connected' &&
+          l['pid'] === pid,
+        15_000,
+      );
     }
     await waitUntilReady(bridge);
-    assert.deepEqual((await bridgeConnections(pids)).filter((c) => connections.includes(c)), [], 'old connections are gone');
+    assert.deepEqual(
+      (await bridgeConnections(pids)).filter((c) => connections.includes(c)),
+      [],
+      'old connections are gone',
+    );
     // Fresh connections land on either worker (SO_REUSEPORT): ten make it near-certain both new
     // reply consumers answer here; the 1,000-request test that follows exercises both anyway.
     for (let i = 0; i < 10; i++) {

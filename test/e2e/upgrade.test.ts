@@ -17,7 +17,11 @@ const UPGRADE_SH = path.join(PROJECT_ROOT, 'deploy', 'upgrade.sh');
 const SCENARIO = path.join(PROJECT_ROOT, 'dist', 'test', 'helpers', 'upgrade-scenario.js');
 const SYSCTL_FILE = path.join(PROJECT_ROOT, 'deploy', 'sysctl', '90-xml-amqp-bridge.conf');
 
-function run(argv: readonly string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<Run> {
+function run(
+  argv: readonly string[],
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<Run> {
   const [cmd = 'false', ...args] = argv;
   return runToExit(cmd, args, { env: { ...process.env, ...env }, timeoutMs });
 }
@@ -39,7 +43,6 @@ function sysctlValue(key: string): string {
 function publishRoute(queue: string): Record<string, unknown> {
   return { path: '/a', mode: 'publish', exchange: '', routingKey: queue };
 }
-
 
 describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
   it('under load on 127.0.0.1: zero refused connections, zero failed requests, every 2xx in the queue', async (t) => {
@@ -68,7 +71,12 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
       settleBefore: 300,
       settleAfter: 300,
     };
-    const [cmd = 'unshare', ...argv] = [...netnsArgv([`net/ipv4/tcp_migrate_req=${migrate}`]), process.execPath, SCENARIO, JSON.stringify(args)];
+    const [cmd = 'unshare', ...argv] = [
+      ...netnsArgv([`net/ipv4/tcp_migrate_req=${migrate}`]),
+      process.execPath,
+      SCENARIO,
+      JSON.stringify(args),
+    ];
     let newPid: number | undefined;
     t.after(() => (newPid === undefined ? undefined : stopPid(newPid)));
     let result: ScenarioResult | undefined;
@@ -90,13 +98,16 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
 
     const inQueue = messageIds(await broker.drain(queue));
     const queued = new Set(inQueue);
-    const totals = (pick: (l: LoadReport) => number): number => result?.loads.reduce((n, l) => n + pick(l), 0) ?? 0;
+    const totals = (pick: (l: LoadReport) => number): number =>
+      result?.loads.reduce((n, l) => n + pick(l), 0) ?? 0;
     const count = (o: Readonly<Record<string, number>>, keep: (k: string) => boolean): number =>
       Object.entries(o).reduce((n, [k, v]) => n + (keep(k) ? v : 0), 0);
     const requests = totals((l) => l.sentIds.length);
     const ok = totals((l) => l.okIds.length);
     const refused = totals((l) => l.errors['ECONNREFUSED'] ?? 0);
-    const failed = totals((l) => count(l.errors, () => true) + count(l.statuses, (s) => !/^2\d\d$/.test(s)));
+    const failed = totals(
+      (l) => count(l.errors, () => true) + count(l.statuses, (s) => !/^2\d\d$/.test(s)),
+    );
     t.diagnostic(
       `upgrade.sh took ${result.upgrade.ms} ms; requests ${requests}, 2xx ${ok}, refused ${refused}, failed ${failed}, ` +
         `messages in the queue ${inQueue.length}; ${result.loads.map((l) => `${l.kind}: ${summarize(l)}, ${l.afterOldExit} after the old exit`).join('; ')}`,
@@ -105,16 +116,35 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
 
     assert.equal(result.upgrade.code, 0, `upgrade.sh failed:\n${result.upgrade.stderr}`);
     assert.match(result.upgrade.stdout, /^new_pid=\d+$/m);
-    assert.deepEqual(result.oldExit, { code: 0, signal: null }, 'the old instance did not drain cleanly');
+    assert.deepEqual(
+      result.oldExit,
+      { code: 0, signal: null },
+      'the old instance did not drain cleanly',
+    );
     assert.ok(result.newStopped, 'the new instance did not stop on SIGTERM');
     for (const load of result.loads) {
-      assert.equal(load.errors['ECONNREFUSED'] ?? 0, 0, `${load.kind}: refused connections (${summarize(load)})`);
+      assert.equal(
+        load.errors['ECONNREFUSED'] ?? 0,
+        0,
+        `${load.kind}: refused connections (${summarize(load)})`,
+      );
       assert.deepEqual(load.failures, [], `${load.kind}: failed requests (${summarize(load)})`);
-      assert.ok(load.afterOldExit >= args.settleAfter, `${load.kind}: the new instance served only ${load.afterOldExit} requests alone`);
-      assert.deepEqual(load.okIds.filter((id) => !queued.has(id)), [], `${load.kind}: 2xx answered but not in the queue`);
+      assert.ok(
+        load.afterOldExit >= args.settleAfter,
+        `${load.kind}: the new instance served only ${load.afterOldExit} requests alone`,
+      );
+      assert.deepEqual(
+        load.okIds.filter((id) => !queued.has(id)),
+        [],
+        `${load.kind}: 2xx answered but not in the queue`,
+      );
     }
     const sent = new Set(result.loads.flatMap((l) => l.sentIds));
-    assert.deepEqual(inQueue.filter((id) => !sent.has(id)), [], 'the queue holds ids nobody sent');
+    assert.deepEqual(
+      inQueue.filter((id) => !sent.has(id)),
+      [],
+      'the queue holds ids nobody sent',
+    );
     assert.equal(queued.size, inQueue.length, 'a message was published twice');
     assert.equal(inQueue.length, ok, 'the queue holds messages that were not answered 2xx');
     // The instances read the broker URL from a file: credential; no log line may carry its password.
@@ -130,11 +160,29 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'upgrade-test-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const bad = path.join(dir, 'bad.yaml');
-    writeFileSync(bad, JSON.stringify(baseConfig([publishRoute(queue)], { amqp: { urls: ['file:/nonexistent/amqp-url'] } })));
+    writeFileSync(
+      bad,
+      JSON.stringify(
+        baseConfig([publishRoute(queue)], { amqp: { urls: ['file:/nonexistent/amqp-url'] } }),
+      ),
+    );
 
-    const out = await run([UPGRADE_SH, '--pid', String(old.pid), '--release', PROJECT_ROOT, '--config', bad, '--admin', `127.0.0.1:${await freePort()}`]);
+    const out = await run([
+      UPGRADE_SH,
+      '--pid',
+      String(old.pid),
+      '--release',
+      PROJECT_ROOT,
+      '--config',
+      bad,
+      '--admin',
+      `127.0.0.1:${await freePort()}`,
+    ]);
     assert.equal(out.code, 2, out.stderr);
-    assert.match(out.stderr, /amqp\.urls\[0\]: cannot read secret file \/nonexistent\/amqp-url \(ENOENT\)/);
+    assert.match(
+      out.stderr,
+      /amqp\.urls\[0\]: cannot read secret file \/nonexistent\/amqp-url \(ENOENT\)/,
+    );
     assert.match(out.stderr, /nothing changed/);
     assert.doesNotMatch(out.stderr, /started the new release/);
     assert.ok(alive(old.pid));
@@ -149,18 +197,37 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
     t.after(() => broker.close());
     const queue = await broker.queue(uniqueName('upgrade-unready'));
     const port = await freePort();
-    const old = await startBridge(baseConfig([publishRoute(queue)], { listen: `127.0.0.1:${port}` }));
+    const old = await startBridge(
+      baseConfig([publishRoute(queue)], { listen: `127.0.0.1:${port}` }),
+    );
     t.after(() => old.stop());
     const dir = mkdtempSync(path.join(tmpdir(), 'upgrade-test-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
 
     // The new instance's broker URL points at a closed port: its workers never connect, /readyz stays 503.
     const out = await run(
-      [UPGRADE_SH, '--pid', String(old.pid), '--release', PROJECT_ROOT, '--config', old.configFile, '--admin', `127.0.0.1:${await freePort()}`, '--log', path.join(dir, 'new.log'), '--timeout', '3'],
+      [
+        UPGRADE_SH,
+        '--pid',
+        String(old.pid),
+        '--release',
+        PROJECT_ROOT,
+        '--config',
+        old.configFile,
+        '--admin',
+        `127.0.0.1:${await freePort()}`,
+        '--log',
+        path.join(dir, 'new.log'),
+        '--timeout',
+        '3',
+      ],
       { BRIDGE_AMQP_URLS: `amqp://guest:guest@127.0.0.1:${await freePort()}/` },
     );
     assert.equal(out.code, 1, out.stderr);
-    assert.match(out.stderr, /was not ready within 3s .*stopped it, the old instance \d+ keeps serving/);
+    assert.match(
+      out.stderr,
+      /was not ready within 3s .*stopped it, the old instance \d+ keeps serving/,
+    );
     const started = /started the new release as pid (\d+)/.exec(out.stderr);
     assert.ok(started, out.stderr);
     assert.equal(alive(Number(started[1])), false, 'the unready new instance is still running');
@@ -174,7 +241,17 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
   it('refuses an admin address something already answers on, before starting anything', async (t) => {
     const old = await startBridge(baseConfig([publishRoute(uniqueName('unused'))]));
     t.after(() => old.stop());
-    const out = await run([UPGRADE_SH, '--pid', String(old.pid), '--release', PROJECT_ROOT, '--config', old.configFile, '--admin', `127.0.0.1:${old.adminPort}`]);
+    const out = await run([
+      UPGRADE_SH,
+      '--pid',
+      String(old.pid),
+      '--release',
+      PROJECT_ROOT,
+      '--config',
+      old.configFile,
+      '--admin',
+      `127.0.0.1:${old.adminPort}`,
+    ]);
     assert.equal(out.code, 2, out.stderr);
     assert.match(out.stderr, new RegExp(`127\\.0\\.0\\.1:${old.adminPort} already answers`));
     assert.doesNotMatch(out.stderr, /started the new release/);

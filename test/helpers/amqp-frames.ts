@@ -22,14 +22,25 @@ interface ParsedFrame {
 // amqplib's internal modules have no typings: these describe the functions used here.
 const frameModule = require(path.join(lib, 'frame.js')) as {
   parseFrame(bin: Buffer, max: number): ParsedFrame | false;
-  decodeFrame(frame: ParsedFrame): { id?: number; channel: number; size?: number; fields?: Record<string, unknown>; content?: Buffer };
+  decodeFrame(frame: ParsedFrame): {
+    id?: number;
+    channel: number;
+    size?: number;
+    fields?: Record<string, unknown>;
+    content?: Buffer;
+  };
   makeBodyFrame(channel: number, payload: Buffer): Buffer;
 };
 const defs = require(path.join(lib, 'defs.js')) as {
   BasicPublish: number;
   BasicProperties: number;
   encodeMethod(id: number, channel: number, fields: Record<string, unknown>): Buffer;
-  encodeProperties(id: number, channel: number, size: number, fields: Record<string, unknown>): Buffer;
+  encodeProperties(
+    id: number,
+    channel: number,
+    size: number,
+    fields: Record<string, unknown>,
+  ): Buffer;
 };
 
 export interface DecodedPublish {
@@ -66,11 +77,25 @@ export function decodePublish(bytes: Buffer, frameMax = 131072): DecodedPublish 
 }
 
 /** The bytes amqplib 2.3 writes for basic.publish with these fields and properties. */
-export function amqplibPublishFrames(channel: number, frameMax: number, method: Record<string, unknown>, properties: Record<string, unknown>, body: Buffer): Buffer {
-  const parts = [defs.encodeMethod(defs.BasicPublish, channel, method), defs.encodeProperties(defs.BasicProperties, channel, body.length, properties)];
+export function amqplibPublishFrames(
+  channel: number,
+  frameMax: number,
+  method: Record<string, unknown>,
+  properties: Record<string, unknown>,
+  body: Buffer,
+): Buffer {
+  const parts = [
+    defs.encodeMethod(defs.BasicPublish, channel, method),
+    defs.encodeProperties(defs.BasicProperties, channel, body.length, properties),
+  ];
   const maxBody = frameMax - 8;
   for (let offset = 0; offset < body.length; offset += maxBody) {
-    parts.push(frameModule.makeBodyFrame(channel, body.subarray(offset, Math.min(body.length, offset + maxBody))));
+    parts.push(
+      frameModule.makeBodyFrame(
+        channel,
+        body.subarray(offset, Math.min(body.length, offset + maxBody)),
+      ),
+    );
   }
   return Buffer.concat(parts);
 }

@@ -11,7 +11,12 @@ import { startChild, type Child } from './child.js';
 import { waitUntil } from './poll.js';
 
 /** The project root (this file is compiled to dist/test/helpers/). */
-export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const PROJECT_ROOT = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+);
 export const MAIN = path.join(PROJECT_ROOT, 'dist', 'src', 'primary', 'main.js');
 export const AMQP_URL = 'amqp://guest:guest@127.0.0.1:5672/';
 
@@ -40,7 +45,10 @@ export interface RunningBridge {
 }
 
 /** A minimal config object for tests; pass overrides for anything. */
-export function baseConfig(routes: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function baseConfig(
+  routes: unknown[],
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     listen: '127.0.0.1:0',
     admin: '127.0.0.1:0',
@@ -68,7 +76,10 @@ export function parseLogLine(raw: string): LogLine {
   }
 }
 
-export async function startBridge(config: unknown, options: StartOptions = {}): Promise<RunningBridge> {
+export async function startBridge(
+  config: unknown,
+  options: StartOptions = {},
+): Promise<RunningBridge> {
   const dir = mkdtempSync(path.join(tmpdir(), 'bridge-test-'));
   const configFile = path.join(dir, 'config.yaml');
   writeFileSync(configFile, JSON.stringify(config, null, 2));

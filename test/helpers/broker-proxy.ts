@@ -19,7 +19,10 @@ export interface BrokerProxy {
   close(): Promise<void>;
 }
 
-export async function startBrokerProxy(options: { up: boolean; target?: { host: string; port: number } }): Promise<BrokerProxy> {
+export async function startBrokerProxy(options: {
+  up: boolean;
+  target?: { host: string; port: number };
+}): Promise<BrokerProxy> {
   const target = options.target ?? { host: '127.0.0.1', port: 5672 };
   let isUp = options.up;
   let frozen = false;

@@ -48,6 +48,7 @@ export async function startCeleryWorker(options: CeleryWorkerOptions): Promise<C
   delete env['PYTHONPATH'];
   const { child } = await startChild(
     SYSTEM_PYTHON,
+    // prettier-ignore
     [
       '-m', 'celery', '-A', 'bridge_tasks', 'worker',
       '-Q', options.queues.join(','),
@@ -91,6 +92,7 @@ export async function celeryReadsInstant(iso: string): Promise<number> {
     'print(repr(maybe_make_aware(maybe_iso8601(sys.argv[1])).timestamp() * 1000))',
   ].join('\n');
   const run = await runToExit(SYSTEM_PYTHON, ['-c', script, iso], { timeoutMs: 20_000 });
-  if (run.code !== 0) throw new Error(`Celery could not read ${JSON.stringify(iso)}: ${run.stderr.trim()}`);
+  if (run.code !== 0)
+    throw new Error(`Celery could not read ${JSON.stringify(iso)}: ${run.stderr.trim()}`);
   return Number(run.stdout.trim());
 }

@@ -29,7 +29,11 @@ export interface RunOptions {
 }
 
 /** Runs `command` to its exit; never rejects on a non-zero exit (the caller asserts). */
-export async function runToExit(command: string, args: readonly string[], options: RunOptions = {}): Promise<Run> {
+export async function runToExit(
+  command: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<Run> {
   const child = spawn(command, [...args], {
     env: options.env ?? process.env,
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
@@ -52,7 +56,13 @@ export async function runToExit(command: string, args: readonly string[], option
     return { code, signal, stdout, stderr, timedOut };
   } catch (err) {
     // 'error' (e.g. ENOENT): it never ran.
-    return { code: null, signal: null, stdout, stderr: `${stderr}${err instanceof Error ? err.message : String(err)}`, timedOut };
+    return {
+      code: null,
+      signal: null,
+      stdout,
+      stderr: `${stderr}${err instanceof Error ? err.message : String(err)}`,
+      timedOut,
+    };
   } finally {
     clearTimeout(timer);
   }
@@ -94,14 +104,21 @@ export interface Child<L> {
 }
 
 /** Spawns `command` and reads its output as lines; see `startChild` to also wait until it is ready. */
-export function spawnChild<L>(command: string, args: readonly string[], options: ChildOptions<L>): Child<L> {
+export function spawnChild<L>(
+  command: string,
+  args: readonly string[],
+  options: ChildOptions<L>,
+): Child<L> {
   const child = spawn(command, [...args], {
     env: options.env ?? process.env,
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: L[] = [];
-  const waiters = new Set<{ readonly match: (line: L) => boolean; readonly resolve: (line: L) => void }>();
+  const waiters = new Set<{
+    readonly match: (line: L) => boolean;
+    readonly resolve: (line: L) => void;
+  }>();
   let output = '';
   const printed = { stdout: '', stderr: '' };
   const lineStreams = options.lineStreams ?? ['stdout'];
@@ -126,7 +143,10 @@ export function spawnChild<L>(command: string, args: readonly string[], options:
   read('stderr');
   const status = (event: 'exit' | 'close'): Promise<ExitStatus> =>
     once(child, event).then(
-      ([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }), // both hand (code, signal)
+      ([code, signal]) => ({
+        code: code as number | null,
+        signal: signal as NodeJS.Signals | null,
+      }), // both hand (code, signal)
       () => ({ code: null, signal: null }), // 'error': it never ran
     );
   const exited = status('exit');
@@ -150,13 +170,21 @@ export function spawnChild<L>(command: string, args: readonly string[], options:
       };
       const timer = setTimeout(() => {
         settle();
-        reject(new Error(`${options.name}: no matching line within ${timeoutMs} ms; its output ends:\n${tail()}`));
+        reject(
+          new Error(
+            `${options.name}: no matching line within ${timeoutMs} ms; its output ends:\n${tail()}`,
+          ),
+        );
       }, timeoutMs);
       waiters.add(waiter);
       void closed.then(({ code, signal }) => {
         if (!waiters.has(waiter)) return;
         settle();
-        reject(new Error(`${options.name} exited (code ${String(code)}, signal ${String(signal)}) before the line; its output ends:\n${tail()}`));
+        reject(
+          new Error(
+            `${options.name} exited (code ${String(code)}, signal ${String(signal)}) before the line; its output ends:\n${tail()}`,
+          ),
+        );
       });
     });
   };
@@ -171,7 +199,18 @@ export function spawnChild<L>(command: string, args: readonly string[], options:
       clearTimeout(timer);
     })());
 
-  return { process: child, pid: child.pid ?? -1, lines, output: () => output, stdout: () => printed.stdout, stderr: () => printed.stderr, waitForLine, exited, closed, stop };
+  return {
+    process: child,
+    pid: child.pid ?? -1,
+    lines,
+    output: () => output,
+    stdout: () => printed.stdout,
+    stderr: () => printed.stderr,
+    waitForLine,
+    exited,
+    closed,
+    stop,
+  };
 }
 
 /**
@@ -181,11 +220,17 @@ export function spawnChild<L>(command: string, args: readonly string[], options:
 export async function startChild<L>(
   command: string,
   args: readonly string[],
-  options: ChildOptions<L> & { readonly ready: (line: L) => boolean; readonly readyTimeoutMs?: number },
+  options: ChildOptions<L> & {
+    readonly ready: (line: L) => boolean;
+    readonly readyTimeoutMs?: number;
+  },
 ): Promise<{ child: Child<L>; ready: L }> {
   const child = spawnChild(command, args, options);
   try {
-    return { child, ready: await child.waitForLine(options.ready, options.readyTimeoutMs ?? 15_000) };
+    return {
+      child,
+      ready: await child.waitForLine(options.ready, options.readyTimeoutMs ?? 15_000),
+    };
   } catch (err) {
     await child.stop(2000);
     throw err;

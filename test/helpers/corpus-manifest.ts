@@ -28,7 +28,10 @@ export interface Manifest {
 }
 
 function cells(line: string): string[] {
-  return line.split('|').slice(1, -1).map((c) => c.trim());
+  return line
+    .split('|')
+    .slice(1, -1)
+    .map((c) => c.trim());
 }
 
 /** Reads MANIFEST.md; reordered or added columns keep working. */
@@ -58,7 +61,11 @@ export function readManifest(): Manifest {
   // headerAt + 1 is the |---| separator.
   for (let i = headerAt + 2; i < lines.length && (lines[i] ?? '').startsWith('|'); i++) {
     const row = cells(lines[i] ?? '');
-    assert.equal(row.length, header.length, `MANIFEST.md line ${i + 1} has ${row.length} cells, not ${header.length}`);
+    assert.equal(
+      row.length,
+      header.length,
+      `MANIFEST.md line ${i + 1} has ${row.length} cells, not ${header.length}`,
+    );
     const get = (j: number): string => row[j] ?? '';
     rows.push({
       file: get(at.file),
@@ -92,7 +99,10 @@ export function assertRootMatches(actual: string, manifestRoot: string, what: st
     assert.equal(actual, manifestRoot, `${what}: root element`);
     return;
   }
-  assert.ok(actual.startsWith(manifestRoot.slice(0, cut)), `${what}: root ${actual.slice(0, 40)}… does not start with ${manifestRoot.slice(0, cut)}`);
+  assert.ok(
+    actual.startsWith(manifestRoot.slice(0, cut)),
+    `${what}: root ${actual.slice(0, 40)}… does not start with ${manifestRoot.slice(0, cut)}`,
+  );
   const length = /\((\d+) chars\)/.exec(manifestRoot.slice(cut))?.[1];
   if (length !== undefined) assert.equal(actual.length, Number(length), `${what}: root length`);
 }

@@ -72,7 +72,13 @@ interface Answer {
 }
 
 /** One POST of `body`; resolves with the answer or rejects with the network error. */
-export function postXml(url: string, body: string, idempotencyKey: string, agent: Agent | false = false, timeoutMs = 10_000): Promise<Answer> {
+export function postXml(
+  url: string,
+  body: string,
+  idempotencyKey: string,
+  agent: Agent | false = false,
+  timeoutMs = 10_000,
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(
       url,
@@ -99,7 +105,9 @@ export function postXml(url: string, body: string, idempotencyKey: string, agent
         });
       },
     );
-    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })),
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -107,7 +115,9 @@ export function postXml(url: string, body: string, idempotencyKey: string, agent
 
 /** Starts `concurrency` client loops; see LoadOptions for the bounds. */
 export function startLoad(options: LoadOptions): LoadRun {
-  const agent = options.keepAlive ? new Agent({ keepAlive: true, maxSockets: options.concurrency }) : false;
+  const agent = options.keepAlive
+    ? new Agent({ keepAlive: true, maxSockets: options.concurrency })
+    : false;
   const attempts: Attempt[] = [];
   const deadline = performance.now() + options.maxDurationMs;
   let issued = 0;
@@ -138,7 +148,13 @@ export function startLoad(options: LoadOptions): LoadRun {
       };
       attempts.push(attempt);
       try {
-        const answer = await postXml(options.url, xmlBody(n), attempt.id, agent, options.requestTimeoutMs);
+        const answer = await postXml(
+          options.url,
+          xmlBody(n),
+          attempt.id,
+          agent,
+          options.requestTimeoutMs,
+        );
         attempt.status = answer.status;
         attempt.messageId = answer.messageId;
         if (answer.status < 200 || answer.status >= 300) attempt.body = answer.body.slice(0, 300);
@@ -151,24 +167,27 @@ export function startLoad(options: LoadOptions): LoadRun {
     }
   };
 
-  const done = Promise.all(Array.from({ length: options.concurrency }, loop)).then((): LoadResult => {
-    if (agent) agent.destroy();
-    ended = true;
-    notify(true);
-    const statuses: Record<string, number> = {};
-    const errors: Record<string, number> = {};
-    const okIds: string[] = [];
-    for (const a of attempts) {
-      if (a.status !== undefined) {
-        statuses[a.status] = (statuses[a.status] ?? 0) + 1;
-        if (a.status >= 200 && a.status < 300) okIds.push(a.messageId ?? `missing Message-Id for ${a.id}`);
-      } else {
-        const code = a.error ?? 'UNKNOWN';
-        errors[code] = (errors[code] ?? 0) + 1;
+  const done = Promise.all(Array.from({ length: options.concurrency }, loop)).then(
+    (): LoadResult => {
+      if (agent) agent.destroy();
+      ended = true;
+      notify(true);
+      const statuses: Record<string, number> = {};
+      const errors: Record<string, number> = {};
+      const okIds: string[] = [];
+      for (const a of attempts) {
+        if (a.status !== undefined) {
+          statuses[a.status] = (statuses[a.status] ?? 0) + 1;
+          if (a.status >= 200 && a.status < 300)
+            okIds.push(a.messageId ?? `missing Message-Id for ${a.id}`);
+        } else {
+          const code = a.error ?? 'UNKNOWN';
+          errors[code] = (errors[code] ?? 0) + 1;
+        }
       }
-    }
-    return { attempts, statuses, errors, okIds, sentIds: attempts.map((a) => a.id) };
-  });
+      return { attempts, statuses, errors, okIds, sentIds: attempts.map((a) => a.id) };
+    },
+  );
 
   return {
     attempts,

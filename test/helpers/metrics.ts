@@ -70,8 +70,12 @@ function parseSampleLine(line: string): Sample {
       else if (line[i] !== '}') throw new Error(`expected , or } at ${i} in: ${line}`);
     }
   }
-  const rest = line.slice(i).trim().split(/[ \t]+/);
-  if (rest.length < 1 || rest.length > 2) throw new Error(`expected "value [timestamp]" in: ${line}`);
+  const rest = line
+    .slice(i)
+    .trim()
+    .split(/[ \t]+/);
+  if (rest.length < 1 || rest.length > 2)
+    throw new Error(`expected "value [timestamp]" in: ${line}`);
   return { name, labels, value: parseValue(rest[0] ?? '', line) };
 }
 
@@ -86,15 +90,25 @@ export function parseExposition(text: string): Sample[] {
   return samples;
 }
 
-function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+function sameLabels(
+  a: Readonly<Record<string, string>>,
+  b: Readonly<Record<string, string>>,
+): boolean {
   const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && b[k] === a[k]);
+  return (
+    keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && b[k] === a[k])
+  );
 }
 
 /** The sample with exactly this name and label set (no more, no fewer labels), if present. */
-function findSample(samples: readonly Sample[], name: string, labels: Readonly<Record<string, string>> = {}): Sample | undefined {
+function findSample(
+  samples: readonly Sample[],
+  name: string,
+  labels: Readonly<Record<string, string>> = {},
+): Sample | undefined {
   const found = samples.filter((s) => s.name === name && sameLabels(s.labels, labels));
-  if (found.length > 1) throw new Error(`${found.length} samples of ${name} with labels ${JSON.stringify(labels)}`);
+  if (found.length > 1)
+    throw new Error(`${found.length} samples of ${name} with labels ${JSON.stringify(labels)}`);
   return found[0];
 }
 
@@ -107,7 +121,11 @@ async function scrape(adminUrl: string): Promise<Sample[]> {
 }
 
 /** One sample's value, or undefined when the series does not exist (a counter never incremented). */
-export async function metricValue(adminUrl: string, name: string, labels: Readonly<Record<string, string>> = {}): Promise<number | undefined> {
+export async function metricValue(
+  adminUrl: string,
+  name: string,
+  labels: Readonly<Record<string, string>> = {},
+): Promise<number | undefined> {
   return findSample(await scrape(adminUrl), name, labels)?.value;
 }
 
@@ -122,5 +140,10 @@ export async function waitForMetric(
   accept: (value: number | undefined) => boolean,
   timeoutMs = 10_000,
 ): Promise<number | undefined> {
-  return waitUntil(`${name}${JSON.stringify(labels)}`, () => metricValue(adminUrl, name, labels), accept, { timeoutMs });
+  return waitUntil(
+    `${name}${JSON.stringify(labels)}`,
+    () => metricValue(adminUrl, name, labels),
+    accept,
+    { timeoutMs },
+  );
 }

@@ -73,7 +73,8 @@ export function netnsArgv(sysctls: readonly string[]): string[] {
     "fcntl.ioctl(s,0x8914,struct.pack('16sH14x',b'lo',f|1))\"";
   const sets = sysctls.map((kv) => {
     const [key, value] = kv.split('=');
-    if (key === undefined || value === undefined || !/^net\/[a-z0-9_/]+$/.test(key)) throw new TypeError(`bad sysctl ${kv}`);
+    if (key === undefined || value === undefined || !/^net\/[a-z0-9_/]+$/.test(key))
+      throw new TypeError(`bad sysctl ${kv}`);
     // only keys under /proc/sys/net: they belong to the new namespace, never to the host
     return `echo '${value}' > /proc/sys/${key}`;
   });

@@ -24,7 +24,11 @@ export interface Polled<T> {
  * Probes until `accept` holds or `timeoutMs` passed, then returns the last answer either way, so
  * the caller's assertion can say what was seen. A probe that throws counts as "not yet".
  */
-export async function poll<T>(probe: () => T | Promise<T>, accept: (value: T) => boolean, options: PollOptions): Promise<Polled<T>> {
+export async function poll<T>(
+  probe: () => T | Promise<T>,
+  accept: (value: T) => boolean,
+  options: PollOptions,
+): Promise<Polled<T>> {
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
     let last: T | undefined;

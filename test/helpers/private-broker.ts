@@ -32,9 +32,9 @@ export interface PrivateBroker {
   stop(): Promise<void>;
 }
 
-
 export async function startPrivateBroker(label: string): Promise<PrivateBroker> {
-  if (!existsSync(path.join(RABBITMQ_BIN, 'rabbitmq-server'))) throw new Error(`no ${RABBITMQ_BIN}/rabbitmq-server: install the rabbitmq-server package`);
+  if (!existsSync(path.join(RABBITMQ_BIN, 'rabbitmq-server')))
+    throw new Error(`no ${RABBITMQ_BIN}/rabbitmq-server: install the rabbitmq-server package`);
   const dir = mkdtempSync(path.join(tmpdir(), `private-broker-${label}-`));
   const node = `bridgetest-${randomUUID().slice(0, 8)}@localhost`;
   const [port, distPort] = [await freePort(), await freePort()];
@@ -42,7 +42,10 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
   writeFileSync(cookie, `BRIDGETEST${randomUUID().replaceAll('-', '').toUpperCase()}`);
   chmodSync(cookie, 0o400);
   writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
-  writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.default = ${port}\nloopback_users = none\n`);
+  writeFileSync(
+    path.join(dir, 'rabbitmq.conf'),
+    `listeners.tcp.default = ${port}\nloopback_users = none\n`,
+  );
   const env = {
     ...process.env,
     HOME: dir, // the node and its rabbitmqctl share the cookie in it
@@ -56,15 +59,23 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     RABBITMQ_PID_FILE: path.join(dir, 'pid'),
   };
   const ctl = async (...args: string[]): Promise<string> => {
-    const { stdout } = await execFileAsync(path.join(RABBITMQ_BIN, 'rabbitmqctl'), ['-n', node, ...args], { env, timeout: 60_000 });
+    const { stdout } = await execFileAsync(
+      path.join(RABBITMQ_BIN, 'rabbitmqctl'),
+      ['-n', node, ...args],
+      { env, timeout: 60_000 },
+    );
     return stdout;
   };
-  const server = spawn(path.join(RABBITMQ_BIN, 'rabbitmq-server'), [], { env, stdio: ['ignore', 'ignore', 'ignore'], detached: false });
+  const server = spawn(path.join(RABBITMQ_BIN, 'rabbitmq-server'), [], {
+    env,
+    stdio: ['ignore', 'ignore', 'ignore'],
+    detached: false,
+  });
   let pid = -1;
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopped ??= (async () => {
-      const target = pid > 0 ? pid : server.pid ?? -1;
+      const target = pid > 0 ? pid : (server.pid ?? -1);
       // The Erlang VM is not our child (rabbitmq-server execs it): no exit event to await.
       if (target > 0) await stopPid(target, 20_000);
       if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
@@ -82,12 +93,16 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
       () => true,
       { timeoutMs: 60_000, intervalMs: 250 },
     );
-    if (state === 'exited') throw new Error(`rabbitmq-server exited with ${String(server.exitCode)}`);
+    if (state === 'exited')
+      throw new Error(`rabbitmq-server exited with ${String(server.exitCode)}`);
     pid = Number(readFileSync(path.join(dir, 'pid'), 'utf8').trim());
     if (!(pid > 0)) throw new Error('the private node wrote no PID');
   } catch (err) {
     await stop();
-    throw new Error(`private RabbitMQ node ${node} did not start: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new Error(
+      `private RabbitMQ node ${node} did not start: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
   }
   return { node, port, url: `amqp://guest:guest@127.0.0.1:${port}/`, pid, ctl, stop };
 }

@@ -1,6 +1,12 @@
 /** node:http client helpers for the publish-mode e2e tests: full control over headers, uploads held open, chunked bodies, problem+json checks. */
 import assert from 'node:assert/strict';
-import { request, type Agent, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import {
+  request,
+  type Agent,
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from 'node:http';
 
 export interface Reply {
   readonly status: number;
@@ -21,7 +27,9 @@ function collect(res: IncomingMessage): Promise<Reply> {
     const chunks: Buffer[] = [];
     res.on('data', (c: Buffer) => chunks.push(c));
     res.on('error', reject);
-    res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+    res.on('end', () =>
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+    );
   });
 }
 
@@ -30,12 +38,19 @@ export function send(url: string, options: SendOptions = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const body = options.body === undefined ? undefined : Buffer.from(options.body);
     const headers: Record<string, string> = { ...options.headers };
-    if (body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-length')) {
+    if (
+      body !== undefined &&
+      !Object.keys(headers).some((h) => h.toLowerCase() === 'content-length')
+    ) {
       headers['Content-Length'] = String(body.byteLength);
     }
-    const req = request(url, { method: options.method ?? 'POST', agent: options.agent ?? false, headers }, (res) => {
-      collect(res).then(resolve, reject);
-    });
+    const req = request(
+      url,
+      { method: options.method ?? 'POST', agent: options.agent ?? false, headers },
+      (res) => {
+        collect(res).then(resolve, reject);
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -53,7 +68,11 @@ export interface HeldUpload {
  * Starts a POST, sends the headers and `first` and then stops writing (the rest is up to the
  * caller: `req.end(rest)`, more `req.write`s, or `req.destroy()`).
  */
-export function holdUpload(url: string, headers: Readonly<Record<string, string>>, first: string | Buffer): HeldUpload {
+export function holdUpload(
+  url: string,
+  headers: Readonly<Record<string, string>>,
+  first: string | Buffer,
+): HeldUpload {
   let onResponse: (r: Reply) => void = () => undefined;
   let onError: (err: unknown) => void = () => undefined;
   const response = new Promise<Reply>((resolve, reject) => {
@@ -106,7 +125,12 @@ export function assertProblem(reply: Reply, status: number, what = ''): Problem 
   assert.ok(String(p['title']).length > 0, `${what}: title is not empty`);
   assert.equal(p['status'], status, `${what}: status in the body equals the HTTP status`);
   assert.equal(typeof p['detail'], 'string', `${what}: detail`);
-  return { type: String(p['type']), title: String(p['title']), status, detail: String(p['detail']) };
+  return {
+    type: String(p['type']),
+    title: String(p['title']),
+    status,
+    detail: String(p['detail']),
+  };
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -125,5 +149,8 @@ export function assertRequestId(reply: Reply, what = ''): string {
 /** Retry-After on a 503: a non-negative number of seconds. */
 export function assertRetryAfter(reply: Reply, what = ''): void {
   const value = header(reply, 'retry-after');
-  assert.ok(value !== undefined && /^\d+$/.test(value), `${what}: Retry-After must be delta-seconds, got ${String(value)}`);
+  assert.ok(
+    value !== undefined && /^\d+$/.test(value),
+    `${what}: Retry-After must be delta-seconds, got ${String(value)}`,
+  );
 }

@@ -32,7 +32,9 @@ export interface RunningResponder {
 function isReadyLine(raw: string): boolean {
   try {
     const parsed: unknown = JSON.parse(raw);
-    return typeof parsed === 'object' && parsed !== null && 'ready' in parsed && parsed.ready === true;
+    return (
+      typeof parsed === 'object' && parsed !== null && 'ready' in parsed && parsed.ready === true
+    );
   } catch {
     return false;
   }
@@ -51,5 +53,12 @@ export async function startResponder(options: ResponderOptions): Promise<Running
     ready: isReadyLine,
     readyTimeoutMs: options.readyTimeoutMs ?? 15_000,
   });
-  return { child: child.process, pid: child.pid, queue: options.queue, stderr: child.stderr, exited: child.exited, stop: () => child.stop() };
+  return {
+    child: child.process,
+    pid: child.pid,
+    queue: options.queue,
+    stderr: child.stderr,
+    exited: child.exited,
+    stop: () => child.stop(),
+  };
 }

@@ -40,7 +40,12 @@ export interface ScenarioResult {
   readonly type: 'result';
   /** /proc/sys/net/ipv4/tcp_migrate_req as the namespace had it. */
   readonly tcpMigrateReq: string;
-  readonly upgrade: { readonly code: number | null; readonly stdout: string; readonly stderr: string; readonly ms: number };
+  readonly upgrade: {
+    readonly code: number | null;
+    readonly stdout: string;
+    readonly stderr: string;
+    readonly ms: number;
+  };
   readonly oldExit: { readonly code: number | null; readonly signal: string | null };
   readonly newPid: number | undefined;
   readonly newStopped: boolean;
@@ -64,7 +69,8 @@ function emit(line: unknown): void {
 
 function parseArgs(raw: string | undefined): ScenarioArgs {
   const value: unknown = JSON.parse(raw ?? 'null');
-  if (typeof value !== 'object' || value === null) throw new TypeError('usage: upgrade-scenario.js JSON');
+  if (typeof value !== 'object' || value === null)
+    throw new TypeError('usage: upgrade-scenario.js JSON');
   return value as ScenarioArgs; // written by upgrade.test.ts from this very interface
 }
 
@@ -74,7 +80,9 @@ async function main(): Promise<void> {
   const relay = await tcpToUnix(5672, args.amqpSocket);
   const credentials = path.join(args.dir, 'credentials');
   mkdirSync(credentials, { recursive: true, mode: 0o700 });
-  writeFileSync(path.join(credentials, 'amqp-url'), 'amqp://guest:guest@127.0.0.1:5672/\n', { mode: 0o600 });
+  writeFileSync(path.join(credentials, 'amqp-url'), 'amqp://guest:guest@127.0.0.1:5672/\n', {
+    mode: 0o600,
+  });
   const env = { CREDENTIALS_DIRECTORY: credentials };
   const newLog = path.join(args.dir, 'new-instance.log');
 
@@ -91,17 +99,43 @@ async function main(): Promise<void> {
   let newStopped = false;
   try {
     const url = `http://127.0.0.1:${args.port}/a`;
-    const common = { url, concurrency: 4, maxRequests: 20_000, maxDurationMs: 90_000, requestTimeoutMs: 20_000 };
+    const common = {
+      url,
+      concurrency: 4,
+      maxRequests: 20_000,
+      maxDurationMs: 90_000,
+      requestTimeoutMs: 20_000,
+    };
     const loads = [
-      { kind: 'new connection per request', run: startLoad({ ...common, keepAlive: false, idPrefix: `${args.idPrefix}-fresh` }) },
-      { kind: 'keep-alive', run: startLoad({ ...common, keepAlive: true, idPrefix: `${args.idPrefix}-ka` }) },
+      {
+        kind: 'new connection per request',
+        run: startLoad({ ...common, keepAlive: false, idPrefix: `${args.idPrefix}-fresh` }),
+      },
+      {
+        kind: 'keep-alive',
+        run: startLoad({ ...common, keepAlive: true, idPrefix: `${args.idPrefix}-ka` }),
+      },
     ];
     await Promise.all(loads.map((l) => l.run.whenSettled(args.settleBefore)));
 
     const startedAt = performance.now();
     const upgrade = spawnChild(
       'bash',
-      [UPGRADE_SH, '--pid', String(old.pid), '--release', PROJECT_ROOT, '--config', old.configFile, '--admin', `127.0.0.1:${args.adminNew}`, '--log', newLog, '--timeout', '60'],
+      [
+        UPGRADE_SH,
+        '--pid',
+        String(old.pid),
+        '--release',
+        PROJECT_ROOT,
+        '--config',
+        old.configFile,
+        '--admin',
+        `127.0.0.1:${args.adminNew}`,
+        '--log',
+        newLog,
+        '--timeout',
+        '60',
+      ],
       {
         name: 'upgrade.sh',
         env: { ...process.env, ...env },
@@ -123,7 +157,9 @@ async function main(): Promise<void> {
     const oldExit = await old.exited;
     const oldExitedAt = performance.now();
 
-    await Promise.all(loads.map((l) => l.run.whenSettled(l.run.attempts.length + args.settleAfter)));
+    await Promise.all(
+      loads.map((l) => l.run.whenSettled(l.run.attempts.length + args.settleAfter)),
+    );
     for (const l of loads) l.run.stop();
     const reports: LoadReport[] = [];
     for (const l of loads) {
@@ -135,7 +171,10 @@ async function main(): Promise<void> {
         okIds: r.okIds,
         sentIds: r.sentIds,
         afterOldExit: r.attempts.filter((a) => a.startedAt > oldExitedAt).length,
-        failures: r.attempts.filter((a) => !is2xx(a)).slice(0, 20).map(describeFailure),
+        failures: r.attempts
+          .filter((a) => !is2xx(a))
+          .slice(0, 20)
+          .map(describeFailure),
       });
     }
     let newLogText = '';
@@ -167,7 +206,9 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    process.stderr.write(`upgrade scenario failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(
+      `upgrade scenario failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
     process.exit(1);
   },
 );

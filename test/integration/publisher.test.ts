@@ -24,7 +24,14 @@ import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers
 const CONFIRM_TIMEOUT_MS = 20_000;
 
 function amqpOptions(over: Partial<Config['amqp']> = {}): Config['amqp'] {
-  return { urls: [AMQP_URL], heartbeatSeconds: 5, reconnectSeconds: 0.2, maxInFlight: 3, confirmTimeoutMs: CONFIRM_TIMEOUT_MS, ...over };
+  return {
+    urls: [AMQP_URL],
+    heartbeatSeconds: 5,
+    reconnectSeconds: 0.2,
+    maxInFlight: 3,
+    confirmTimeoutMs: CONFIRM_TIMEOUT_MS,
+    ...over,
+  };
 }
 
 function templateFor(exchange: string): PublishTemplate {
@@ -43,12 +50,29 @@ function templateFor(exchange: string): PublishTemplate {
 const settled: RequestRecord[] = [];
 
 /** Publishes one message as a mode does: fields, a unique track id, a record that ends when settled. */
-function send(publisher: Publisher, exchange: string, routingKey: string, body: Buffer | string, messageId: string = randomUUID()): Promise<void> {
+function send(
+  publisher: Publisher,
+  exchange: string,
+  routingKey: string,
+  body: Buffer | string,
+  messageId: string = randomUUID(),
+): Promise<void> {
   const requestId = randomUUID();
-  const record = new RequestRecord('integration', requestId, performance.now(), { published: () => undefined, ended: (r) => settled.push(r) });
+  const record = new RequestRecord('integration', requestId, performance.now(), {
+    published: () => undefined,
+    ended: (r) => settled.push(r),
+  });
   const done = publisher.publish(
     templateFor(exchange),
-    { routingKey, contentType: 'application/xml', messageId, correlationId: '', timestampSeconds: Math.floor(Date.now() / 1000), headerValues: [requestId], body: Buffer.from(body) },
+    {
+      routingKey,
+      contentType: 'application/xml',
+      messageId,
+      correlationId: '',
+      timestampSeconds: Math.floor(Date.now() / 1000),
+      headerValues: [requestId],
+      body: Buffer.from(body),
+    },
     requestId,
     record,
   );
@@ -85,10 +109,17 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
   before(async () => {
     broker = await openBroker();
     exchange = await broker.exchange(uniqueName('pub-ex'), 'topic');
-    link = new BrokerLink({ amqp: amqpOptions(), topology: { exchanges: [], queues: [], bindings: [] }, connectionName });
+    link = new BrokerLink({
+      amqp: amqpOptions(),
+      topology: { exchanges: [], queues: [], bindings: [] },
+      connectionName,
+    });
     // Before start(): the Publisher attaches to every channel the link emits, the first included.
     publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS });
-    admission = new Admission(link, publisher, { maxInFlight: 3, confirmTimeoutMs: CONFIRM_TIMEOUT_MS });
+    admission = new Admission(link, publisher, {
+      maxInFlight: 3,
+      confirmTimeoutMs: CONFIRM_TIMEOUT_MS,
+    });
     const first = once(link, 'channel');
     link.start();
     await first;
@@ -124,7 +155,10 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
 
   it('rejects a mandatory publish nobody is bound for with BRIDGE_UNROUTABLE (outcome returned)', async () => {
     const before = settled.length;
-    await assert.rejects(send(publisher, exchange, 'nobody.is.bound', '<a/>'), isBridgeError('BRIDGE_UNROUTABLE'));
+    await assert.rejects(
+      send(publisher, exchange, 'nobody.is.bound', '<a/>'),
+      isBridgeError('BRIDGE_UNROUTABLE'),
+    );
     assert.equal(settled[before]?.publish, 'returned');
     // The return did not cost the channel.
     assert.equal(link.ready, true);
@@ -134,7 +168,10 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
     const queue = await broker.queue(uniqueName('pub-recover'));
     for (let round = 0; round < 3; round++) {
       const reopened = once(link, 'channel');
-      await assert.rejects(send(publisher, uniqueName('missing-ex'), 'x', '<a/>'), isBridgeError('BRIDGE_UNROUTABLE'));
+      await assert.rejects(
+        send(publisher, uniqueName('missing-ex'), 'x', '<a/>'),
+        isBridgeError('BRIDGE_UNROUTABLE'),
+      );
       await reopened;
       assert.equal(link.ready, true);
       await send(publisher, '', queue, `<round n="${round}"/>`);
@@ -143,10 +180,16 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
   });
 
   it('maps a broker nack (full reject-publish queue) to BRIDGE_PUBLISH_NACKED, told by the nack frame', async () => {
-    const queue = await broker.queue(uniqueName('pub-full'), { 'x-max-length': 1, 'x-overflow': 'reject-publish' });
+    const queue = await broker.queue(uniqueName('pub-full'), {
+      'x-max-length': 1,
+      'x-overflow': 'reject-publish',
+    });
     await send(publisher, '', queue, '<first/>');
     const before = settled.length;
-    await assert.rejects(send(publisher, '', queue, '<second/>'), isBridgeError('BRIDGE_PUBLISH_NACKED'));
+    await assert.rejects(
+      send(publisher, '', queue, '<second/>'),
+      isBridgeError('BRIDGE_PUBLISH_NACKED'),
+    );
     assert.equal(settled[before]?.publish, 'nacked');
     // A nack is not a channel error: the same channel keeps working.
     assert.equal(link.ready, true);
@@ -159,18 +202,28 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
 
   it('settles many publishes of one turn, each with its own outcome, in any order the broker confirms them', async () => {
     const good = await broker.queue(uniqueName('pub-mixed'));
-    const full = await broker.queue(uniqueName('pub-mixed-full'), { 'x-max-length': 1, 'x-overflow': 'reject-publish' });
+    const full = await broker.queue(uniqueName('pub-mixed-full'), {
+      'x-max-length': 1,
+      'x-overflow': 'reject-publish',
+    });
     const outcomes = await Promise.all(
       Array.from({ length: 60 }, (_, i) => {
-        const target = i % 3 === 0 ? ['', good] : i % 3 === 1 ? [exchange, 'nobody.is.bound'] : ['', full];
+        const target =
+          i % 3 === 0 ? ['', good] : i % 3 === 1 ? [exchange, 'nobody.is.bound'] : ['', full];
         return send(publisher, target[0] ?? '', target[1] ?? '', `<m i="${i}"/>`).then(
           () => 'ok',
           (err: unknown) => (err instanceof BridgeError ? err.code : String(err)),
         );
       }),
     );
-    assert.deepEqual(outcomes.filter((_, i) => i % 3 === 0), Array(20).fill('ok'));
-    assert.deepEqual(outcomes.filter((_, i) => i % 3 === 1), Array(20).fill('BRIDGE_UNROUTABLE'));
+    assert.deepEqual(
+      outcomes.filter((_, i) => i % 3 === 0),
+      Array(20).fill('ok'),
+    );
+    assert.deepEqual(
+      outcomes.filter((_, i) => i % 3 === 1),
+      Array(20).fill('BRIDGE_UNROUTABLE'),
+    );
     const toFull = outcomes.filter((_, i) => i % 3 === 2);
     assert.equal(toFull[0], 'ok', 'the first message fits the full queue');
     assert.deepEqual(toFull.slice(1), Array(19).fill('BRIDGE_PUBLISH_NACKED'));
@@ -218,8 +271,14 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
     // The broker may ack everything it had before it closes the connection, so the number of
     // publishes caught in flight varies; every one that was must fail as a retryable 503.
     for (const f of results.filter((o) => o !== 'ok')) assert.equal(f, 'BRIDGE_CONNECTION_LOST');
-    assert.ok(results.filter((o) => o === 'ok').length > 0, 'publishes went through before the close');
-    assert.ok(refusedWhileDown instanceof BridgeError, 'admit() refused while the channel was gone');
+    assert.ok(
+      results.filter((o) => o === 'ok').length > 0,
+      'publishes went through before the close',
+    );
+    assert.ok(
+      refusedWhileDown instanceof BridgeError,
+      'admit() refused while the channel was gone',
+    );
     assert.equal(refusedWhileDown.code, 'BRIDGE_BROKER_UNAVAILABLE');
     await reopened;
     assert.equal(link.ready, true);
@@ -267,7 +326,10 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
     const secondAt = performance.now();
     admission.release();
     await quiet;
-    assert.ok(quietAt - secondAt >= 149, `quiet ${Math.round(quietAt - secondAt)} ms after the last admission`);
+    assert.ok(
+      quietAt - secondAt >= 149,
+      `quiet ${Math.round(quietAt - secondAt)} ms after the last admission`,
+    );
     assert.ok(quietAt - admittedAt >= 199);
   });
 });
@@ -277,7 +339,11 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
     const broker = await openBroker();
     const proxy = await startBrokerProxy({ up: true });
     const confirmTimeoutMs = 400;
-    const link = new BrokerLink({ amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs }), topology: { exchanges: [], queues: [], bindings: [] }, connectionName: uniqueName('frozen') });
+    const link = new BrokerLink({
+      amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs }),
+      topology: { exchanges: [], queues: [], bindings: [] },
+      connectionName: uniqueName('frozen'),
+    });
     const publisher = new Publisher(link, { confirmTimeoutMs });
     const admission = new Admission(link, publisher, { maxInFlight: 1000, confirmTimeoutMs });
     try {
@@ -295,11 +361,17 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
       // Half the timeout later, the waiting publish makes admission refuse new requests.
       await new Promise((r) => setTimeout(r, confirmTimeoutMs / 2 + 60)); // waiting for time itself to pass
       const refused = admission.admit();
-      assert.ok(refused instanceof BridgeError, 'refused while a publish has waited half the confirm timeout');
+      assert.ok(
+        refused instanceof BridgeError,
+        'refused while a publish has waited half the confirm timeout',
+      );
       assert.equal(refused.code, 'BRIDGE_OVERLOADED');
       await assert.rejects(timedOut, isBridgeError('BRIDGE_CONFIRM_TIMEOUT'));
       const waited = performance.now() - started;
-      assert.ok(waited >= confirmTimeoutMs && waited < confirmTimeoutMs * 2, `timed out after ${Math.round(waited)} ms`);
+      assert.ok(
+        waited >= confirmTimeoutMs && waited < confirmTimeoutMs * 2,
+        `timed out after ${Math.round(waited)} ms`,
+      );
       assert.equal(settled[before]?.publish, 'timeout');
       proxy.thaw();
       // Nothing waits any more: admission takes requests again.
@@ -345,7 +417,11 @@ describe('FrameWriter on the publisher channel', { timeout: 60_000 }, () => {
   it('sends the publishes of one turn in one socket write, and every message arrives', async () => {
     const broker = await openBroker();
     // heartbeat 0: no heartbeat frame may land in the counted window.
-    const link = new BrokerLink({ amqp: amqpOptions({ urls: [`${AMQP_URL}?heartbeat=0`], heartbeatSeconds: 0 }), topology: { exchanges: [], queues: [], bindings: [] }, connectionName: uniqueName('writer') });
+    const link = new BrokerLink({
+      amqp: amqpOptions({ urls: [`${AMQP_URL}?heartbeat=0`], heartbeatSeconds: 0 }),
+      topology: { exchanges: [], queues: [], bindings: [] },
+      connectionName: uniqueName('writer'),
+    });
     const publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS });
     try {
       const first = once(link, 'channel');
@@ -354,9 +430,15 @@ describe('FrameWriter on the publisher channel', { timeout: 60_000 }, () => {
       const socket = wireOf(channel).socket;
       const queue = await broker.queue(uniqueName('coalesce'));
       const counted = countWrites(socket);
-      await Promise.all(Array.from({ length: 100 }, (_, i) => send(publisher, '', queue, `<m i="${i}"/>`)));
+      await Promise.all(
+        Array.from({ length: 100 }, (_, i) => send(publisher, '', queue, `<m i="${i}"/>`)),
+      );
       counted.restore();
-      assert.equal(counted.count(), 1, `${counted.count()} socket writes for 100 publishes of one turn`);
+      assert.equal(
+        counted.count(),
+        1,
+        `${counted.count()} socket writes for 100 publishes of one turn`,
+      );
       assert.equal(await broker.count(queue), 100);
     } finally {
       publisher.close();

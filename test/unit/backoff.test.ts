@@ -11,7 +11,10 @@ describe('reforkDelayMs', { timeout: 10_000 }, () => {
 
   it('starts at baseMs and doubles per consecutive failure', () => {
     assert.deepEqual(DEFAULT_BACKOFF, { baseMs: 100, maxMs: 10_000 });
-    assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map((n) => reforkDelayMs(n)), [100, 200, 400, 800, 1600, 3200, 6400]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6, 7].map((n) => reforkDelayMs(n)),
+      [100, 200, 400, 800, 1600, 3200, 6400],
+    );
   });
 
   it('is capped at maxMs, however many failures', () => {
@@ -25,21 +28,30 @@ describe('reforkDelayMs', { timeout: 10_000 }, () => {
     let previous = 0;
     for (let n = 0; n <= 64; n++) {
       const delay = reforkDelayMs(n);
-      assert.ok(Number.isFinite(delay) && delay >= previous, `delay(${n}) = ${delay} < ${previous}`);
+      assert.ok(
+        Number.isFinite(delay) && delay >= previous,
+        `delay(${n}) = ${delay} < ${previous}`,
+      );
       previous = delay;
     }
   });
 
   it('follows a custom policy', () => {
     const policy = { baseMs: 50, maxMs: 300 };
-    assert.deepEqual([0, 1, 2, 3, 4, 5].map((n) => reforkDelayMs(n, policy)), [0, 50, 100, 200, 300, 300]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5].map((n) => reforkDelayMs(n, policy)),
+      [0, 50, 100, 200, 300, 300],
+    );
   });
 });
 
 describe('CrashLoopDetector', { timeout: 10_000 }, () => {
   it('defaults to 5 deaths within 30 s', () => {
     const detector = new CrashLoopDetector();
-    assert.deepEqual([0, 1000, 2000, 3000].map((t) => detector.record(t)), [false, false, false, false]);
+    assert.deepEqual(
+      [0, 1000, 2000, 3000].map((t) => detector.record(t)),
+      [false, false, false, false],
+    );
     assert.equal(detector.record(29_999), true);
   });
 
@@ -58,7 +70,10 @@ describe('CrashLoopDetector', { timeout: 10_000 }, () => {
 
   it('keeps reporting the loop while deaths keep coming', () => {
     const detector = new CrashLoopDetector(3, 1000);
-    assert.deepEqual([0, 10, 20, 30].map((t) => detector.record(t)), [false, false, true, true]);
+    assert.deepEqual(
+      [0, 10, 20, 30].map((t) => detector.record(t)),
+      [false, false, true, true],
+    );
     assert.equal(detector.record(5000), false);
   });
 

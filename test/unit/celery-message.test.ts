@@ -2,7 +2,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ConsumeMessage, MessageProperties } from 'amqplib';
-import { celeryTaskFields, celeryTemplate, interpretCeleryResult, queryParams, withCeleryTopology, type CeleryTaskInput } from '../../src/worker/amqp/celery.js';
+import {
+  celeryTaskFields,
+  celeryTemplate,
+  interpretCeleryResult,
+  queryParams,
+  withCeleryTopology,
+  type CeleryTaskInput,
+} from '../../src/worker/amqp/celery.js';
 import type { CeleryRouteConfig } from '../../src/shared/config-schema.js';
 import { decodePublish, type DecodedPublish } from '../helpers/amqp-frames.js';
 import { validateConfig } from '../../src/shared/config.js';
@@ -24,13 +31,17 @@ function task(over: Partial<CeleryTaskInput> = {}): CeleryTaskInput {
 }
 
 function celeryRoute(wait: boolean): CeleryRouteConfig {
-  const [route] = validateConfig({ routes: [{ path: '/api/core', mode: 'celery', task: 'api.core.main', wait, timeoutMs: 5000 }] }).routes;
+  const [route] = validateConfig({
+    routes: [{ path: '/api/core', mode: 'celery', task: 'api.core.main', wait, timeoutMs: 5000 }],
+  }).routes;
   return route as CeleryRouteConfig; // the celery route just validated
 }
 
 /** The task message as it goes on the wire, read back by amqplib's parser. */
 function wire(input: CeleryTaskInput, wait = input.expires !== undefined): DecodedPublish {
-  return decodePublish(celeryTemplate(celeryRoute(wait), 'gen123@host').encode(1, 131072, celeryTaskFields(input)));
+  return decodePublish(
+    celeryTemplate(celeryRoute(wait), 'gen123@host').encode(1, 131072, celeryTaskFields(input)),
+  );
 }
 
 /** An rpc:// result message as Celery's backend sends it (JSON body, correlation_id = task id). */
@@ -53,13 +64,30 @@ function result(body: string | Record<string, unknown>): ConsumeMessage {
   };
   return {
     content: Buffer.from(typeof body === 'string' ? body : JSON.stringify(body), 'utf8'),
-    fields: { deliveryTag: 1, redelivered: false, exchange: '', routingKey: 'amq.rabbitmq.reply-to.x', consumerTag: 'c' },
+    fields: {
+      deliveryTag: 1,
+      redelivered: false,
+      exchange: '',
+      routingKey: 'amq.rabbitmq.reply-to.x',
+      consumerTag: 'c',
+    },
     properties,
   };
 }
 
-function celeryResult(status: string, value: unknown, traceback: string | null = null): ConsumeMessage {
-  return result({ task_id: ID, status, result: value, traceback, children: [], date_done: '2030-01-01T00:00:01.000000' });
+function celeryResult(
+  status: string,
+  value: unknown,
+  traceback: string | null = null,
+): ConsumeMessage {
+  return result({
+    task_id: ID,
+    status,
+    result: value,
+    traceback,
+    children: [],
+    date_done: '2030-01-01T00:00:01.000000',
+  });
 }
 
 /** Runs `fn`, which must throw a BridgeError, and returns it. */
@@ -145,7 +173,10 @@ describe('queryParams', { timeout: 10_000 }, () => {
   });
 
   it('percent- and plus-decodes names and values', () => {
-    assert.deepEqual(queryParams('%E5%90%8D=%E5%B1%B1%E7%94%B0+%E5%A4%AA%E9%83%8E&a%26b=c%3Dd'), { 名: '山田 太郎', 'a&b': 'c=d' });
+    assert.deepEqual(queryParams('%E5%90%8D=%E5%B1%B1%E7%94%B0+%E5%A4%AA%E9%83%8E&a%26b=c%3Dd'), {
+      名: '山田 太郎',
+      'a&b': 'c=d',
+    });
   });
 
   it('reads a bare name as an empty value and an empty query as no params', () => {
@@ -157,14 +188,23 @@ describe('queryParams', { timeout: 10_000 }, () => {
 describe('interpretCeleryResult', { timeout: 10_000 }, () => {
   it('returns the result of SUCCESS as is: a string, a dict, null', () => {
     assert.deepEqual(interpretCeleryResult(celeryResult('SUCCESS', '<ok/>')), { result: '<ok/>' });
-    assert.deepEqual(interpretCeleryResult(celeryResult('SUCCESS', { ok: true, n: 3 })), { result: { ok: true, n: 3 } });
+    assert.deepEqual(interpretCeleryResult(celeryResult('SUCCESS', { ok: true, n: 3 })), {
+      result: { ok: true, n: 3 },
+    });
     assert.deepEqual(interpretCeleryResult(celeryResult('SUCCESS', null)), { result: null });
   });
 
   it('fails FAILURE with BRIDGE_TASK_FAILED naming exc_type, never the traceback', () => {
-    const traceback = 'Traceback (most recent call last):\n  File "/srv/app/tasks.py", line 9, in fail\nValueError: secret-detail';
+    const traceback =
+      'Traceback (most recent call last):\n  File "/srv/app/tasks.py", line 9, in fail\nValueError: secret-detail';
     const err = bridgeErrorOf(() =>
-      interpretCeleryResult(celeryResult('FAILURE', { exc_type: 'ValueError', exc_message: ['secret-detail'], exc_module: 'builtins' }, traceback)),
+      interpretCeleryResult(
+        celeryResult(
+          'FAILURE',
+          { exc_type: 'ValueError', exc_message: ['secret-detail'], exc_module: 'builtins' },
+          traceback,
+        ),
+      ),
     );
     assert.equal(err.code, 'BRIDGE_TASK_FAILED');
     assert.equal(err.status, 502);
@@ -180,15 +220,33 @@ describe('interpretCeleryResult', { timeout: 10_000 }, () => {
 
   it('fails REVOKED with BRIDGE_TASK_FAILED', () => {
     const err = bridgeErrorOf(() =>
-      interpretCeleryResult(celeryResult('REVOKED', { exc_type: 'TaskRevokedError', exc_message: ['expired'], exc_module: 'celery.exceptions' })),
+      interpretCeleryResult(
+        celeryResult('REVOKED', {
+          exc_type: 'TaskRevokedError',
+          exc_message: ['expired'],
+          exc_module: 'celery.exceptions',
+        }),
+      ),
     );
     assert.equal(err.code, 'BRIDGE_TASK_FAILED');
     assert.equal(err.status, 502);
   });
 
   it('skips the interim states STARTED, RETRY, RECEIVED and PENDING', () => {
-    assert.equal(interpretCeleryResult(celeryResult('STARTED', { pid: 1, hostname: 'w@h' })), undefined);
-    assert.equal(interpretCeleryResult(celeryResult('RETRY', { exc_type: 'Retry', exc_message: [], exc_module: 'celery.exceptions' })), undefined);
+    assert.equal(
+      interpretCeleryResult(celeryResult('STARTED', { pid: 1, hostname: 'w@h' })),
+      undefined,
+    );
+    assert.equal(
+      interpretCeleryResult(
+        celeryResult('RETRY', {
+          exc_type: 'Retry',
+          exc_message: [],
+          exc_module: 'celery.exceptions',
+        }),
+      ),
+      undefined,
+    );
     assert.equal(interpretCeleryResult(celeryResult('RECEIVED', null)), undefined);
     assert.equal(interpretCeleryResult(celeryResult('PENDING', null)), undefined);
   });
@@ -200,18 +258,32 @@ describe('interpretCeleryResult', { timeout: 10_000 }, () => {
       assert.equal(err.status, 502);
     }
     for (const body of ['[]', '"SUCCESS"', '{"result": 1}', '{"status": 1}']) {
-      assert.equal(bridgeErrorOf(() => interpretCeleryResult(result(body))).code, 'BRIDGE_BAD_REPLY', body);
+      assert.equal(
+        bridgeErrorOf(() => interpretCeleryResult(result(body))).code,
+        'BRIDGE_BAD_REPLY',
+        body,
+      );
     }
   });
 });
 
 describe('withCeleryTopology', { timeout: 10_000 }, () => {
-  const config = (routes: unknown[], topology: unknown = {}) => validateConfig({ routes, topology });
+  const config = (routes: unknown[], topology: unknown = {}) =>
+    validateConfig({ routes, topology });
 
   it("adds Celery's defaults: a durable direct exchange named like the queue, the durable queue, the binding", () => {
     const c = config([{ path: '/api/core', mode: 'celery', task: 'api.core.main', queue: 'jobs' }]);
     assert.deepEqual(withCeleryTopology(c.topology, c.routes), {
-      exchanges: [{ name: 'jobs', type: 'direct', durable: true, autoDelete: false, internal: false, arguments: {} }],
+      exchanges: [
+        {
+          name: 'jobs',
+          type: 'direct',
+          durable: true,
+          autoDelete: false,
+          internal: false,
+          arguments: {},
+        },
+      ],
       queues: [{ name: 'jobs', durable: true, autoDelete: false, arguments: {} }],
       bindings: [{ queue: 'jobs', exchange: 'jobs', routingKey: 'jobs', arguments: {} }],
     });
@@ -219,13 +291,29 @@ describe('withCeleryTopology', { timeout: 10_000 }, () => {
 
   it("uses the route's exchange and routing key when given, and no exchange for the default ''", () => {
     const c = config([
-      { path: '/a', mode: 'celery', task: 't.a', queue: 'qa', exchange: 'tasks', routingKey: 'rk.a' },
+      {
+        path: '/a',
+        mode: 'celery',
+        task: 't.a',
+        queue: 'qa',
+        exchange: 'tasks',
+        routingKey: 'rk.a',
+      },
       { path: '/b', mode: 'celery', task: 't.b', queue: 'qb', exchange: '' },
     ]);
     const t = withCeleryTopology(c.topology, c.routes);
-    assert.deepEqual(t.exchanges.map((e) => e.name), ['tasks']);
-    assert.deepEqual(t.queues.map((q) => q.name), ['qa', 'qb']);
-    assert.deepEqual(t.bindings.map((b) => [b.queue, b.exchange, b.routingKey]), [['qa', 'tasks', 'rk.a']]);
+    assert.deepEqual(
+      t.exchanges.map((e) => e.name),
+      ['tasks'],
+    );
+    assert.deepEqual(
+      t.queues.map((q) => q.name),
+      ['qa', 'qb'],
+    );
+    assert.deepEqual(
+      t.bindings.map((b) => [b.queue, b.exchange, b.routingKey]),
+      [['qa', 'tasks', 'rk.a']],
+    );
   });
 
   it('keeps what the topology already declares (a quorum queue) and adds nothing twice', () => {
@@ -243,13 +331,22 @@ describe('withCeleryTopology', { timeout: 10_000 }, () => {
     );
     const t = withCeleryTopology(c.topology, c.routes);
     assert.equal(t.exchanges.length, 1);
-    assert.deepEqual(t.queues, [{ name: 'jobs', durable: true, autoDelete: false, arguments: { 'x-queue-type': 'quorum' } }]);
+    assert.deepEqual(t.queues, [
+      { name: 'jobs', durable: true, autoDelete: false, arguments: { 'x-queue-type': 'quorum' } },
+    ]);
     assert.equal(t.bindings.length, 1);
   });
 
   it('adds nothing for publish/rpc routes and does not modify its input', () => {
-    const c = config([{ path: '/p', mode: 'publish', routingKey: 'x' }, { path: '/r', mode: 'rpc', routingKey: 'y' }]);
-    assert.deepEqual(withCeleryTopology(c.topology, c.routes), { exchanges: [], queues: [], bindings: [] });
+    const c = config([
+      { path: '/p', mode: 'publish', routingKey: 'x' },
+      { path: '/r', mode: 'rpc', routingKey: 'y' },
+    ]);
+    assert.deepEqual(withCeleryTopology(c.topology, c.routes), {
+      exchanges: [],
+      queues: [],
+      bindings: [],
+    });
     const d = config([{ path: '/a', mode: 'celery', task: 't.a', queue: 'jobs' }]);
     const before = JSON.stringify(d.topology);
     withCeleryTopology(d.topology, d.routes);

@@ -56,14 +56,22 @@ describe('file: secrets', { timeout: 10_000 }, () => {
   it('replaces file:NAME by the content of $CREDENTIALS_DIRECTORY/NAME, without its final newline', (t) => {
     const d = dirs(t);
     d.secret('amqp-url', `${URL_WITH_SECRET}\n`);
-    const config = loadConfig(d.config({ amqp: { urls: ['file:amqp-url'] }, routes: [PUBLISH] }), { CREDENTIALS_DIRECTORY: d.credentials });
+    const config = loadConfig(d.config({ amqp: { urls: ['file:amqp-url'] }, routes: [PUBLISH] }), {
+      CREDENTIALS_DIRECTORY: d.credentials,
+    });
     assert.deepEqual(config.amqp.urls, [URL_WITH_SECRET]);
   });
 
   it('reads an absolute file: path without $CREDENTIALS_DIRECTORY, beside literal URLs in failover order', (t) => {
     const d = dirs(t);
     const file = d.secret(path.join(d.credentials, 'second'), URL_WITH_SECRET);
-    const config = loadConfig(d.config({ amqp: { urls: ['amqp://guest:guest@127.0.0.1:5672/', `file:${file}`] }, routes: [PUBLISH] }), {});
+    const config = loadConfig(
+      d.config({
+        amqp: { urls: ['amqp://guest:guest@127.0.0.1:5672/', `file:${file}`] },
+        routes: [PUBLISH],
+      }),
+      {},
+    );
     assert.deepEqual(config.amqp.urls, ['amqp://guest:guest@127.0.0.1:5672/', URL_WITH_SECRET]);
   });
 
@@ -71,17 +79,28 @@ describe('file: secrets', { timeout: 10_000 }, () => {
     const d = dirs(t);
     d.secret('a', 'amqp://a:x@10.0.0.1/');
     d.secret('b', 'amqps://b:y@broker.example/vhost');
-    const config = loadConfig(d.config({ routes: [PUBLISH] }), { CREDENTIALS_DIRECTORY: d.credentials, BRIDGE_AMQP_URLS: 'file:a, file:b' });
-    assert.deepEqual(config.amqp.urls, ['amqp://a:x@10.0.0.1/', 'amqps://b:y@broker.example/vhost']);
+    const config = loadConfig(d.config({ routes: [PUBLISH] }), {
+      CREDENTIALS_DIRECTORY: d.credentials,
+      BRIDGE_AMQP_URLS: 'file:a, file:b',
+    });
+    assert.deepEqual(config.amqp.urls, [
+      'amqp://a:x@10.0.0.1/',
+      'amqps://b:y@broker.example/vhost',
+    ]);
   });
 
   it('a missing file is a problem at the entry naming the file, with no second complaint about the URL', (t) => {
     const d = dirs(t);
     const problems = problemsOf(() =>
-      loadConfig(d.config({ amqp: { urls: ['file:amqp-url'] }, routes: [PUBLISH] }), { CREDENTIALS_DIRECTORY: d.credentials }),
+      loadConfig(d.config({ amqp: { urls: ['file:amqp-url'] }, routes: [PUBLISH] }), {
+        CREDENTIALS_DIRECTORY: d.credentials,
+      }),
     );
     assert.deepEqual(problems, [
-      { path: 'amqp.urls[0]', message: `cannot read secret file ${path.join(d.credentials, 'amqp-url')} (ENOENT)` },
+      {
+        path: 'amqp.urls[0]',
+        message: `cannot read secret file ${path.join(d.credentials, 'amqp-url')} (ENOENT)`,
+      },
     ]);
   });
 
@@ -89,17 +108,26 @@ describe('file: secrets', { timeout: 10_000 }, () => {
     const d = dirs(t);
     const dir = path.join(d.credentials, 'a-directory');
     mkdirSync(dir);
-    const problems = problemsOf(() => loadConfig(d.config({ amqp: { urls: [`file:${dir}`] }, routes: [PUBLISH] }), {}));
-    assert.deepEqual(problems, [{ path: 'amqp.urls[0]', message: `cannot read secret file ${dir} (EISDIR)` }]);
+    const problems = problemsOf(() =>
+      loadConfig(d.config({ amqp: { urls: [`file:${dir}`] }, routes: [PUBLISH] }), {}),
+    );
+    assert.deepEqual(problems, [
+      { path: 'amqp.urls[0]', message: `cannot read secret file ${dir} (EISDIR)` },
+    ]);
   });
 
   it('a relative reference without $CREDENTIALS_DIRECTORY says what to do', (t) => {
     const d = dirs(t);
     d.secret('amqp-url', URL_WITH_SECRET);
-    const problems = problemsOf(() => loadConfig(d.config({ amqp: { urls: ['file:amqp-url'] }, routes: [PUBLISH] }), {}));
+    const problems = problemsOf(() =>
+      loadConfig(d.config({ amqp: { urls: ['file:amqp-url'] }, routes: [PUBLISH] }), {}),
+    );
     assert.equal(problems.length, 1);
     assert.equal(problems[0]?.path, 'amqp.urls[0]');
-    assert.match(problems[0]?.message ?? '', /CREDENTIALS_DIRECTORY, which is not set .*LoadCredential=.*absolute path/);
+    assert.match(
+      problems[0]?.message ?? '',
+      /CREDENTIALS_DIRECTORY, which is not set .*LoadCredential=.*absolute path/,
+    );
   });
 
   it('an empty file, a file of several lines and a bare "file:" are problems', (t) => {
@@ -107,13 +135,22 @@ describe('file: secrets', { timeout: 10_000 }, () => {
     d.secret('empty', '\n');
     d.secret('two', `${URL_WITH_SECRET}\n${URL_WITH_SECRET}\n`);
     const problems = problemsOf(() =>
-      loadConfig(d.config({ amqp: { urls: ['file:empty', 'file:two', 'file:'] }, routes: [PUBLISH] }), {
-        CREDENTIALS_DIRECTORY: d.credentials,
-      }),
+      loadConfig(
+        d.config({ amqp: { urls: ['file:empty', 'file:two', 'file:'] }, routes: [PUBLISH] }),
+        {
+          CREDENTIALS_DIRECTORY: d.credentials,
+        },
+      ),
     );
     assert.deepEqual(problems, [
-      { path: 'amqp.urls[0]', message: `secret file ${path.join(d.credentials, 'empty')} is empty` },
-      { path: 'amqp.urls[1]', message: `secret file ${path.join(d.credentials, 'two')} must hold one value on a single line` },
+      {
+        path: 'amqp.urls[0]',
+        message: `secret file ${path.join(d.credentials, 'empty')} is empty`,
+      },
+      {
+        path: 'amqp.urls[1]',
+        message: `secret file ${path.join(d.credentials, 'two')} must hold one value on a single line`,
+      },
       { path: 'amqp.urls[2]', message: '"file:" names no file' },
     ]);
   });
@@ -122,17 +159,27 @@ describe('file: secrets', { timeout: 10_000 }, () => {
     const d = dirs(t);
     const file = d.secret('amqp-url', `http://bridge:${SECRET}@127.0.0.1/`);
     const problems = problemsOf(() =>
-      loadConfig(d.config({ amqp: { urls: ['amqp://ok@127.0.0.1/', 'file:amqp-url'] }, routes: [PUBLISH] }), {
-        CREDENTIALS_DIRECTORY: d.credentials,
-      }),
+      loadConfig(
+        d.config({ amqp: { urls: ['amqp://ok@127.0.0.1/', 'file:amqp-url'] }, routes: [PUBLISH] }),
+        {
+          CREDENTIALS_DIRECTORY: d.credentials,
+        },
+      ),
     );
-    assert.deepEqual(problems, [{ path: 'amqp.urls[1]', message: `must be an amqp:// or amqps:// URL (value read from ${file})` }]);
+    assert.deepEqual(problems, [
+      {
+        path: 'amqp.urls[1]',
+        message: `must be an amqp:// or amqps:// URL (value read from ${file})`,
+      },
+    ]);
   });
 
   it('secret problems are listed with every other problem of the file', (t) => {
     const d = dirs(t);
     const problems = problemsOf(() =>
-      loadConfig(d.config({ workers: 0, amqp: { urls: ['file:missing'] }, routes: [] }), { CREDENTIALS_DIRECTORY: d.credentials }),
+      loadConfig(d.config({ workers: 0, amqp: { urls: ['file:missing'] }, routes: [] }), {
+        CREDENTIALS_DIRECTORY: d.credentials,
+      }),
     );
     assert.deepEqual(
       problems.map((p) => p.path).sort(),

@@ -4,7 +4,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { applyEnvOverrides, loadConfig, parseConfigText, validateConfig } from '../../src/shared/config.js';
+import {
+  applyEnvOverrides,
+  loadConfig,
+  parseConfigText,
+  validateConfig,
+} from '../../src/shared/config.js';
 import { ConfigError, type ConfigProblem } from '../../src/shared/errors.js';
 import { PROJECT_ROOT } from '../helpers/bridge.js';
 import { MANY_PROBLEMS_PATHS } from '../fixtures/configs/many-problems.js';
@@ -66,7 +71,11 @@ describe('config defaults', { timeout: 10_000 }, () => {
   });
 
   it('fills in partial sections key by key', () => {
-    const config = validateConfig({ amqp: { maxInFlight: 7 }, limits: { allowDoctype: true }, routes: [PUBLISH] });
+    const config = validateConfig({
+      amqp: { maxInFlight: 7 },
+      limits: { allowDoctype: true },
+      routes: [PUBLISH],
+    });
     assert.equal(config.amqp.maxInFlight, 7);
     assert.equal(config.amqp.confirmTimeoutMs, 5000);
     assert.deepEqual(config.amqp.urls, ['amqp://guest:guest@127.0.0.1:5672/']);
@@ -84,7 +93,14 @@ describe('config defaults', { timeout: 10_000 }, () => {
       ],
     });
     const [publish, publishWithResponse, rpc, celery] = config.routes;
-    assert.deepEqual(publish, { path: '/p', mode: 'publish', exchange: '', routingKey: 'p', persistent: true, forwardHeaders: [] });
+    assert.deepEqual(publish, {
+      path: '/p',
+      mode: 'publish',
+      exchange: '',
+      routingKey: 'p',
+      persistent: true,
+      forwardHeaders: [],
+    });
     assert.ok(publishWithResponse?.mode === 'publish');
     assert.deepEqual(publishWithResponse.response, { status: 202, body: '' });
     assert.deepEqual(rpc, {
@@ -118,10 +134,21 @@ describe('config defaults', { timeout: 10_000 }, () => {
       routes: [{ ...PUBLISH, forwardHeaders: ['X-Partner-Signature'] }],
     });
     assert.deepEqual(config.topology.exchanges, [
-      { name: 'x', type: 'topic', durable: true, autoDelete: false, internal: false, arguments: {} },
+      {
+        name: 'x',
+        type: 'topic',
+        durable: true,
+        autoDelete: false,
+        internal: false,
+        arguments: {},
+      },
     ]);
-    assert.deepEqual(config.topology.queues, [{ name: 'q', durable: true, autoDelete: false, arguments: {} }]);
-    assert.deepEqual(config.topology.bindings, [{ queue: 'q', exchange: 'x', routingKey: '', arguments: {} }]);
+    assert.deepEqual(config.topology.queues, [
+      { name: 'q', durable: true, autoDelete: false, arguments: {} },
+    ]);
+    assert.deepEqual(config.topology.bindings, [
+      { queue: 'q', exchange: 'x', routingKey: '', arguments: {} },
+    ]);
     assert.deepEqual(config.routes[0]?.forwardHeaders, ['x-partner-signature']);
   });
 });
@@ -173,7 +200,9 @@ describe('valid config files', { timeout: 10_000 }, () => {
     assert.equal(config.listen, '127.0.0.1:18080');
     assert.equal(config.workers, 2);
     assert.equal(config.routes[0]?.path, '/orders');
-    const fromText = validateConfig(parseConfigText(JSON.stringify({ routes: [PUBLISH] }), 'inline.json'));
+    const fromText = validateConfig(
+      parseConfigText(JSON.stringify({ routes: [PUBLISH] }), 'inline.json'),
+    );
     assert.equal(fromText.routes[0]?.path, '/a');
   });
 });
@@ -183,8 +212,13 @@ describe('config problems', { timeout: 10_000 }, () => {
     const problems = problemsOf(() => loadConfig(fixture('many-problems.yaml'), NO_ENV));
     const expected = MANY_PROBLEMS_PATHS;
     const reported = new Set(pathsOf(problems));
-    for (const at of expected) assert.ok(reported.has(at), `missing a problem at ${at}; got ${JSON.stringify(problems)}`);
-    assert.deepEqual([...reported].filter((p) => !expected.includes(p)), [], 'problems reported at unexpected paths');
+    for (const at of expected)
+      assert.ok(reported.has(at), `missing a problem at ${at}; got ${JSON.stringify(problems)}`);
+    assert.deepEqual(
+      [...reported].filter((p) => !expected.includes(p)),
+      [],
+      'problems reported at unexpected paths',
+    );
     for (const p of problems) assert.ok(p.message.trim() !== '', `empty message at ${p.path}`);
     assert.match(problemAt(problems, 'routes[1].mode').message, /publish.*rpc.*celery/);
     assert.match(problemAt(problems, 'amqp.urls[0]').message, /amqp/);
@@ -192,13 +226,35 @@ describe('config problems', { timeout: 10_000 }, () => {
 
   it('says what a missing or wrong value should be, in sentences', () => {
     const problems = problemsOf(() =>
-      validateConfig({ shutdownTimeoutMs: 'soon', workers: 0, routes: [{ path: '/a', routingKey: 'k' }, { path: '/b', mode: 'teleport', routingKey: 'k' }] }),
+      validateConfig({
+        shutdownTimeoutMs: 'soon',
+        workers: 0,
+        routes: [
+          { path: '/a', routingKey: 'k' },
+          { path: '/b', mode: 'teleport', routingKey: 'k' },
+        ],
+      }),
     );
-    assert.equal(problemAt(problems, 'routes[0].mode').message, 'is required: one of publish, rpc, celery');
-    assert.equal(problemAt(problems, 'routes[1].mode').message, 'the string "teleport" is not one of publish, rpc, celery');
-    assert.equal(problemAt(problems, 'shutdownTimeoutMs').message, 'must be a number, not the string "soon"');
+    assert.equal(
+      problemAt(problems, 'routes[0].mode').message,
+      'is required: one of publish, rpc, celery',
+    );
+    assert.equal(
+      problemAt(problems, 'routes[1].mode').message,
+      'the string "teleport" is not one of publish, rpc, celery',
+    );
+    assert.equal(
+      problemAt(problems, 'shutdownTimeoutMs').message,
+      'must be a number, not the string "soon"',
+    );
     assert.equal(problemAt(problems, 'workers').message, 'must be at least 1, not number 0');
-    assert.equal(problemAt(problemsOf(() => validateConfig({})), 'routes').message, 'is required: a list');
+    assert.equal(
+      problemAt(
+        problemsOf(() => validateConfig({})),
+        'routes',
+      ).message,
+      'is required: a list',
+    );
   });
 
   it('reports an unknown key where it is, with the closest key the schema knows', () => {
@@ -212,15 +268,26 @@ describe('config problems', { timeout: 10_000 }, () => {
     );
     assert.equal(problemAt(problems, 'colour').message, 'unknown key');
     assert.equal(problemAt(problems, 'amqp.urlz').message, 'unknown key; did you mean urls?');
-    assert.equal(problemAt(problems, 'limits.maxBodyByte').message, 'unknown key; did you mean maxBodyBytes?');
+    assert.equal(
+      problemAt(problems, 'limits.maxBodyByte').message,
+      'unknown key; did you mean maxBodyBytes?',
+    );
     assert.equal(problemAt(problems, 'routes[1].colour').message, 'unknown key');
-    assert.equal(problemAt(problemsOf(() => validateConfig({ workrs: 2, routes: [PUBLISH] })), 'workrs').message, 'unknown key; did you mean workers?');
+    assert.equal(
+      problemAt(
+        problemsOf(() => validateConfig({ workrs: 2, routes: [PUBLISH] })),
+        'workrs',
+      ).message,
+      'unknown key; did you mean workers?',
+    );
     assert.equal(problems.length, 4, JSON.stringify(problems));
   });
 
   it('refuses duplicate route paths, naming the first one', () => {
     const problems = problemsOf(() =>
-      validateConfig({ routes: [PUBLISH, { ...PUBLISH, path: '/b' }, { path: '/a', mode: 'rpc', routingKey: 'r' }] }),
+      validateConfig({
+        routes: [PUBLISH, { ...PUBLISH, path: '/b' }, { path: '/a', mode: 'rpc', routingKey: 'r' }],
+      }),
     );
     assert.match(problemAt(problems, 'routes[2].path').message, /routes\[0\]/);
   });
@@ -236,7 +303,9 @@ describe('config problems', { timeout: 10_000 }, () => {
 
   it('refuses reserved forwardHeaders (cc, bcc, x-request-id) in any case', () => {
     const problems = problemsOf(() =>
-      validateConfig({ routes: [{ ...PUBLISH, forwardHeaders: ['x-ok', 'cc', 'BCC', 'X-Request-Id'] }] }),
+      validateConfig({
+        routes: [{ ...PUBLISH, forwardHeaders: ['x-ok', 'cc', 'BCC', 'X-Request-Id'] }],
+      }),
     );
     assert.deepEqual(pathsOf(problems), [
       'routes[0].forwardHeaders[1]',
@@ -247,7 +316,14 @@ describe('config problems', { timeout: 10_000 }, () => {
   });
 
   it('refuses routing-key placeholders that are not absolute element paths', () => {
-    for (const routingKey of ['wechat.{xml/MsgType}', '{/a/@}', '{}', '{/}', '{/a//b}', 'a.{/a/@b/c}']) {
+    for (const routingKey of [
+      'wechat.{xml/MsgType}',
+      '{/a/@}',
+      '{}',
+      '{/}',
+      '{/a//b}',
+      'a.{/a/@b/c}',
+    ]) {
       const problems = problemsOf(() => validateConfig({ routes: [{ ...PUBLISH, routingKey }] }));
       assert.deepEqual(pathsOf(problems), ['routes[0].routingKey'], routingKey);
       assert.match(problems[0]?.message ?? '', /placeholder/, routingKey);
@@ -271,7 +347,10 @@ describe('config problems', { timeout: 10_000 }, () => {
   });
 
   it('refuses a document that is not a mapping', () => {
-    assert.deepEqual(pathsOf(problemsOf(() => validateConfig(parseConfigText('- a\n- b\n', 'list.yaml')))), ['(root)']);
+    assert.deepEqual(
+      pathsOf(problemsOf(() => validateConfig(parseConfigText('- a\n- b\n', 'list.yaml')))),
+      ['(root)'],
+    );
   });
 });
 
@@ -287,7 +366,9 @@ describe('YAML syntax', { timeout: 10_000 }, () => {
   });
 
   it('refuses a key given twice in one mapping', () => {
-    const problems = problemsOf(() => parseConfigText('listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', 'dup.yaml'));
+    const problems = problemsOf(() =>
+      parseConfigText('listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n', 'dup.yaml'),
+    );
     assert.equal(problems[0]?.path, 'dup.yaml');
     assert.match(problems[0]?.message ?? '', /unique/i);
   });
@@ -305,7 +386,10 @@ describe('environment overrides', { timeout: 10_000 }, () => {
   const file = fixture('valid.json');
 
   it('BRIDGE_LISTEN and BRIDGE_ADMIN_LISTEN replace the file values', () => {
-    const config = loadConfig(file, { BRIDGE_LISTEN: '127.0.0.1:9000', BRIDGE_ADMIN_LISTEN: '[::1]:9001' });
+    const config = loadConfig(file, {
+      BRIDGE_LISTEN: '127.0.0.1:9000',
+      BRIDGE_ADMIN_LISTEN: '[::1]:9001',
+    });
     assert.equal(config.listen, '127.0.0.1:9000');
     assert.equal(config.admin, '[::1]:9001');
   });
@@ -328,7 +412,9 @@ describe('environment overrides', { timeout: 10_000 }, () => {
   });
 
   it('BRIDGE_WORKERS problems are listed together with the file problems', () => {
-    const problems = problemsOf(() => loadConfig(fixture('many-problems.yaml'), { BRIDGE_WORKERS: 'abc' }));
+    const problems = problemsOf(() =>
+      loadConfig(fixture('many-problems.yaml'), { BRIDGE_WORKERS: 'abc' }),
+    );
     problemAt(problems, 'BRIDGE_WORKERS');
     problemAt(problems, 'routes[1].mode');
   });
@@ -337,28 +423,48 @@ describe('environment overrides', { timeout: 10_000 }, () => {
     const config = loadConfig(file, {
       BRIDGE_AMQP_URLS: 'amqp://u:p@rabbit-1:5672/, amqps://u:p@rabbit-2:5671/vhost',
     });
-    assert.deepEqual(config.amqp.urls, ['amqp://u:p@rabbit-1:5672/', 'amqps://u:p@rabbit-2:5671/vhost']);
+    assert.deepEqual(config.amqp.urls, [
+      'amqp://u:p@rabbit-1:5672/',
+      'amqps://u:p@rabbit-2:5671/vhost',
+    ]);
   });
 
   it('a bad URL in BRIDGE_AMQP_URLS is reported under the variable with its entry', () => {
-    const problems = problemsOf(() => loadConfig(file, { BRIDGE_AMQP_URLS: 'amqp://rabbit-1/,http://rabbit-2/' }));
+    const problems = problemsOf(() =>
+      loadConfig(file, { BRIDGE_AMQP_URLS: 'amqp://rabbit-1/,http://rabbit-2/' }),
+    );
     assert.deepEqual([...new Set(pathsOf(problems))], ['BRIDGE_AMQP_URLS (entry 2)']);
   });
 
   it('empty variables change nothing', () => {
-    const config = loadConfig(file, { BRIDGE_LISTEN: '', BRIDGE_WORKERS: '', BRIDGE_AMQP_URLS: '' });
+    const config = loadConfig(file, {
+      BRIDGE_LISTEN: '',
+      BRIDGE_WORKERS: '',
+      BRIDGE_AMQP_URLS: '',
+    });
     assert.equal(config.listen, '127.0.0.1:18080');
     assert.equal(config.workers, 2);
   });
 
   it('applyEnvOverrides creates missing sections and leaves its input alone', (t) => {
     const raw = { routes: [PUBLISH] };
-    const { raw: out, problems } = applyEnvOverrides(raw, { BRIDGE_AMQP_URLS: 'amqp://a/,amqp://b/', BRIDGE_WORKERS: '4' });
+    const { raw: out, problems } = applyEnvOverrides(raw, {
+      BRIDGE_AMQP_URLS: 'amqp://a/,amqp://b/',
+      BRIDGE_WORKERS: '4',
+    });
     assert.deepEqual(problems, []);
-    assert.deepEqual(out, { routes: [PUBLISH], workers: 4, amqp: { urls: ['amqp://a/', 'amqp://b/'] } });
+    assert.deepEqual(out, {
+      routes: [PUBLISH],
+      workers: 4,
+      amqp: { urls: ['amqp://a/', 'amqp://b/'] },
+    });
     assert.deepEqual(raw, { routes: [PUBLISH] });
     // Overrides also reach a YAML file whose amqp section sets other keys.
-    const yamlFile = tempFile(t, 'c.yaml', 'amqp:\n  maxInFlight: 5\nroutes:\n  - { path: /a, mode: publish, routingKey: a }\n');
+    const yamlFile = tempFile(
+      t,
+      'c.yaml',
+      'amqp:\n  maxInFlight: 5\nroutes:\n  - { path: /a, mode: publish, routingKey: a }\n',
+    );
     const config = loadConfig(yamlFile, { BRIDGE_AMQP_URLS: 'amqp://a/' });
     assert.deepEqual(config.amqp.urls, ['amqp://a/']);
     assert.equal(config.amqp.maxInFlight, 5);

@@ -36,7 +36,10 @@ describe('parseContentType', { timeout: 10_000 }, () => {
   });
 
   it('tolerates whitespace before the parameters and a quoted charset', () => {
-    assert.deepEqual(parseContentType('text/xml ;charset="utf-8"'), { xml: true, charset: 'utf-8' });
+    assert.deepEqual(parseContentType('text/xml ;charset="utf-8"'), {
+      xml: true,
+      charset: 'utf-8',
+    });
     assert.deepEqual(parseContentType('  application/xml  ;  charset = ISO-8859-1'), {
       xml: true,
       charset: 'ISO-8859-1',
@@ -50,6 +53,9 @@ describe('parseContentType', { timeout: 10_000 }, () => {
   });
 
   it('returns no charset when the parameters name none', () => {
-    assert.deepEqual(parseContentType('application/xml; boundary=x'), { xml: true, charset: undefined });
+    assert.deepEqual(parseContentType('application/xml; boundary=x'), {
+      xml: true,
+      charset: undefined,
+    });
   });
 });

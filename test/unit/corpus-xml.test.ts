@@ -7,9 +7,16 @@ import { describe, it } from 'node:test';
 import { XmlError, type XmlRejectReason } from '../../src/shared/errors.js';
 import { XmlChecker, type XmlSummary } from '../../src/worker/xml/check.js';
 import { canonicalLabel, createDecoder, sniffEncoding } from '../../src/worker/xml/encoding.js';
-import { assertRootMatches, CORPUS, decodedDespiteXmllint, readManifest, type ManifestRow } from '../helpers/corpus-manifest.js';
+import {
+  assertRootMatches,
+  CORPUS,
+  decodedDespiteXmllint,
+  readManifest,
+  type ManifestRow,
+} from '../helpers/corpus-manifest.js';
 
-type Expectation = { readonly accept: true } | { readonly accept: false; readonly reason: XmlRejectReason | 'any' };
+type Expectation =
+  { readonly accept: true } | { readonly accept: false; readonly reason: XmlRejectReason | 'any' };
 
 /** The outcome the manifest's columns imply under the bridge's policy. */
 function expectedOutcome(row: ManifestRow, allowDoctype: boolean): Expectation {
@@ -17,7 +24,8 @@ function expectedOutcome(row: ManifestRow, allowDoctype: boolean): Expectation {
   if (!wellFormed) return { accept: false, reason: 'any' };
   const doctype = row.doctype.toLowerCase();
   if (doctype === 'n') return { accept: true };
-  if (!doctype.startsWith('y')) throw new Error(`${row.file}: unknown DOCTYPE column ${JSON.stringify(row.doctype)}`);
+  if (!doctype.startsWith('y'))
+    throw new Error(`${row.file}: unknown DOCTYPE column ${JSON.stringify(row.doctype)}`);
   // An internal subset is refused whatever the route allows, even next to an external id.
   if (doctype.includes('internal')) return { accept: false, reason: 'doctype' };
   if (doctype.includes('external') || doctype.includes('system') || doctype.includes('public')) {
@@ -30,7 +38,10 @@ function expectedOutcome(row: ManifestRow, allowDoctype: boolean): Expectation {
 function manifestEncoding(row: ManifestRow): { label: string; bom: boolean } {
   const bytesPart = row.encoding.split(';')[0] ?? '';
   const bom = /\(BOM\)/.test(bytesPart);
-  const name = bytesPart.replace(/\s*\(BOM\)/, '').replace(/\s+declared,.*$/, '').trim();
+  const name = bytesPart
+    .replace(/\s*\(BOM\)/, '')
+    .replace(/\s+declared,.*$/, '')
+    .trim();
   return { label: canonicalLabel(name, `the manifest row of ${row.file}`), bom };
 }
 
@@ -76,7 +87,11 @@ if (!existsSync(CORPUS)) {
         .sort();
       assert.deepEqual(rows.map((r) => r.file).sort(), onDisk);
       for (const row of rows) {
-        assert.equal(readFileSync(path.join(CORPUS, row.file)).length, row.bytes, `${row.file}: bytes column`);
+        assert.equal(
+          readFileSync(path.join(CORPUS, row.file)).length,
+          row.bytes,
+          `${row.file}: bytes column`,
+        );
       }
     });
   });
@@ -96,15 +111,25 @@ if (!existsSync(CORPUS)) {
                 try {
                   summary = run(body, allowDoctype, chunkSize);
                 } catch (err) {
-                  assert.fail(`${row.file} (${how}) should be accepted, got ${err instanceof XmlError ? `${err.reason}: ${err.message}` : String(err)}`);
+                  assert.fail(
+                    `${row.file} (${how}) should be accepted, got ${err instanceof XmlError ? `${err.reason}: ${err.message}` : String(err)}`,
+                  );
                 }
                 assertRootMatches(summary.root, row.root, `${row.file} (${how})`);
               } else {
                 assert.throws(
                   () => run(body, allowDoctype, chunkSize),
                   (err) => {
-                    assert.ok(err instanceof XmlError, `${row.file} (${how}): expected XmlError, got ${String(err)}`);
-                    if (expected.reason !== 'any') assert.equal(err.reason, expected.reason, `${row.file} (${how}): ${err.message}`);
+                    assert.ok(
+                      err instanceof XmlError,
+                      `${row.file} (${how}): expected XmlError, got ${String(err)}`,
+                    );
+                    if (expected.reason !== 'any')
+                      assert.equal(
+                        err.reason,
+                        expected.reason,
+                        `${row.file} (${how}): ${err.message}`,
+                      );
                     return true;
                   },
                   `${row.file} (${how}) should be refused`,
@@ -119,11 +144,18 @@ if (!existsSync(CORPUS)) {
           const sniffed = sniffEncoding(body, undefined, true);
           assert.ok(sniffed !== 'need-more');
           const truth = manifestEncoding(row);
-          assert.equal(sniffed.label, truth.label, `${row.file}: sniffed encoding vs manifest "${row.encoding}"`);
+          assert.equal(
+            sniffed.label,
+            truth.label,
+            `${row.file}: sniffed encoding vs manifest "${row.encoding}"`,
+          );
           assert.equal(sniffed.source === 'bom', truth.bom, `${row.file}: BOM detection`);
           const text = createDecoder(sniffed).decode(body);
           if (text.includes('\ufffd')) {
-            assert.ok(bytesContain(body, [0xef, 0xbf, 0xbd]), `${row.file}: U+FFFD in the decoded text but not in the file`);
+            assert.ok(
+              bytesContain(body, [0xef, 0xbf, 0xbd]),
+              `${row.file}: U+FFFD in the decoded text but not in the file`,
+            );
           }
         });
       }

@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { BridgeError, ClientGoneError, ERRORS, XmlError, type ErrorCode, type RetryAdvice } from '../../src/shared/errors.js';
+import {
+  BridgeError,
+  ClientGoneError,
+  ERRORS,
+  XmlError,
+  type ErrorCode,
+  type RetryAdvice,
+} from '../../src/shared/errors.js';
 import { renderProblem } from '../../src/worker/http/render.js';
 import { PROJECT_ROOT } from '../helpers/bridge.js';
 
@@ -22,14 +29,24 @@ interface ReadmeRow {
 /** The error rows of the README's "HTTP semantics" table: `| case | status | `CODE` | retry |`. */
 function readmeRows(): Map<string, ReadmeRow[]> {
   const readme = readFileSync(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('## HTTP semantics'), readme.indexOf('### The AMQP message'));
+  const section = readme.slice(
+    readme.indexOf('## HTTP semantics'),
+    readme.indexOf('### The AMQP message'),
+  );
   const rows = new Map<string, ReadmeRow[]>();
   for (const line of section.split('\n')) {
     const cells = line.split('|').map((c) => c.trim());
     const code = /^`(BRIDGE_[A-Z_]+)`$/.exec(cells[3] ?? '')?.[1];
     if (code === undefined) continue;
     const retryCell = cells[4] ?? '';
-    const retry: RetryAdvice | undefined = retryCell === 'safe' ? 'safe' : retryCell === 'with key' ? 'with-key' : retryCell === 'no' ? 'no' : undefined;
+    const retry: RetryAdvice | undefined =
+      retryCell === 'safe'
+        ? 'safe'
+        : retryCell === 'with key'
+          ? 'with-key'
+          : retryCell === 'no'
+            ? 'no'
+            : undefined;
     assert.ok(retry !== undefined, `README row has no retry advice: ${line}`);
     const row = { status: Number(/^\d{3}/.exec(cells[2] ?? '')?.[0]), retry, line };
     rows.set(code, [...(rows.get(code) ?? []), row]);
@@ -40,7 +57,11 @@ function readmeRows(): Map<string, ReadmeRow[]> {
 describe('the outcome table', { timeout: 10_000 }, () => {
   it('lists every code in the README once, with the status and retry advice of the table', () => {
     const rows = readmeRows();
-    assert.deepEqual([...rows.keys()].sort(), [...CODES].sort(), 'the README names exactly the codes of src/shared/errors.ts');
+    assert.deepEqual(
+      [...rows.keys()].sort(),
+      [...CODES].sort(),
+      'the README names exactly the codes of src/shared/errors.ts',
+    );
     for (const code of CODES) {
       const [row, ...more] = rows.get(code) ?? [];
       assert.ok(row !== undefined && more.length === 0, `${code}: one README row`);
@@ -68,8 +89,13 @@ describe('the outcome table', { timeout: 10_000 }, () => {
   it('never advises "no" for what the partner could not cause, nor "safe" where a message may exist', () => {
     for (const code of CODES) {
       const { status, retry } = ERRORS[code];
-      if (retry === 'no') assert.ok(status >= 400 && status < 500 && status !== 408 && status !== 499, `${code}: "no" only for the partner's own mistakes`);
-      if (status === 504) assert.equal(retry, 'with-key', `${code}: a timeout leaves the outcome unknown`);
+      if (retry === 'no')
+        assert.ok(
+          status >= 400 && status < 500 && status !== 408 && status !== 499,
+          `${code}: "no" only for the partner's own mistakes`,
+        );
+      if (status === 504)
+        assert.equal(retry, 'with-key', `${code}: a timeout leaves the outcome unknown`);
     }
   });
 
@@ -80,7 +106,11 @@ describe('the outcome table', { timeout: 10_000 }, () => {
       assert.equal(r.status, ERRORS[code].status, code);
       const headers = new Map(r.headers.map(([k, v]) => [k.toLowerCase(), v]));
       assert.equal(headers.get('content-type'), 'application/problem+json');
-      assert.equal(headers.get('retry-after'), r.status === 503 ? '1' : undefined, `${code}: Retry-After`);
+      assert.equal(
+        headers.get('retry-after'),
+        r.status === 503 ? '1' : undefined,
+        `${code}: Retry-After`,
+      );
       const body: unknown = JSON.parse(String(r.body));
       assert.deepEqual(body, {
         type: `urn:xml-amqp-bridge:problem:${code.slice(7).toLowerCase().replaceAll('_', '-')}`,

@@ -32,14 +32,30 @@ describe('compileTemplate', () => {
   it('handles placeholders at the edges and adjacent placeholders', () => {
     const t = compileTemplate('{/r/a}{/r/b}');
     assert.deepEqual(t.paths, ['/r/a', '/r/b']);
-    assert.equal(t.render(new Map([['/r/a', 'x'], ['/r/b', 'y']])), 'xy');
+    assert.equal(
+      t.render(
+        new Map([
+          ['/r/a', 'x'],
+          ['/r/b', 'y'],
+        ]),
+      ),
+      'xy',
+    );
     assert.equal(compileTemplate('{/r/a}').render(new Map([['/r/a', 'only']])), 'only');
   });
 
   it('lists a repeated path once and renders it everywhere', () => {
     const t = compileTemplate('{/r/a}.{/r/b}.{/r/a}');
     assert.deepEqual(t.paths, ['/r/a', '/r/b']);
-    assert.equal(t.render(new Map([['/r/a', '1'], ['/r/b', '2']])), '1.2.1');
+    assert.equal(
+      t.render(
+        new Map([
+          ['/r/a', '1'],
+          ['/r/b', '2'],
+        ]),
+      ),
+      '1.2.1',
+    );
   });
 
   it('keeps prefixed names and non-ASCII names verbatim', () => {

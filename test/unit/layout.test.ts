@@ -11,13 +11,19 @@ import { PROJECT_ROOT } from '../helpers/bridge.js';
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? sourceFiles(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : [],
+    e.isDirectory()
+      ? sourceFiles(path.join(dir, e.name))
+      : e.name.endsWith('.ts')
+        ? [path.join(dir, e.name)]
+        : [],
   );
 }
 
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
-  return [...text.matchAll(/^\s*(?:import|export)\s[^'"]*?from\s+'([^']+)'/gm)].map((m) => m[1] ?? '');
+  return [...text.matchAll(/^\s*(?:import|export)\s[^'"]*?from\s+'([^']+)'/gm)].map(
+    (m) => m[1] ?? '',
+  );
 }
 
 describe('source layout', () => {
@@ -25,7 +31,8 @@ describe('source layout', () => {
   const roots = ['primary', 'worker', 'shared'] as const;
 
   it('finds the three roots', () => {
-    for (const r of roots) assert.ok(sourceFiles(path.join(src, r)).length > 0, `src/${r} has sources`);
+    for (const r of roots)
+      assert.ok(sourceFiles(path.join(src, r)).length > 0, `src/${r} has sources`);
   });
 
   for (const [from, forbidden] of [
@@ -39,7 +46,10 @@ describe('source layout', () => {
           if (!spec.startsWith('.')) continue;
           const target = path.relative(src, path.resolve(path.dirname(file), spec));
           const top = target.split(path.sep)[0] ?? '';
-          assert.ok(!(forbidden as readonly string[]).includes(top), `${path.relative(PROJECT_ROOT, file)} imports ${spec}`);
+          assert.ok(
+            !(forbidden as readonly string[]).includes(top),
+            `${path.relative(PROJECT_ROOT, file)} imports ${spec}`,
+          );
         }
       }
     });
@@ -52,7 +62,10 @@ describe('source layout', () => {
         for (const spec of importsOf(file)) {
           if (!spec.startsWith('.')) continue;
           const target = path.relative(worker, path.resolve(path.dirname(file), spec));
-          assert.ok(!target.startsWith(`http${path.sep}`), `${path.relative(PROJECT_ROOT, file)} imports ${spec}`);
+          assert.ok(
+            !target.startsWith(`http${path.sep}`),
+            `${path.relative(PROJECT_ROOT, file)} imports ${spec}`,
+          );
         }
       }
     });
@@ -61,7 +74,10 @@ describe('source layout', () => {
   it('src/worker/request.ts, the request contract, depends on nothing but shared types and the XML summary', () => {
     const file = path.join(worker, 'request.ts');
     for (const spec of importsOf(file)) {
-      assert.ok(spec.startsWith('../shared/') || spec === './xml/check.js', `request.ts imports ${spec}`);
+      assert.ok(
+        spec.startsWith('../shared/') || spec === './xml/check.js',
+        `request.ts imports ${spec}`,
+      );
     }
   });
 });

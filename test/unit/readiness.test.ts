@@ -2,13 +2,22 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { WorkerStatus } from '../../src/shared/ipc.js';
-import { readiness, type SlotView, WORKER_SILENCE_LIMIT_MS, workerReadiness } from '../../src/primary/readiness.js';
+import {
+  readiness,
+  type SlotView,
+  WORKER_SILENCE_LIMIT_MS,
+  workerReadiness,
+} from '../../src/primary/readiness.js';
 
 const HEALTHY: WorkerStatus = { listening: true, amqp: 'connected', draining: false };
 
 /** A slot whose worker runs as pid 1000 + slot and reported `status` (on top of a healthy one). */
 function view(slot: number, status: Partial<WorkerStatus> | undefined): SlotView {
-  return { slot, pid: 1000 + slot, status: status === undefined ? undefined : { ...HEALTHY, ...status } };
+  return {
+    slot,
+    pid: 1000 + slot,
+    status: status === undefined ? undefined : { ...HEALTHY, ...status },
+  };
 }
 
 /** A slot with no process: its worker died and waits for the refork. */
@@ -18,7 +27,12 @@ function emptySlot(slot: number): SlotView {
 
 describe('workerReadiness', { timeout: 10_000 }, () => {
   it('is ready when listening, connected and not draining', () => {
-    assert.deepEqual(workerReadiness(view(0, {})), { slot: 0, pid: 1000, ready: true, reasons: [] });
+    assert.deepEqual(workerReadiness(view(0, {})), {
+      slot: 0,
+      pid: 1000,
+      ready: true,
+      reasons: [],
+    });
   });
 
   it('names each reason a worker is not ready', () => {
@@ -62,7 +76,10 @@ describe('workerReadiness and silence', { timeout: 10_000 }, () => {
   });
 
   it('keeps a worker that reported within the limit ready', () => {
-    assert.equal(workerReadiness({ ...view(0, {}), silentMs: WORKER_SILENCE_LIMIT_MS }).ready, true);
+    assert.equal(
+      workerReadiness({ ...view(0, {}), silentMs: WORKER_SILENCE_LIMIT_MS }).ready,
+      true,
+    );
   });
 });
 

@@ -6,46 +6,138 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { BridgeError} from '../../src/shared/errors.js';
+import type { BridgeError } from '../../src/shared/errors.js';
 import { XmlError } from '../../src/shared/errors.js';
 import { WORKER_METRICS } from '../../src/shared/metrics.js';
 import { WorkerMetrics } from '../../src/worker/metrics.js';
 import { RequestRecord } from '../../src/worker/request.js';
 
 /** prom-client fed the same observations, the way the worker fed it before it kept its own cells. */
-function reference(): { registry: Registry; requests: Counter; duration: Histogram; bodyBytes: Histogram; publishes: Counter; confirm: Histogram; replies: Counter; xml: Counter } {
+function reference(): {
+  registry: Registry;
+  requests: Counter;
+  duration: Histogram;
+  bodyBytes: Histogram;
+  publishes: Counter;
+  confirm: Histogram;
+  replies: Counter;
+  xml: Counter;
+} {
   const registry = new Registry();
   const registers = [registry];
   const m = WORKER_METRICS;
   const result = {
     registry,
-    requests: new Counter({ ...m.httpRequests, labelNames: [...m.httpRequests.labelNames], registers }),
-    duration: new Histogram({ ...m.httpDuration, labelNames: [...m.httpDuration.labelNames], buckets: [...m.httpDuration.buckets], registers }),
-    bodyBytes: new Histogram({ ...m.httpBodyBytes, labelNames: [...m.httpBodyBytes.labelNames], buckets: [...m.httpBodyBytes.buckets], registers }),
+    requests: new Counter({
+      ...m.httpRequests,
+      labelNames: [...m.httpRequests.labelNames],
+      registers,
+    }),
+    duration: new Histogram({
+      ...m.httpDuration,
+      labelNames: [...m.httpDuration.labelNames],
+      buckets: [...m.httpDuration.buckets],
+      registers,
+    }),
+    bodyBytes: new Histogram({
+      ...m.httpBodyBytes,
+      labelNames: [...m.httpBodyBytes.labelNames],
+      buckets: [...m.httpBodyBytes.buckets],
+      registers,
+    }),
     publishes: new Counter({ ...m.publishes, labelNames: [...m.publishes.labelNames], registers }),
-    confirm: new Histogram({ ...m.confirmDuration, labelNames: [], buckets: [...m.confirmDuration.buckets], registers }),
+    confirm: new Histogram({
+      ...m.confirmDuration,
+      labelNames: [],
+      buckets: [...m.confirmDuration.buckets],
+      registers,
+    }),
     replies: new Counter({ ...m.rpcReplies, labelNames: [...m.rpcReplies.labelNames], registers }),
     xml: new Counter({ ...m.xmlRejected, labelNames: [...m.xmlRejected.labelNames], registers }),
   };
-  new Gauge({ ...m.inFlight, labelNames: [], registers, collect() { this.set(3); } });
-  new Gauge({ ...m.connected, labelNames: [], registers, collect() { this.set(1); } });
-  new Gauge({ ...m.blocked, labelNames: [], registers, collect() { this.set(0); } });
+  new Gauge({
+    ...m.inFlight,
+    labelNames: [],
+    registers,
+    collect() {
+      this.set(3);
+    },
+  });
+  new Gauge({
+    ...m.connected,
+    labelNames: [],
+    registers,
+    collect() {
+      this.set(1);
+    },
+  });
+  new Gauge({
+    ...m.blocked,
+    labelNames: [],
+    registers,
+    collect() {
+      this.set(0);
+    },
+  });
   return result;
 }
 
 describe('worker metrics', { timeout: 10_000 }, () => {
   it('give the JSON prom-client gives for the same requests, publishes and replies', async () => {
-    const ours = new WorkerMetrics({ inFlight: () => 3, connected: () => true, blocked: () => false });
+    const ours = new WorkerMetrics({
+      inFlight: () => 3,
+      connected: () => true,
+      blocked: () => false,
+    });
     const ref = reference();
     ours.declareRoutes(['a', 'b']);
     ref.publishes.inc({ route: 'a', outcome: 'confirmed' }, 0);
     ref.publishes.inc({ route: 'b', outcome: 'confirmed' }, 0);
 
-    const cases: Array<{ route: string; status: number; seconds: number; bytes: number; publish?: 'confirmed' | 'nacked' | 'overloaded'; confirm?: number; reply?: 'ok' | 'timeout'; error?: BridgeError }> = [
-      { route: 'a', status: 202, seconds: 0.0004, bytes: 1024, publish: 'confirmed', confirm: 0.0003 },
-      { route: 'a', status: 202, seconds: 0.02, bytes: 70_000, publish: 'confirmed', confirm: 0.019 },
-      { route: 'b', status: 200, seconds: 1.5, bytes: 300, publish: 'confirmed', confirm: 0.001, reply: 'ok' },
-      { route: 'b', status: 504, seconds: 12, bytes: 300, publish: 'confirmed', confirm: 0.002, reply: 'timeout' },
+    const cases: Array<{
+      route: string;
+      status: number;
+      seconds: number;
+      bytes: number;
+      publish?: 'confirmed' | 'nacked' | 'overloaded';
+      confirm?: number;
+      reply?: 'ok' | 'timeout';
+      error?: BridgeError;
+    }> = [
+      {
+        route: 'a',
+        status: 202,
+        seconds: 0.0004,
+        bytes: 1024,
+        publish: 'confirmed',
+        confirm: 0.0003,
+      },
+      {
+        route: 'a',
+        status: 202,
+        seconds: 0.02,
+        bytes: 70_000,
+        publish: 'confirmed',
+        confirm: 0.019,
+      },
+      {
+        route: 'b',
+        status: 200,
+        seconds: 1.5,
+        bytes: 300,
+        publish: 'confirmed',
+        confirm: 0.001,
+        reply: 'ok',
+      },
+      {
+        route: 'b',
+        status: 504,
+        seconds: 12,
+        bytes: 300,
+        publish: 'confirmed',
+        confirm: 0.002,
+        reply: 'timeout',
+      },
       { route: 'a', status: 502, seconds: 0.003, bytes: 10, publish: 'nacked', confirm: 0.002 },
       { route: 'a', status: 400, seconds: 0.001, bytes: 5, error: new XmlError('too-deep', 'x') },
       { route: 'unmatched', status: 404, seconds: 0, bytes: 0 },
@@ -78,14 +170,18 @@ describe('worker metrics', { timeout: 10_000 }, () => {
     const mine = (await ours.snapshot()).filter((m) => names.has((m as { name: string }).name));
     const theirs = await ref.registry.getMetricsAsJSON();
     // Through JSON, as the snapshot travels over IPC.
-    const byName = (list: readonly object[]): Map<string, unknown> => new Map(list.map((m) => [(m as { name: string }).name, JSON.parse(JSON.stringify(m)) as unknown]));
+    const byName = (list: readonly object[]): Map<string, unknown> =>
+      new Map(
+        list.map((m) => [(m as { name: string }).name, JSON.parse(JSON.stringify(m)) as unknown]),
+      );
     const a = byName(mine);
     const b = byName(theirs);
     assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
     for (const [name, value] of b) {
       const sortValues = (m: unknown): unknown => {
         const v = m as { values: Array<{ labels: Record<string, unknown>; metricName?: string }> };
-        const key = (x: { labels: Record<string, unknown>; metricName?: string }): string => JSON.stringify([x.metricName, Object.entries(x.labels).sort()]);
+        const key = (x: { labels: Record<string, unknown>; metricName?: string }): string =>
+          JSON.stringify([x.metricName, Object.entries(x.labels).sort()]);
         return { ...v, values: [...v.values].sort((x, y) => key(x).localeCompare(key(y))) };
       };
       assert.deepEqual(sortValues(a.get(name)), sortValues(value), name);

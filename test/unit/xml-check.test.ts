@@ -41,14 +41,22 @@ type CheckOptions = Partial<XmlCheckOptions> & { readonly extract?: readonly str
 
 function newChecker(options: CheckOptions = {}): XmlChecker {
   const { extract, ...rest } = options;
-  return new XmlChecker({ ...DEFAULTS, ...rest, paths: extract === undefined || extract.length === 0 ? undefined : compilePaths(extract) });
+  return new XmlChecker({
+    ...DEFAULTS,
+    ...rest,
+    paths: extract === undefined || extract.length === 0 ? undefined : compilePaths(extract),
+  });
 }
 
 /**
  * Runs a document through a fresh checker. `chunkSize` splits the body; each chunk is fed from a
  * reused scratch buffer that is overwritten after feed() returns, as the socket layer does.
  */
-function check(doc: Uint8Array | string, options: CheckOptions = {}, chunkSize?: number): XmlSummary {
+function check(
+  doc: Uint8Array | string,
+  options: CheckOptions = {},
+  chunkSize?: number,
+): XmlSummary {
   const body = typeof doc === 'string' ? utf8.encode(doc) : doc;
   const c = newChecker(options);
   if (chunkSize === undefined) {
@@ -93,7 +101,11 @@ describe('XmlChecker: well-formed documents', () => {
     const s = check(WECHAT, { extract: ['/xml/MsgType', '/xml/Content', '/xml/CreateTime'] });
     assert.deepEqual(plain(s), {
       root: 'xml',
-      values: { '/xml/MsgType': 'text', '/xml/Content': '你好，世界 😀', '/xml/CreateTime': '1395658920' },
+      values: {
+        '/xml/MsgType': 'text',
+        '/xml/Content': '你好，世界 😀',
+        '/xml/CreateTime': '1395658920',
+      },
     });
   });
 
@@ -102,7 +114,9 @@ describe('XmlChecker: well-formed documents', () => {
 <soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:u="urn:x">
   <soap:Body><u:Op u:id="7">x</u:Op></soap:Body>
 </soap:Envelope>`;
-    const s = check(doc, { extract: ['/soap:Envelope/soap:Body/u:Op', '/soap:Envelope/soap:Body/u:Op/@u:id'] });
+    const s = check(doc, {
+      extract: ['/soap:Envelope/soap:Body/u:Op', '/soap:Envelope/soap:Body/u:Op/@u:id'],
+    });
     assert.deepEqual(plain(s), {
       root: 'soap:Envelope',
       values: { '/soap:Envelope/soap:Body/u:Op': 'x', '/soap:Envelope/soap:Body/u:Op/@u:id': '7' },
@@ -114,7 +128,8 @@ describe('XmlChecker: well-formed documents', () => {
   });
 
   it('accepts attributes, comments, PIs and whitespace around the root', () => {
-    const doc = '<?xml version="1.0"?>\n<!-- c --><?pi x?>\n<r a="1" b=\'2\'><x/></r>\n<!-- after -->\n';
+    const doc =
+      '<?xml version="1.0"?>\n<!-- c --><?pi x?>\n<r a="1" b=\'2\'><x/></r>\n<!-- after -->\n';
     assert.equal(check(doc).root, 'r');
   });
 
@@ -126,39 +141,86 @@ describe('XmlChecker: well-formed documents', () => {
   it('decodes UTF-16LE/BE with a BOM and without (from "<?")', () => {
     const doc = '<?xml version="1.0" encoding="UTF-16"?><中 a="é">文</中>';
     const opts = { extract: ['/中', '/中/@a'] };
-    const variants: ReadonlyArray<readonly ['le' | 'be', boolean]> = [['le', true], ['be', true], ['le', false], ['be', false]];
+    const variants: ReadonlyArray<readonly ['le' | 'be', boolean]> = [
+      ['le', true],
+      ['be', true],
+      ['le', false],
+      ['be', false],
+    ];
     for (const [endian, bom] of variants) {
-      assert.deepEqual(plain(check(utf16(doc, endian, bom), opts)), { root: '中', values: { '/中': '文', '/中/@a': 'é' } }, `${endian} bom=${bom}`);
+      assert.deepEqual(
+        plain(check(utf16(doc, endian, bom), opts)),
+        { root: '中', values: { '/中': '文', '/中/@a': 'é' } },
+        `${endian} bom=${bom}`,
+      );
     }
   });
 
   it('decodes Latin-1 and windows-1252 from the declaration', () => {
-    const doc = bytes("<?xml version='1.0' encoding='ISO-8859-1'?><tr", [0xe8], 's>', [0x80], '</tr', [0xe8], 's>');
-    assert.deepEqual(plain(check(doc, { extract: ['/très'] })), { root: 'très', values: { '/très': '€' } });
+    const doc = bytes(
+      "<?xml version='1.0' encoding='ISO-8859-1'?><tr",
+      [0xe8],
+      's>',
+      [0x80],
+      '</tr',
+      [0xe8],
+      's>',
+    );
+    assert.deepEqual(plain(check(doc, { extract: ['/très'] })), {
+      root: 'très',
+      values: { '/très': '€' },
+    });
   });
 
   it('decodes GB18030 four-byte sequences under a gb2312/GBK declaration', () => {
     // A2 E3 = €, D6 D0 = 中, 81 30 84 32 = U+00A0, 94 39 DA 33 = U+1F4A9 (four-byte forms the
     // WHATWG gbk decoder rejects).
     for (const label of ['gb2312', 'GBK', 'x-gbk', 'GB_2312-80', 'gb18030']) {
-      const doc = bytes(`<?xml version="1.0" encoding="${label}"?><x>`, [0xa2, 0xe3, 0xd6, 0xd0, 0x81, 0x30, 0x84, 0x32, 0x94, 0x39, 0xda, 0x33], '</x>');
-      assert.deepEqual(plain(check(doc, { extract: ['/x'] })), { root: 'x', values: { '/x': '€中\u00a0\u{1f4a9}' } }, label);
-      assert.deepEqual(plain(check(doc, { extract: ['/x'] }, 1)), { root: 'x', values: { '/x': '€中\u00a0\u{1f4a9}' } }, `${label}, 1-byte chunks`);
+      const doc = bytes(
+        `<?xml version="1.0" encoding="${label}"?><x>`,
+        [0xa2, 0xe3, 0xd6, 0xd0, 0x81, 0x30, 0x84, 0x32, 0x94, 0x39, 0xda, 0x33],
+        '</x>',
+      );
+      assert.deepEqual(
+        plain(check(doc, { extract: ['/x'] })),
+        { root: 'x', values: { '/x': '€中\u00a0\u{1f4a9}' } },
+        label,
+      );
+      assert.deepEqual(
+        plain(check(doc, { extract: ['/x'] }, 1)),
+        { root: 'x', values: { '/x': '€中\u00a0\u{1f4a9}' } },
+        `${label}, 1-byte chunks`,
+      );
     }
   });
 
   it('uses the Content-Type charset when there is no declaration, and the declaration over it', () => {
     const gbBody = bytes('<x>', [0xd6, 0xd0], '</x>');
-    assert.equal(check(gbBody, { contentTypeCharset: 'GBK', extract: ['/x'] }).values.get('/x'), '中');
-    assert.equal(check(gbBody, { contentTypeCharset: '"gb2312"', extract: ['/x'] }).values.get('/x'), '中');
+    assert.equal(
+      check(gbBody, { contentTypeCharset: 'GBK', extract: ['/x'] }).values.get('/x'),
+      '中',
+    );
+    assert.equal(
+      check(gbBody, { contentTypeCharset: '"gb2312"', extract: ['/x'] }).values.get('/x'),
+      '中',
+    );
     const declared = bytes('<?xml version="1.0" encoding="utf-8"?><x>中</x>');
-    assert.equal(check(declared, { contentTypeCharset: 'gbk', extract: ['/x'] }).values.get('/x'), '中');
+    assert.equal(
+      check(declared, { contentTypeCharset: 'gbk', extract: ['/x'] }).values.get('/x'),
+      '中',
+    );
   });
 
   it('trusts a BOM over the declaration and the Content-Type charset', () => {
     const doc = bytes([0xef, 0xbb, 0xbf], '<?xml version="1.0" encoding="ISO-8859-1"?><x>é</x>');
-    assert.equal(check(doc, { contentTypeCharset: 'shift_jis', extract: ['/x'] }).values.get('/x'), 'é');
-    const utf16Declared = bytes([0xef, 0xbb, 0xbf], '<?xml version="1.0" encoding="UTF-16"?><x>é</x>');
+    assert.equal(
+      check(doc, { contentTypeCharset: 'shift_jis', extract: ['/x'] }).values.get('/x'),
+      'é',
+    );
+    const utf16Declared = bytes(
+      [0xef, 0xbb, 0xbf],
+      '<?xml version="1.0" encoding="UTF-16"?><x>é</x>',
+    );
     assert.equal(check(utf16Declared, { extract: ['/x'] }).values.get('/x'), 'é');
     const utf8DeclaredLe = utf16('<?xml version="1.0" encoding="UTF-8"?><x>é</x>', 'le', true);
     assert.equal(check(utf8DeclaredLe, { extract: ['/x'] }).values.get('/x'), 'é');
@@ -173,11 +235,27 @@ describe('XmlChecker: well-formed documents', () => {
 describe('XmlChecker: chunking', () => {
   const docs: ReadonlyArray<readonly [string, Uint8Array]> = [
     ['wechat', utf8.encode(WECHAT)],
-    ['utf-8 BOM + decl', bytes([0xef, 0xbb, 0xbf], '<?xml version="1.0" encoding="utf-8"?><a b="&lt;&#x4e2d;">x<![CDATA[<y>]]>&amp;z</a>')],
+    [
+      'utf-8 BOM + decl',
+      bytes(
+        [0xef, 0xbb, 0xbf],
+        '<?xml version="1.0" encoding="utf-8"?><a b="&lt;&#x4e2d;">x<![CDATA[<y>]]>&amp;z</a>',
+      ),
+    ],
     ['utf-16le BOM', utf16('<?xml version="1.0"?><a>𝄞 中</a>', 'le', true)],
     ['utf-16be no BOM', utf16('<?xml version="1.0"?><a>𝄞 中</a>', 'be', false)],
-    ['gb18030', bytes('<?xml version="1.0" encoding="gb2312"?><a>', [0x94, 0x39, 0xda, 0x33, 0xd6, 0xd0], '</a>')],
-    ['shift_jis', bytes("<?xml version='1.0' encoding='Shift_JIS'?><a>", [0x82, 0xa0, 0x93, 0xfa], '</a>')],
+    [
+      'gb18030',
+      bytes(
+        '<?xml version="1.0" encoding="gb2312"?><a>',
+        [0x94, 0x39, 0xda, 0x33, 0xd6, 0xd0],
+        '</a>',
+      ),
+    ],
+    [
+      'shift_jis',
+      bytes("<?xml version='1.0' encoding='Shift_JIS'?><a>", [0x82, 0xa0, 0x93, 0xfa], '</a>'),
+    ],
     ['CRLF', utf8.encode('<a>\r\n<b>1\r\n2</b>\r\n</a>\r\n')],
     ['tiny', utf8.encode('<a/>')],
   ];
@@ -229,16 +307,28 @@ describe('XmlChecker: refusals', () => {
   });
 
   it('refuses a body that ends inside a multibyte character as encoding', () => {
-    assert.throws(() => check(bytes('<a/>', [0xe4, 0xb8])), rejects('encoding', /middle of a character/));
+    assert.throws(
+      () => check(bytes('<a/>', [0xe4, 0xb8])),
+      rejects('encoding', /middle of a character/),
+    );
   });
 
   it('refuses bytes invalid for the declared encoding', () => {
-    assert.throws(() => check(bytes('<?xml version="1.0" encoding="Shift_JIS"?><a>', [0x82, 0xff], '</a>')), rejects('encoding', /shift_jis/));
+    assert.throws(
+      () => check(bytes('<?xml version="1.0" encoding="Shift_JIS"?><a>', [0x82, 0xff], '</a>')),
+      rejects('encoding', /shift_jis/),
+    );
   });
 
   it('refuses an unknown encoding label, naming it', () => {
-    assert.throws(() => check('<?xml version="1.0" encoding="x-klingon"?><a/>'), rejects('encoding', /"x-klingon".*XML declaration/));
-    assert.throws(() => check('<a/>', { contentTypeCharset: 'utf-32' }), rejects('encoding', /"utf-32".*Content-Type/));
+    assert.throws(
+      () => check('<?xml version="1.0" encoding="x-klingon"?><a/>'),
+      rejects('encoding', /"x-klingon".*XML declaration/),
+    );
+    assert.throws(
+      () => check('<a/>', { contentTypeCharset: 'utf-32' }),
+      rejects('encoding', /"utf-32".*Content-Type/),
+    );
   });
 
   it('refuses two roots, text after the root, a truncated document', () => {
@@ -264,9 +354,18 @@ describe('XmlChecker: refusals', () => {
   });
 
   it('refuses whitespace before the XML declaration', () => {
-    assert.throws(() => check(' <?xml version="1.0"?><a/>'), rejects('malformed', /XML declaration/));
-    assert.throws(() => check('\n<?xml version="1.0"?><a/>'), rejects('malformed', /XML declaration/));
-    assert.throws(() => check(bytes([0xef, 0xbb, 0xbf], '\n<?xml version="1.0"?><a/>')), rejects('malformed'));
+    assert.throws(
+      () => check(' <?xml version="1.0"?><a/>'),
+      rejects('malformed', /XML declaration/),
+    );
+    assert.throws(
+      () => check('\n<?xml version="1.0"?><a/>'),
+      rejects('malformed', /XML declaration/),
+    );
+    assert.throws(
+      () => check(bytes([0xef, 0xbb, 0xbf], '\n<?xml version="1.0"?><a/>')),
+      rejects('malformed'),
+    );
   });
 
   it('refuses a declaration that never ends within 1 KiB', () => {
@@ -281,7 +380,10 @@ describe('XmlChecker: refusals', () => {
   });
 
   it('includes line and column in malformed messages', () => {
-    assert.throws(() => check('<a>\n<b></c></a>'), rejects('malformed', /^malformed XML at line 2, column \d+: /));
+    assert.throws(
+      () => check('<a>\n<b></c></a>'),
+      rejects('malformed', /^malformed XML at line 2, column \d+: /),
+    );
   });
 
   it('throws the same error on every call after the first failure', () => {
@@ -293,8 +395,14 @@ describe('XmlChecker: refusals', () => {
       first = err;
     }
     assert.ok(first instanceof XmlError);
-    assert.throws(() => checker.feed(utf8.encode('<c/>')), (err) => err === first);
-    assert.throws(() => checker.end(), (err) => err === first);
+    assert.throws(
+      () => checker.feed(utf8.encode('<c/>')),
+      (err) => err === first,
+    );
+    assert.throws(
+      () => checker.end(),
+      (err) => err === first,
+    );
   });
 });
 
@@ -341,8 +449,10 @@ describe('XmlChecker: DOCTYPE and entities', () => {
  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
 ]>
 <lolz>&lol3;</lolz>`;
-  const SYSTEM = '<?xml version="1.0"?>\n<!DOCTYPE cXML SYSTEM "http://xml.cxml.org/schemas/cXML/1.2.014/cXML.dtd">\n<cXML/>';
-  const PUBLIC = '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd"><html/>';
+  const SYSTEM =
+    '<?xml version="1.0"?>\n<!DOCTYPE cXML SYSTEM "http://xml.cxml.org/schemas/cXML/1.2.014/cXML.dtd">\n<cXML/>';
+  const PUBLIC =
+    '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd"><html/>';
 
   it('refuses any DOCTYPE by default', () => {
     assert.throws(() => check(SYSTEM), rejects('doctype', /DOCTYPE is not allowed/));
@@ -357,9 +467,15 @@ describe('XmlChecker: DOCTYPE and entities', () => {
 
   it('refuses an internal subset even when DOCTYPE is allowed', () => {
     for (const allowDoctype of [false, true]) {
-      assert.throws(() => check('<!DOCTYPE a [<!ELEMENT a EMPTY>]><a/>', { allowDoctype }), rejects('doctype'));
+      assert.throws(
+        () => check('<!DOCTYPE a [<!ELEMENT a EMPTY>]><a/>', { allowDoctype }),
+        rejects('doctype'),
+      );
     }
-    assert.throws(() => check('<!DOCTYPE a [<!ELEMENT a EMPTY>]><a/>', { allowDoctype: true }), rejects('doctype', /internal DTD subset is never allowed/));
+    assert.throws(
+      () => check('<!DOCTYPE a [<!ELEMENT a EMPTY>]><a/>', { allowDoctype: true }),
+      rejects('doctype', /internal DTD subset is never allowed/),
+    );
   });
 
   it('refuses XXE and billion laughs without expanding anything', () => {
@@ -372,12 +488,17 @@ describe('XmlChecker: DOCTYPE and entities', () => {
 
   it('refuses an undefined entity, saying so', () => {
     assert.throws(() => check('<a>&nbsp;</a>'), rejects('malformed', /undefined entity/));
-    assert.throws(() => check('<!DOCTYPE a SYSTEM "a.dtd"><a>&e;</a>', { allowDoctype: true }), rejects('malformed', /undefined entity/));
+    assert.throws(
+      () => check('<!DOCTYPE a SYSTEM "a.dtd"><a>&e;</a>', { allowDoctype: true }),
+      rejects('malformed', /undefined entity/),
+    );
     assert.throws(() => check('<a b="&e;"/>'), rejects('malformed', /undefined entity/));
   });
 
   it('expands the predefined entities and character references', () => {
-    const s = check('<a b="&quot;&#65;">&lt;&gt;&amp;&apos;&quot;&#x4e2d;&#20013;</a>', { extract: ['/a', '/a/@b'] });
+    const s = check('<a b="&quot;&#65;">&lt;&gt;&amp;&apos;&quot;&#x4e2d;&#20013;</a>', {
+      extract: ['/a', '/a/@b'],
+    });
     assert.deepEqual(plain(s), { root: 'a', values: { '/a': `<>&'"中中`, '/a/@b': '"A' } });
   });
 });
@@ -393,7 +514,11 @@ describe('XmlChecker: extraction', () => {
 
   it('takes the first matching element and attribute', () => {
     const s = check(DOC, { extract: ['/r/item/name', '/r/item/@n', '/r/@id'] });
-    assert.deepEqual(Object.fromEntries(s.values), { '/r/item/name': 'first', '/r/item/@n': '1', '/r/@id': 'root' });
+    assert.deepEqual(Object.fromEntries(s.values), {
+      '/r/item/name': 'first',
+      '/r/item/@n': '1',
+      '/r/@id': 'root',
+    });
   });
 
   it('concatenates text, CDATA and descendant text, entity-decoded', () => {
@@ -401,7 +526,9 @@ describe('XmlChecker: extraction', () => {
   });
 
   it('gives an empty string for an empty element and leaves unseen paths absent', () => {
-    const s = check(DOC, { extract: ['/r/empty', '/r/missing', '/r/empty/@x', '/other/item', '/r/deep/x/q'] });
+    const s = check(DOC, {
+      extract: ['/r/empty', '/r/missing', '/r/empty/@x', '/other/item', '/r/deep/x/q'],
+    });
     assert.deepEqual(Object.fromEntries(s.values), { '/r/empty': '' });
   });
 
@@ -421,17 +548,28 @@ describe('XmlChecker: extraction', () => {
   });
 
   it('captures only inside the matched element, also byte by byte', () => {
-    const doc = '<r>before &amp; <![CDATA[cd]]><a>&amp;v<b>&lt;w</b>x</a>after &gt;<c>&#x4e2d;</c><a>second</a></r>';
+    const doc =
+      '<r>before &amp; <![CDATA[cd]]><a>&amp;v<b>&lt;w</b>x</a>after &gt;<c>&#x4e2d;</c><a>second</a></r>';
     const options = { extract: ['/r/a', '/r/a/b', '/r/c'] };
     const expected = { '/r/a': '&v<wx', '/r/a/b': '<w', '/r/c': '中' };
     assert.deepEqual(Object.fromEntries(check(doc, options).values), expected);
-    for (const size of [1, 2, 3]) assert.deepEqual(Object.fromEntries(check(doc, options, size).values), expected, `chunk size ${size}`);
+    for (const size of [1, 2, 3])
+      assert.deepEqual(
+        Object.fromEntries(check(doc, options, size).values),
+        expected,
+        `chunk size ${size}`,
+      );
   });
 
   it('reuses one extract array across documents', () => {
     const extract = ['/xml/MsgType'];
     for (const type of ['text', 'event', 'image']) {
-      assert.equal(check(`<xml><MsgType><![CDATA[${type}]]></MsgType></xml>`, { extract }).values.get('/xml/MsgType'), type);
+      assert.equal(
+        check(`<xml><MsgType><![CDATA[${type}]]></MsgType></xml>`, { extract }).values.get(
+          '/xml/MsgType',
+        ),
+        type,
+      );
     }
   });
 });
@@ -484,7 +622,10 @@ describe('sniffEncoding', () => {
   });
 
   it('throws XmlError(encoding) for unknown labels', () => {
-    assert.throws(() => sniff('<?xml version="1.0" encoding="nope"?>'), rejects('encoding', /"nope"/));
+    assert.throws(
+      () => sniff('<?xml version="1.0" encoding="nope"?>'),
+      rejects('encoding', /"nope"/),
+    );
     assert.throws(() => sniff('<a/>', 'nope'), rejects('encoding', /"nope"/));
   });
 });

@@ -18,7 +18,10 @@ const REPR_MAX = 1024;
 const EMBED_JSON = '{"callbacks":null,"errbacks":null,"chain":null,"chord":null}';
 
 /** Where the task goes: Celery's defaults (a direct exchange and routing key named like the queue). */
-export function celeryDestination(route: CeleryRouteConfig): { readonly exchange: string; readonly routingKey: string } {
+export function celeryDestination(route: CeleryRouteConfig): {
+  readonly exchange: string;
+  readonly routingKey: string;
+} {
   return { exchange: route.exchange ?? route.queue, routingKey: route.routingKey ?? route.queue };
 }
 
@@ -118,7 +121,11 @@ export function interpretCeleryResult(message: ConsumeMessage): CeleryResult | u
   try {
     parsed = JSON.parse(message.content.toString('utf8'));
   } catch (err) {
-    throw new BridgeError('BRIDGE_BAD_REPLY', 'the Celery result is not JSON (set result_serializer to json)', { cause: err });
+    throw new BridgeError(
+      'BRIDGE_BAD_REPLY',
+      'the Celery result is not JSON (set result_serializer to json)',
+      { cause: err },
+    );
   }
   if (!isRecord(parsed) || typeof parsed['status'] !== 'string') {
     throw new BridgeError('BRIDGE_BAD_REPLY', 'the Celery result has no status');
@@ -128,7 +135,10 @@ export function interpretCeleryResult(message: ConsumeMessage): CeleryResult | u
       return { result: parsed['result'] };
     case 'FAILURE': {
       const result = parsed['result'];
-      const type = isRecord(result) && typeof result['exc_type'] === 'string' ? result['exc_type'] : 'an unknown exception';
+      const type =
+        isRecord(result) && typeof result['exc_type'] === 'string'
+          ? result['exc_type']
+          : 'an unknown exception';
       throw new BridgeError('BRIDGE_TASK_FAILED', `the task raised ${type}`);
     }
     case 'REVOKED':
@@ -157,9 +167,20 @@ export function withCeleryTopology(topology: Topology, routes: readonly RouteCon
     }
     if (exchange === '') continue;
     if (!exchanges.some((e) => e.name === exchange)) {
-      exchanges.push({ name: exchange, type: 'direct', durable: true, autoDelete: false, internal: false, arguments: {} });
+      exchanges.push({
+        name: exchange,
+        type: 'direct',
+        durable: true,
+        autoDelete: false,
+        internal: false,
+        arguments: {},
+      });
     }
-    if (!bindings.some((b) => b.queue === route.queue && b.exchange === exchange && b.routingKey === routingKey)) {
+    if (
+      !bindings.some(
+        (b) => b.queue === route.queue && b.exchange === exchange && b.routingKey === routingKey,
+      )
+    ) {
       bindings.push({ queue: route.queue, exchange, routingKey, arguments: {} });
     }
   }

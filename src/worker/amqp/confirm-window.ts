@@ -111,7 +111,8 @@ export class ConfirmWindow<P extends Pending> {
   }
 
   #dropSettled(): void {
-    while (this.#head < this.#entries.length && (this.#entries[this.#head] as P).settled) this.#head += 1; // head < length
+    while (this.#head < this.#entries.length && (this.#entries[this.#head] as P).settled)
+      this.#head += 1; // head < length
     this.#compact();
   }
 

@@ -90,8 +90,12 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
    */
   get reopening(): boolean {
     return (
-      this.#reopenTimer !== undefined || this.#reopenInProgress
-    ) && this.#channel === undefined && this.#model !== undefined && this.#closing === undefined && this.#state !== 'blocked';
+      (this.#reopenTimer !== undefined || this.#reopenInProgress) &&
+      this.#channel === undefined &&
+      this.#model !== undefined &&
+      this.#closing === undefined &&
+      this.#state !== 'blocked'
+    );
   }
 
   /** Resolves with the next channel to open; rejects after `timeoutMs` or when the connection drops. */
@@ -173,20 +177,29 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
     let closeInfo: ChannelCloseInfo | undefined;
     try {
       channel = await model.createConfirmChannel();
-      channel.on('error', (err: Error & { code?: unknown; classId?: unknown; methodId?: unknown }) => {
-        // amqplib emits 'error' before rejecting the channel's pending confirms, so the reason
-        // is known when those callbacks run; the listener also stops amqplib from tearing
-        // down the whole connection over one channel error (docs/failure-modes.md #5).
-        const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
-        closeInfo = { replyCode: num(err.code), classId: num(err.classId), methodId: num(err.methodId), message: err.message };
-        if (channel) this.#closeInfo.set(channel, closeInfo);
-      });
+      channel.on(
+        'error',
+        (err: Error & { code?: unknown; classId?: unknown; methodId?: unknown }) => {
+          // amqplib emits 'error' before rejecting the channel's pending confirms, so the reason
+          // is known when those callbacks run; the listener also stops amqplib from tearing
+          // down the whole connection over one channel error (docs/failure-modes.md #5).
+          const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+          closeInfo = {
+            replyCode: num(err.code),
+            classId: num(err.classId),
+            methodId: num(err.methodId),
+            message: err.message,
+          };
+          if (channel) this.#closeInfo.set(channel, closeInfo);
+        },
+      );
       const opened = channel;
       channel.on('close', () => {
         if (this.#channel === opened) this.#dropChannel(closeInfo);
         // Only a broker-side channel error leaves the connection usable; a close without one is
         // the connection going away, and the manager's reconnect opens the next channel.
-        if (closeInfo !== undefined && this.#model === model && this.#closing === undefined) this.#scheduleReopen(model);
+        if (closeInfo !== undefined && this.#model === model && this.#closing === undefined)
+          this.#scheduleReopen(model);
       });
       await assertTopology(channel, this.#options.topology);
       for (const setup of this.#setups) await setup(channel);
@@ -221,7 +234,10 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
     if (this.#reopenTimer !== undefined) return;
     // First retry at once (a 404 from one bad publish should cost milliseconds), then back off
     // so a persistent topology error does not spin.
-    const delayMs = Math.min(this.#options.amqp.reconnectSeconds * 1000, 25 * 2 ** this.#reopenAttempts - 25);
+    const delayMs = Math.min(
+      this.#options.amqp.reconnectSeconds * 1000,
+      25 * 2 ** this.#reopenAttempts - 25,
+    );
     this.#reopenAttempts += 1;
     this.#reopenTimer = setTimeout(() => {
       this.#reopenTimer = undefined;

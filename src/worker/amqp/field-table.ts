@@ -6,7 +6,14 @@
  */
 
 /** A header value the bridge can pre-encode. */
-export type FieldValue = string | number | boolean | null | Buffer | readonly FieldValue[] | { readonly [key: string]: FieldValue };
+export type FieldValue =
+  | string
+  | number
+  | boolean
+  | null
+  | Buffer
+  | readonly FieldValue[]
+  | { readonly [key: string]: FieldValue };
 
 function isFloatingPoint(n: number): boolean {
   return n >= 0x8000000000000000 || (Math.abs(n) < 0x4000000000000 && Math.floor(n) !== n);
@@ -57,7 +64,10 @@ function valueBytes(value: FieldValue): Buffer {
     const items = Buffer.concat((value as readonly FieldValue[]).map(valueBytes));
     return Buffer.concat([Buffer.from('A', 'latin1'), lengthPrefixed(items)]);
   }
-  return Buffer.concat([Buffer.from('F', 'latin1'), lengthPrefixed(encodeEntries(value as { readonly [key: string]: FieldValue }))]);
+  return Buffer.concat([
+    Buffer.from('F', 'latin1'),
+    lengthPrefixed(encodeEntries(value as { readonly [key: string]: FieldValue })),
+  ]);
 }
 
 function lengthPrefixed(bytes: Buffer): Buffer {

@@ -91,15 +91,22 @@ export class PublishTemplate {
     this.exchange = spec.exchange;
     this.#exchange = shortstr(spec.exchange, 'exchange');
     this.#bits = spec.mandatory ? 1 : 0;
-    this.#contentEncoding = spec.contentEncoding === undefined ? undefined : shortstr(spec.contentEncoding, 'content encoding');
+    this.#contentEncoding =
+      spec.contentEncoding === undefined
+        ? undefined
+        : shortstr(spec.contentEncoding, 'content encoding');
     this.#constantEntries = encodeEntries(spec.constantHeaders);
-    this.#headerPrefixes = spec.headerNames.map((name) => Buffer.concat([encodeFieldName(name), Buffer.from('S', 'latin1')]));
+    this.#headerPrefixes = spec.headerNames.map((name) =>
+      Buffer.concat([encodeFieldName(name), Buffer.from('S', 'latin1')]),
+    );
     this.#deliveryMode = spec.persistent ? 2 : 1;
     this.#correlationId = spec.correlationId;
     this.#replyTo = spec.replyTo === undefined ? undefined : shortstr(spec.replyTo, 'reply_to');
-    this.#expiration = spec.expiration === undefined ? undefined : shortstr(spec.expiration, 'expiration');
+    this.#expiration =
+      spec.expiration === undefined ? undefined : shortstr(spec.expiration, 'expiration');
     this.#appId = shortstr(spec.appId, 'app_id');
-    let flags = P_CONTENT_TYPE | P_HEADERS | P_DELIVERY_MODE | P_MESSAGE_ID | P_TIMESTAMP | P_APP_ID;
+    let flags =
+      P_CONTENT_TYPE | P_HEADERS | P_DELIVERY_MODE | P_MESSAGE_ID | P_TIMESTAMP | P_APP_ID;
     if (this.#contentEncoding !== undefined) flags |= P_CONTENT_ENCODING;
     if (this.#correlationId) flags |= P_CORRELATION_ID;
     if (this.#replyTo !== undefined) flags |= P_REPLY_TO;
@@ -123,7 +130,11 @@ export class PublishTemplate {
     const body = m.body;
     const maxPayload = frameMax - FRAME_OVERHEAD;
     const bodyFrames = body.length === 0 ? 0 : Math.ceil(body.length / maxPayload);
-    let bound = this.#constantBytes + 64 + 3 * (m.routingKey.length + m.contentType.length + m.messageId.length + m.correlationId.length);
+    let bound =
+      this.#constantBytes +
+      64 +
+      3 *
+        (m.routingKey.length + m.contentType.length + m.messageId.length + m.correlationId.length);
     for (const value of m.headerValues) if (value !== undefined) bound += 3 * value.length;
     bound += bodyFrames * FRAME_OVERHEAD + body.length;
     const buf = Buffer.allocUnsafe(bound);

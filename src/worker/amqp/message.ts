@@ -12,7 +12,12 @@ export const APP_ID = 'xml-amqp-bridge';
 export const DEFAULT_CONTENT_TYPE = 'application/xml';
 
 /** Headers every message of a route carries with a per-request value, in template order. */
-const PER_REQUEST_HEADERS = ['x-http-query', 'x-remote-addr', 'x-request-id', 'x-xml-root'] as const;
+const PER_REQUEST_HEADERS = [
+  'x-http-query',
+  'x-remote-addr',
+  'x-request-id',
+  'x-xml-root',
+] as const;
 
 /**
  * The template of a publish or rpc route. Persistent unless the route says otherwise, always
@@ -37,14 +42,25 @@ export function routeTemplate(route: PublishRouteConfig | RpcRouteConfig): Publi
 }
 
 /** The per-request part of a publish or rpc message. */
-export function messageFields(facts: RequestFacts, received: ReceivedBody, routingKey: string, correlationId = ''): PublishFields {
+export function messageFields(
+  facts: RequestFacts,
+  received: ReceivedBody,
+  routingKey: string,
+  correlationId = '',
+): PublishFields {
   return {
     routingKey,
     contentType: facts.contentType ?? DEFAULT_CONTENT_TYPE,
     messageId: facts.messageId,
     correlationId,
     timestampSeconds: Math.floor(Date.now() / 1000),
-    headerValues: [facts.query, facts.remoteAddr, facts.requestId, received.summary.root, ...facts.forwarded],
+    headerValues: [
+      facts.query,
+      facts.remoteAddr,
+      facts.requestId,
+      received.summary.root,
+      ...facts.forwarded,
+    ],
     body: received.body,
   };
 }
@@ -52,7 +68,10 @@ export function messageFields(facts: RequestFacts, received: ReceivedBody, routi
 /** An AMQP short string (routing key) holds at most 255 bytes. */
 export function checkRoutingKey(key: string): string {
   if (key.length > 85 && Buffer.byteLength(key) > 255) {
-    throw new XmlError('routing-key', 'the routing key built from the body is longer than 255 bytes');
+    throw new XmlError(
+      'routing-key',
+      'the routing key built from the body is longer than 255 bytes',
+    );
   }
   return key;
 }

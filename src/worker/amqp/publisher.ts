@@ -9,7 +9,11 @@ import type { ConfirmChannel, Message } from 'amqplib';
 import { BridgeError, ERRORS, type ErrorCode } from '../../shared/errors.js';
 import type { RequestRecord } from '../request.js';
 import { ConfirmWindow, type Pending, type Settlement } from './confirm-window.js';
-import { isMissingExchangeOnPublish, type BrokerLink, type ChannelCloseInfo } from './connection.js';
+import {
+  isMissingExchangeOnPublish,
+  type BrokerLink,
+  type ChannelCloseInfo,
+} from './connection.js';
 import { FrameWriter } from './frame-writer.js';
 import type { PublishFields, PublishTemplate } from './frames.js';
 import { wireOf, type Wire } from './wire.js';
@@ -105,8 +109,15 @@ export class Publisher {
    * `record` until settled and writes the publish outcome into it. `trackId` is the value of the
    * message's TRACK_HEADER (unique among publishes in flight): it identifies a basic.return.
    */
-  publish(template: PublishTemplate, fields: PublishFields, trackId: string, record: RequestRecord): Promise<void> {
-    return new Promise<void>((resolve, reject) => this.send(template, fields, trackId, record, resolve, reject));
+  publish(
+    template: PublishTemplate,
+    fields: PublishFields,
+    trackId: string,
+    record: RequestRecord,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) =>
+      this.send(template, fields, trackId, record, resolve, reject),
+    );
   }
 
   /**
@@ -122,13 +133,26 @@ export class Publisher {
     confirmed: () => void,
     failed: (err: BridgeError) => void,
   ): void {
-    const pending = new PendingPublish(performance.now(), this.#options.confirmTimeoutMs, trackId, { exchange: template.exchange, routingKey: fields.routingKey }, record, confirmed, failed);
+    const pending = new PendingPublish(
+      performance.now(),
+      this.#options.confirmTimeoutMs,
+      trackId,
+      { exchange: template.exchange, routingKey: fields.routingKey },
+      record,
+      confirmed,
+      failed,
+    );
     const open = this.#open;
-    if (open !== undefined && this.#link.state !== 'blocked') this.#publishOn(open, template, fields, pending);
+    if (open !== undefined && this.#link.state !== 'blocked')
+      this.#publishOn(open, template, fields, pending);
     else void this.#publishAfterReopen(template, fields, pending);
   }
 
-  async #publishAfterReopen(template: PublishTemplate, fields: PublishFields, pending: PendingPublish): Promise<void> {
+  async #publishAfterReopen(
+    template: PublishTemplate,
+    fields: PublishFields,
+    pending: PendingPublish,
+  ): Promise<void> {
     if (this.#link.reopening) {
       // A channel error (e.g. another route's missing exchange) is being recovered from: that
       // takes milliseconds, so wait for it within the confirm budget rather than refuse.
@@ -143,7 +167,12 @@ export class Publisher {
     this.#publishOn(open, template, fields, pending);
   }
 
-  #publishOn(open: OpenChannel, template: PublishTemplate, fields: PublishFields, pending: PendingPublish): void {
+  #publishOn(
+    open: OpenChannel,
+    template: PublishTemplate,
+    fields: PublishFields,
+    pending: PendingPublish,
+  ): void {
     const frames = template.encode(open.wire.channelNumber, open.wire.frameMax, fields);
     pending.record.hold();
     open.window.add(pending);
@@ -156,7 +185,10 @@ export class Publisher {
    * is enough, and none runs while nothing waits (an idle worker is not woken up for nothing).
    */
   #armDeadline(deadline: number): void {
-    this.#deadlineTimer = setTimeout(this.#onDeadline, Math.max(0, Math.ceil(deadline - performance.now()) + 1));
+    this.#deadlineTimer = setTimeout(
+      this.#onDeadline,
+      Math.max(0, Math.ceil(deadline - performance.now()) + 1),
+    );
     this.#deadlineTimer.unref();
   }
 
@@ -179,8 +211,12 @@ export class Publisher {
     let lostBecause: ChannelCloseInfo | undefined;
     const window = new ConfirmWindow<PendingPublish>((p, how) => this.#settle(p, how, lostBecause));
     const open: OpenChannel = { channel, wire, writer, window };
-    channel.on('ack', (f: { deliveryTag: number; multiple: boolean }) => window.confirm(f.deliveryTag, f.multiple, 'ack'));
-    channel.on('nack', (f: { deliveryTag: number; multiple: boolean }) => window.confirm(f.deliveryTag, f.multiple, 'nack'));
+    channel.on('ack', (f: { deliveryTag: number; multiple: boolean }) =>
+      window.confirm(f.deliveryTag, f.multiple, 'ack'),
+    );
+    channel.on('nack', (f: { deliveryTag: number; multiple: boolean }) =>
+      window.confirm(f.deliveryTag, f.multiple, 'nack'),
+    );
     // Unroutable mandatory messages come back as basic.return and are then *acked*; the return
     // always precedes the ack on the channel, so marking here is race-free (docs/failure-modes.md #2).
     channel.on('return', (msg: Message) => {
@@ -240,7 +276,10 @@ export class Publisher {
       p.confirmed();
     } else {
       // The broker answered a nack or a return: that took a confirm's time too.
-      record.settlePublish(ERRORS[code].publishOutcome, how === 'timeout' || how === 'lost' ? undefined : seconds);
+      record.settlePublish(
+        ERRORS[code].publishOutcome,
+        how === 'timeout' || how === 'lost' ? undefined : seconds,
+      );
       p.failed(new BridgeError(code, detail));
     }
     record.end();

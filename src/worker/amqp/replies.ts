@@ -38,7 +38,13 @@ class ReplyWait<T> {
   #reject: ((err: Error) => void) | undefined;
   readonly #router: ReplyRouter;
 
-  constructor(router: ReplyRouter, correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>, label: string) {
+  constructor(
+    router: ReplyRouter,
+    correlationId: string,
+    timeoutMs: number,
+    interpret: ReplyInterpreter<T>,
+    label: string,
+  ) {
     this.#router = router;
     this.correlationId = correlationId;
     this.timeoutMs = timeoutMs;
@@ -66,7 +72,12 @@ class ReplyWait<T> {
     try {
       value = (this.#interpret as ReplyInterpreter<T>)(message); // set until settled
     } catch (err) {
-      this.#finish(undefined, err instanceof BridgeError ? err : new BridgeError('BRIDGE_BAD_REPLY', 'the reply could not be read', { cause: err }));
+      this.#finish(
+        undefined,
+        err instanceof BridgeError
+          ? err
+          : new BridgeError('BRIDGE_BAD_REPLY', 'the reply could not be read', { cause: err }),
+      );
       return;
     }
     if (value !== undefined) this.#finish(value, undefined);
@@ -113,7 +124,9 @@ export class ReplyRouter extends EventEmitter<ReplyRouterEvents> {
     link.addChannelSetup(async (channel: ConfirmChannel) => {
       await channel.consume(DIRECT_REPLY_TO, (msg) => msg && this.#deliver(msg), { noAck: true });
     });
-    link.on('channel-closed', () => this.#failAll('the broker channel closed before the reply arrived'));
+    link.on('channel-closed', () =>
+      this.#failAll('the broker channel closed before the reply arrived'),
+    );
   }
 
   /** Requests waiting for a reply. */
@@ -126,7 +139,12 @@ export class ReplyRouter extends EventEmitter<ReplyRouterEvents> {
    * fast reply is not missed). Rejects with BRIDGE_REPLY_TIMEOUT after `timeoutMs`, or with
    * BRIDGE_CONNECTION_LOST when the channel closes.
    */
-  wait<T>(correlationId: string, timeoutMs: number, interpret: ReplyInterpreter<T>, label = ''): ReplyWait<T> {
+  wait<T>(
+    correlationId: string,
+    timeoutMs: number,
+    interpret: ReplyInterpreter<T>,
+    label = '',
+  ): ReplyWait<T> {
     const wait = new ReplyWait<T>(this, correlationId, timeoutMs, interpret, label);
     this.#waiters.set(correlationId, wait as ReplyWait<unknown>); // stored type-erased, delivered by correlation id
     let queue = this.#queues.get(timeoutMs);
@@ -162,7 +180,12 @@ export class ReplyRouter extends EventEmitter<ReplyRouterEvents> {
 
   #timeOut(wait: ReplyWait<unknown>): void {
     this.#remember(wait.correlationId, wait.label);
-    wait.fail(new BridgeError('BRIDGE_REPLY_TIMEOUT', `no reply from the backend within ${wait.timeoutMs} ms`));
+    wait.fail(
+      new BridgeError(
+        'BRIDGE_REPLY_TIMEOUT',
+        `no reply from the backend within ${wait.timeoutMs} ms`,
+      ),
+    );
   }
 
   #remember(correlationId: string, label: string): void {
@@ -174,7 +197,8 @@ export class ReplyRouter extends EventEmitter<ReplyRouterEvents> {
   }
 
   #failAll(detail: string): void {
-    for (const w of [...this.#waiters.values()]) w.fail(new BridgeError('BRIDGE_CONNECTION_LOST', detail));
+    for (const w of [...this.#waiters.values()])
+      w.fail(new BridgeError('BRIDGE_CONNECTION_LOST', detail));
   }
 
   /** Fails every waiter and stops the deadline timers (shutdown). */

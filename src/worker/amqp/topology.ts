@@ -2,7 +2,10 @@
 import type { Channel } from 'amqplib';
 import type { Config } from '../../shared/config-schema.js';
 
-export async function assertTopology(channel: Channel, topology: Config['topology']): Promise<void> {
+export async function assertTopology(
+  channel: Channel,
+  topology: Config['topology'],
+): Promise<void> {
   for (const ex of topology.exchanges) {
     await channel.assertExchange(ex.name, ex.type, {
       durable: ex.durable,
@@ -12,7 +15,11 @@ export async function assertTopology(channel: Channel, topology: Config['topolog
     });
   }
   for (const q of topology.queues) {
-    await channel.assertQueue(q.name, { durable: q.durable, autoDelete: q.autoDelete, arguments: { ...q.arguments } });
+    await channel.assertQueue(q.name, {
+      durable: q.durable,
+      autoDelete: q.autoDelete,
+      arguments: { ...q.arguments },
+    });
   }
   for (const b of topology.bindings) {
     await channel.bindQueue(b.queue, b.exchange, b.routingKey, { ...b.arguments });

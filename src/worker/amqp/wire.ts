@@ -24,12 +24,17 @@ class UnsupportedAmqplibError extends Error {
 
 export function wireOf(channel: ConfirmChannel): Wire {
   // amqplib's typings hide these fields; each is checked before use.
-  const inner = channel as unknown as { ch?: unknown; connection?: { stream?: unknown; frameMax?: unknown } };
+  const inner = channel as unknown as {
+    ch?: unknown;
+    connection?: { stream?: unknown; frameMax?: unknown };
+  };
   const channelNumber = inner.ch;
   const socket = inner.connection?.stream;
   const frameMax = inner.connection?.frameMax;
-  if (typeof channelNumber !== 'number' || channelNumber < 1) throw new UnsupportedAmqplibError('channel.ch');
+  if (typeof channelNumber !== 'number' || channelNumber < 1)
+    throw new UnsupportedAmqplibError('channel.ch');
   if (!(socket instanceof Socket)) throw new UnsupportedAmqplibError('connection.stream');
-  if (typeof frameMax !== 'number' || frameMax < 4096) throw new UnsupportedAmqplibError('connection.frameMax');
+  if (typeof frameMax !== 'number' || frameMax < 4096)
+    throw new UnsupportedAmqplibError('connection.frameMax');
   return { socket, channelNumber, frameMax };
 }

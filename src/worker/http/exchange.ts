@@ -28,7 +28,14 @@ let corkRendered: Rendered | undefined;
 let corkRequestId = '';
 let corkMessageId: string | undefined;
 let corkClose = false;
-const writeCorked = (): void => writeResponse(corkRes as HttpResponse, corkRendered as Rendered, corkRequestId, corkMessageId, corkClose); // set just before cork
+const writeCorked = (): void =>
+  writeResponse(
+    corkRes as HttpResponse,
+    corkRendered as Rendered,
+    corkRequestId,
+    corkMessageId,
+    corkClose,
+  ); // set just before cork
 
 export class HttpExchange implements ClientLink {
   readonly requestId: string;
@@ -83,7 +90,11 @@ export class HttpExchange implements ClientLink {
 
   /** The upload deadline passed (called by the sweep; a no-op once the body is in). */
   uploadTimedOut(timeoutMs: number): void {
-    this.#bodyFailed(new BridgeError('BRIDGE_UPLOAD_TIMEOUT', `the body did not arrive within ${timeoutMs} ms`), undefined, false);
+    this.#bodyFailed(
+      new BridgeError('BRIDGE_UPLOAD_TIMEOUT', `the body did not arrive within ${timeoutMs} ms`),
+      undefined,
+      false,
+    );
   }
 
   /**
@@ -122,7 +133,14 @@ export class HttpExchange implements ClientLink {
     if (checker === undefined || this.#aborted) return;
     const size = (this.#size += ab.byteLength);
     if (size > this.#maxBodyBytes) {
-      this.#bodyFailed(new BridgeError('BRIDGE_BODY_TOO_LARGE', `the body exceeds maxBodyBytes (${this.#maxBodyBytes})`), undefined, false);
+      this.#bodyFailed(
+        new BridgeError(
+          'BRIDGE_BODY_TOO_LARGE',
+          `the body exceeds maxBodyBytes (${this.#maxBodyBytes})`,
+        ),
+        undefined,
+        false,
+      );
       return;
     }
     let summary: XmlSummary;
@@ -143,11 +161,22 @@ export class HttpExchange implements ClientLink {
       summary = checker.end();
     } catch (err) {
       if (err instanceof XmlError) this.#bodyFailed(err, undefined, isLast);
-      else this.#bodyFailed(new BridgeError('BRIDGE_INTERNAL', 'internal error while reading the body; see the bridge log for this request id'), err, isLast);
+      else
+        this.#bodyFailed(
+          new BridgeError(
+            'BRIDGE_INTERNAL',
+            'internal error while reading the body; see the bridge log for this request id',
+          ),
+          err,
+          isLast,
+        );
       return;
     }
     const chunks = this.#chunks ?? [];
-    this.#bodyDone({ body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), summary }); // length checked
+    this.#bodyDone({
+      body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size),
+      summary,
+    }); // length checked
   };
 
   #bodyDone(received: ReceivedBody): void {

@@ -65,40 +65,82 @@ function taskHeaders(req: HttpRequest): Record<string, string> {
   return out;
 }
 
-function refuse(route: CompiledRoute | undefined, error: BridgeError, close: boolean, headers = NO_HEADERS): RefusedHead {
+function refuse(
+  route: CompiledRoute | undefined,
+  error: BridgeError,
+  close: boolean,
+  headers = NO_HEADERS,
+): RefusedHead {
   return { route, error, headers, close };
 }
 
-export function readHead(req: HttpRequest, res: HttpResponse, routes: RouteTable, limits: Config['limits'], requestId: string): AcceptedHead | RefusedHead {
+export function readHead(
+  req: HttpRequest,
+  res: HttpResponse,
+  routes: RouteTable,
+  limits: Config['limits'],
+  requestId: string,
+): AcceptedHead | RefusedHead {
   const url = req.getUrl();
   // Native uWS hands the path alone; its JS fallback includes the query string.
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const route = routes.match(path);
-  if (route === undefined) return refuse(undefined, new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), false);
+  if (route === undefined)
+    return refuse(undefined, new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), false);
   // getMethod is lower-case in the native build.
   const method = req.getMethod().toUpperCase();
   if (method !== 'POST') {
-    return refuse(route, new BridgeError('BRIDGE_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`), false, ALLOW);
+    return refuse(
+      route,
+      new BridgeError('BRIDGE_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`),
+      false,
+      ALLOW,
+    );
   }
   const contentType = req.getHeader('content-type');
   const mediaType = parseContentType(contentType);
   if (!mediaType.xml) {
-    return refuse(route, new BridgeError('BRIDGE_UNSUPPORTED_MEDIA_TYPE', `Content-Type "${contentType}" is not XML (application/xml, text/xml or application/*+xml)`), true);
+    return refuse(
+      route,
+      new BridgeError(
+        'BRIDGE_UNSUPPORTED_MEDIA_TYPE',
+        `Content-Type "${contentType}" is not XML (application/xml, text/xml or application/*+xml)`,
+      ),
+      true,
+    );
   }
   // The bridge checks and forwards the bytes as sent: a compressed body is neither XML it can
   // read nor what consumers expect.
   const encoding = req.getHeader('content-encoding');
   if (encoding !== '' && encoding.trim().toLowerCase() !== 'identity') {
-    return refuse(route, new BridgeError('BRIDGE_UNSUPPORTED_MEDIA_TYPE', `Content-Encoding "${encoding}" is not supported: send the body uncompressed (identity)`), true);
+    return refuse(
+      route,
+      new BridgeError(
+        'BRIDGE_UNSUPPORTED_MEDIA_TYPE',
+        `Content-Encoding "${encoding}" is not supported: send the body uncompressed (identity)`,
+      ),
+      true,
+    );
   }
   // content_type is an AMQP short string.
   if (contentType.length > 85 && Buffer.byteLength(contentType) > 255) {
-    return refuse(route, new BridgeError('BRIDGE_BAD_REQUEST', 'Content-Type is longer than 255 bytes'), true);
+    return refuse(
+      route,
+      new BridgeError('BRIDGE_BAD_REQUEST', 'Content-Type is longer than 255 bytes'),
+      true,
+    );
   }
   const declaredLength = req.getHeader('content-length');
   if (declaredLength !== '' && Number(declaredLength) > limits.maxBodyBytes) {
-    return refuse(route, new BridgeError('BRIDGE_BODY_TOO_LARGE', `Content-Length ${declaredLength} exceeds maxBodyBytes (${limits.maxBodyBytes})`), true);
+    return refuse(
+      route,
+      new BridgeError(
+        'BRIDGE_BODY_TOO_LARGE',
+        `Content-Length ${declaredLength} exceeds maxBodyBytes (${limits.maxBodyBytes})`,
+      ),
+      true,
+    );
   }
   const names = route.forwardHeaders;
   const forwarded: Array<string | undefined> = [];
@@ -110,7 +152,14 @@ export function readHead(req: HttpRequest, res: HttpResponse, routes: RouteTable
       continue;
     }
     if (Buffer.byteLength(value) > limits.maxHeaderValueBytes || CONTROL_CHARS.test(value)) {
-      return refuse(route, new BridgeError('BRIDGE_BAD_REQUEST', `header ${name} is longer than ${limits.maxHeaderValueBytes} bytes or has control characters`), true);
+      return refuse(
+        route,
+        new BridgeError(
+          'BRIDGE_BAD_REQUEST',
+          `header ${name} is longer than ${limits.maxHeaderValueBytes} bytes or has control characters`,
+        ),
+        true,
+      );
     }
     forwarded.push(value);
   }

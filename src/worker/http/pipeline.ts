@@ -14,7 +14,12 @@ import type { Admission } from '../admission.js';
 import { DeadlineQueue } from '../deadline-queue.js';
 import { runMode } from '../modes/dispatch.js';
 import type { ModeDeps } from '../modes/mode.js';
-import { RequestRecord, type ReceivedBody, type RecordObserver, type RequestFacts } from '../request.js';
+import {
+  RequestRecord,
+  type ReceivedBody,
+  type RecordObserver,
+  type RequestFacts,
+} from '../request.js';
 import type { CompiledRoute, RouteTable } from '../routes.js';
 import { XmlChecker } from '../xml/check.js';
 import { HttpExchange, type BodySink } from './exchange.js';
@@ -32,7 +37,8 @@ export interface PipelineDeps {
   /** A bug surfaced while handling a request (answered 500). */
   readonly onBug: (err: unknown, requestId: string) => void;
   /** Sees each complete body before its mode runs (debug logging), when set. */
-  readonly onBody?: ((requestId: string, route: string, received: ReceivedBody) => void) | undefined;
+  readonly onBody?:
+    ((requestId: string, route: string, received: ReceivedBody) => void) | undefined;
 }
 
 export class RequestPipeline {
@@ -58,27 +64,57 @@ export class RequestPipeline {
     const refused = deps.admission.admit();
     if (refused !== undefined) {
       // Nothing of the body is read: close, so its bytes are not taken for the next request.
-      this.#refuse(res, req, { route: head.route, error: refused, headers: [], close: true }, startedAt, requestId, true);
+      this.#refuse(
+        res,
+        req,
+        { route: head.route, error: refused, headers: [], close: true },
+        startedAt,
+        requestId,
+        true,
+      );
       return;
     }
     const exchange = new HttpExchange(res, requestId, startedAt);
     const flight = new InFlight(deps, head.route, head.facts, exchange);
     const { limits } = deps;
-    const checker = new XmlChecker({ maxDepth: limits.maxXmlDepth, allowDoctype: limits.allowDoctype, paths: head.route.paths, contentTypeCharset: head.charset });
+    const checker = new XmlChecker({
+      maxDepth: limits.maxXmlDepth,
+      allowDoctype: limits.allowDoctype,
+      paths: head.route.paths,
+      contentTypeCharset: head.charset,
+    });
     exchange.receive(checker, limits.maxBodyBytes, limits.requestTimeoutMs, flight);
     this.#uploads.add(exchange);
   };
 
   /** Answers inside the uWS handler (corked already) and records the refusal. */
-  #refuse(res: HttpResponse, req: HttpRequest, refusal: RefusedHead, startedAt: number, requestId: string, atAdmission: boolean): void {
+  #refuse(
+    res: HttpResponse,
+    req: HttpRequest,
+    refusal: RefusedHead,
+    startedAt: number,
+    requestId: string,
+    atAdmission: boolean,
+  ): void {
     const { route, error, headers, close } = refusal;
-    const record = new RequestRecord(route?.name ?? UNMATCHED_ROUTE, requestId, startedAt, this.#deps.records);
+    const record = new RequestRecord(
+      route?.name ?? UNMATCHED_ROUTE,
+      requestId,
+      startedAt,
+      this.#deps.records,
+    );
     // Read before the answer: uWS lets go of the request and the socket's address with it.
     const url = req.getUrl();
     record.method = req.getMethod().toUpperCase();
     record.path = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
     record.client = readRemoteAddress(res);
-    writeResponse(res, renderProblem(error, requestId, headers), requestId, undefined, close || this.#deps.isDraining());
+    writeResponse(
+      res,
+      renderProblem(error, requestId, headers),
+      requestId,
+      undefined,
+      close || this.#deps.isDraining(),
+    );
     record.status = error.status;
     record.error = error;
     // Admission refusals count as publish outcomes (overloaded, unavailable); head refusals do not.
@@ -100,7 +136,12 @@ class InFlight implements BodySink, RecordObserver {
   readonly #exchange: HttpExchange;
   readonly #record: RequestRecord;
 
-  constructor(deps: PipelineDeps, route: CompiledRoute, facts: RequestFacts, exchange: HttpExchange) {
+  constructor(
+    deps: PipelineDeps,
+    route: CompiledRoute,
+    facts: RequestFacts,
+    exchange: HttpExchange,
+  ) {
     this.#deps = deps;
     this.#route = route;
     this.#facts = facts;
@@ -134,13 +175,29 @@ class InFlight implements BodySink, RecordObserver {
   async #serve(received: ReceivedBody): Promise<void> {
     let rendered: Rendered;
     try {
-      const result = await runMode({ route: this.#route, facts: this.#facts, body: received, client: this.#exchange, record: this.#record }, this.#deps.modes);
+      const result = await runMode(
+        {
+          route: this.#route,
+          facts: this.#facts,
+          body: received,
+          client: this.#exchange,
+          record: this.#record,
+        },
+        this.#deps.modes,
+      );
       rendered = renderResult(this.#route, result);
     } catch (err) {
       if (err instanceof BridgeError) this.#answerError(err, false);
       else {
         this.#deps.onBug(err, this.#facts.requestId);
-        this.#answerError(new BridgeError('BRIDGE_INTERNAL', 'internal error; see the bridge log for this request id', { cause: err }), false);
+        this.#answerError(
+          new BridgeError(
+            'BRIDGE_INTERNAL',
+            'internal error; see the bridge log for this request id',
+            { cause: err },
+          ),
+          false,
+        );
       }
       return;
     }
@@ -158,7 +215,9 @@ class InFlight implements BodySink, RecordObserver {
 
   #answer(rendered: Rendered | undefined, close: boolean): void {
     const record = this.#record;
-    const sent = rendered !== undefined && this.#exchange.respond(rendered, this.#facts.messageId, close || this.#deps.isDraining());
+    const sent =
+      rendered !== undefined &&
+      this.#exchange.respond(rendered, this.#facts.messageId, close || this.#deps.isDraining());
     record.status = sent ? rendered.status : ERRORS.BRIDGE_CLIENT_GONE.status;
     record.seconds = (performance.now() - record.startedAt) / 1000;
     record.end();

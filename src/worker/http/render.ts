@@ -35,12 +35,23 @@ const PROBLEM: HeaderList = [['Content-Type', 'application/problem+json']];
 const PROBLEM_RETRY: HeaderList = [...PROBLEM, ['Retry-After', RETRY_AFTER_SECONDS]];
 const JSON_TYPE: HeaderList = [['Content-Type', 'application/json']];
 
-export function renderProblem(err: BridgeError, requestId: string, extraHeaders: HeaderList = []): Rendered {
+export function renderProblem(
+  err: BridgeError,
+  requestId: string,
+  extraHeaders: HeaderList = [],
+): Rendered {
   const base = err.status === 503 ? PROBLEM_RETRY : PROBLEM;
   return {
     status: err.status,
     headers: extraHeaders.length === 0 ? base : [...base, ...extraHeaders],
-    body: JSON.stringify({ type: err.type, title: err.title, status: err.status, detail: err.message, code: err.code, requestId }),
+    body: JSON.stringify({
+      type: err.type,
+      title: err.title,
+      status: err.status,
+      detail: err.message,
+      code: err.code,
+      requestId,
+    }),
   };
 }
 
@@ -50,7 +61,11 @@ export function renderResult(route: CompiledRoute, result: ModeResult): Rendered
       // Only publish routes answer 'accepted'; their success response is compiled with the route.
       return route.mode === 'publish' ? route.success : { status: 202, headers: [], body: '' };
     case 'task-queued':
-      return { status: 202, headers: JSON_TYPE, body: `{"task_id":${JSON.stringify(result.taskId)}}` };
+      return {
+        status: 202,
+        headers: JSON_TYPE,
+        body: `{"task_id":${JSON.stringify(result.taskId)}}`,
+      };
     case 'reply':
       return result;
     default: {
@@ -64,7 +79,13 @@ export function renderResult(route: CompiledRoute, result: ModeResult): Rendered
  * Writes a complete response; the caller guarantees `res` is alive and corked. `messageId` is
  * sent as `Message-Id` when given; `close` asks uWS to close the connection after it.
  */
-export function writeResponse(res: HttpResponse, r: Rendered, requestId: string, messageId: string | undefined, close: boolean): void {
+export function writeResponse(
+  res: HttpResponse,
+  r: Rendered,
+  requestId: string,
+  messageId: string | undefined,
+  close: boolean,
+): void {
   res.writeStatus(statusLine(r.status));
   const headers = r.headers;
   for (let i = 0; i < headers.length; i++) {

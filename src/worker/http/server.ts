@@ -13,7 +13,11 @@ export class HttpServer {
   readonly #uws: Uws;
   #listenSocket: us_listen_socket | undefined;
 
-  constructor(uws: Uws, handler: (res: HttpResponse, req: HttpRequest) => void, onBug: (err: unknown) => void) {
+  constructor(
+    uws: Uws,
+    handler: (res: HttpResponse, req: HttpRequest) => void,
+    onBug: (err: unknown) => void,
+  ) {
     this.#uws = uws;
     this.#app = uws.App().any('/*', (res, req) => {
       try {
@@ -22,7 +26,13 @@ export class HttpServer {
         // A throw escaping a uWS handler aborts the whole process (docs/failure-modes.md #7): answer 500.
         onBug(err);
         try {
-          writeResponse(res, renderProblem(new BridgeError('BRIDGE_INTERNAL', 'internal error'), 'unknown'), 'unknown', undefined, true);
+          writeResponse(
+            res,
+            renderProblem(new BridgeError('BRIDGE_INTERNAL', 'internal error'), 'unknown'),
+            'unknown',
+            undefined,
+            true,
+          );
         } catch {
           // the response had been written already; nothing more to do
         }

@@ -39,13 +39,23 @@ function bodyText(received: ReceivedBody): string {
 /** A task result as HTTP: a string as is (XML-looking text as application/xml), else JSON. */
 function resultResult(result: unknown): ModeResult {
   if (typeof result === 'string') {
-    const type = result.trimStart().startsWith('<') ? 'application/xml; charset=utf-8' : 'text/plain; charset=utf-8';
+    const type = result.trimStart().startsWith('<')
+      ? 'application/xml; charset=utf-8'
+      : 'text/plain; charset=utf-8';
     return { kind: 'reply', status: 200, headers: [['Content-Type', type]], body: result };
   }
-  return { kind: 'reply', status: 200, headers: [['Content-Type', 'application/json']], body: JSON.stringify(result ?? null) };
+  return {
+    kind: 'reply',
+    status: 200,
+    headers: [['Content-Type', 'application/json']],
+    body: JSON.stringify(result ?? null),
+  };
 }
 
-export async function runCelery(req: ModeRequest<CompiledCeleryRoute>, deps: ModeDeps): Promise<ModeResult> {
+export async function runCelery(
+  req: ModeRequest<CompiledCeleryRoute>,
+  deps: ModeDeps,
+): Promise<ModeResult> {
   const { route, facts, body } = req;
   const cfg = route.config;
   const id = randomUUID();
@@ -61,6 +71,12 @@ export async function runCelery(req: ModeRequest<CompiledCeleryRoute>, deps: Mod
     await deps.publisher.publish(route.template, fields, facts.requestId, req.record);
     return { kind: 'task-queued', taskId: id };
   }
-  const { result } = await requestReply(req, deps, { correlationId: id, timeoutMs: cfg.timeoutMs, interpret: interpretCeleryResult, template: route.template, fields });
+  const { result } = await requestReply(req, deps, {
+    correlationId: id,
+    timeoutMs: cfg.timeoutMs,
+    interpret: interpretCeleryResult,
+    template: route.template,
+    fields,
+  });
   return resultResult(result);
 }

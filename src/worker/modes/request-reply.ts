@@ -20,12 +20,18 @@ export interface ReplyRequest<T> {
 }
 
 /** Resolves with the interpreted reply; the route's reply counts as ok or timeout in the record. */
-export async function requestReply<T>(req: ModeRequest, deps: ModeDeps, r: ReplyRequest<T>): Promise<T> {
+export async function requestReply<T>(
+  req: ModeRequest,
+  deps: ModeDeps,
+  r: ReplyRequest<T>,
+): Promise<T> {
   const { record, client } = req;
   if (client.gone) throw new ClientGoneError();
   const wait = deps.replies.wait(r.correlationId, r.timeoutMs, r.interpret, req.route.name);
   client.onGone(() => wait.cancel(new ClientGoneError()));
-  deps.publisher.send(r.template, r.fields, req.facts.requestId, record, ignore, (err) => wait.cancel(err));
+  deps.publisher.send(r.template, r.fields, req.facts.requestId, record, ignore, (err) =>
+    wait.cancel(err),
+  );
   try {
     const value = await wait.promise;
     record.reply = 'ok';

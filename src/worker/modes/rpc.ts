@@ -17,9 +17,17 @@ const keepMessage = (message: ConsumeMessage): ConsumeMessage => message;
 function replyStatus(message: ConsumeMessage): number {
   const raw: unknown = message.properties.headers?.['http-status'];
   if (raw === undefined || raw === null) return 200;
-  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d{3}$/.test(raw.trim()) ? Number(raw) : NaN;
+  const n =
+    typeof raw === 'number'
+      ? raw
+      : typeof raw === 'string' && /^\d{3}$/.test(raw.trim())
+        ? Number(raw)
+        : NaN;
   if (!Number.isInteger(n) || n < 200 || n > 599) {
-    throw new BridgeError('BRIDGE_BAD_REPLY', `the reply's http-status header (${inspect(raw)}) is not an HTTP status 200-599`);
+    throw new BridgeError(
+      'BRIDGE_BAD_REPLY',
+      `the reply's http-status header (${inspect(raw)}) is not an HTTP status 200-599`,
+    );
   }
   return n;
 }
@@ -29,7 +37,8 @@ function replyResult(route: CompiledRpcRoute, message: ConsumeMessage): ModeResu
   const status = replyStatus(message);
   const headers: Array<readonly [string, string]> = [];
   const contentType: unknown = message.properties.contentType;
-  if (typeof contentType === 'string' && contentType !== '') headers.push(['Content-Type', contentType]);
+  if (typeof contentType === 'string' && contentType !== '')
+    headers.push(['Content-Type', contentType]);
   const replyHeaders = message.properties.headers ?? {};
   for (const name of route.config.replyHeaders) {
     const value: unknown = replyHeaders[name];
@@ -40,7 +49,10 @@ function replyResult(route: CompiledRpcRoute, message: ConsumeMessage): ModeResu
   return { kind: 'reply', status, headers, body: message.content };
 }
 
-export async function runRpc(req: ModeRequest<CompiledRpcRoute>, deps: ModeDeps): Promise<ModeResult> {
+export async function runRpc(
+  req: ModeRequest<CompiledRpcRoute>,
+  deps: ModeDeps,
+): Promise<ModeResult> {
   const { route, facts, body } = req;
   const routingKey = checkRoutingKey(route.routingKey.render(body.summary.values));
   const correlationId = randomUUID();

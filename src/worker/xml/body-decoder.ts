@@ -6,7 +6,13 @@
  */
 import type { TextDecoder } from 'node:util';
 import { XmlError } from '../../shared/errors.js';
-import { DECLARATION_SNIFF_LIMIT, createDecoder, describeEncoding, sniffEncoding, type SniffedEncoding } from './encoding.js';
+import {
+  DECLARATION_SNIFF_LIMIT,
+  createDecoder,
+  describeEncoding,
+  sniffEncoding,
+  type SniffedEncoding,
+} from './encoding.js';
 
 const STREAM: { readonly stream: boolean } = { stream: true };
 
@@ -108,7 +114,11 @@ export class BodyDecoder {
       return createDecoder(encoding);
     } catch (err) {
       // canonicalLabel already vetted the label; this only guards an ICU-less Node build.
-      throw new XmlError('encoding', `cannot decode ${describeEncoding(encoding)}: ${messageOf(err)}`, { cause: err });
+      throw new XmlError(
+        'encoding',
+        `cannot decode ${describeEncoding(encoding)}: ${messageOf(err)}`,
+        { cause: err },
+      );
     }
   }
 
@@ -126,7 +136,9 @@ export class BodyDecoder {
     try {
       return sniffEncoding(head, this.#contentTypeCharset, complete);
     } catch (err) {
-      throw err instanceof XmlError ? err : new XmlError('encoding', messageOf(err), { cause: err });
+      throw err instanceof XmlError
+        ? err
+        : new XmlError('encoding', messageOf(err), { cause: err });
     }
   }
 
@@ -140,7 +152,8 @@ export class BodyDecoder {
   }
 
   #encodingError(err: unknown, atEnd: boolean): XmlError {
-    const what = this.#encoding === undefined ? 'the declared encoding' : describeEncoding(this.#encoding);
+    const what =
+      this.#encoding === undefined ? 'the declared encoding' : describeEncoding(this.#encoding);
     const detail = atEnd ? 'the body ends in the middle of a character' : 'invalid byte sequence';
     return new XmlError('encoding', `body is not valid ${what}: ${detail}`, { cause: err });
   }

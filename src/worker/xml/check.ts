@@ -68,20 +68,24 @@ export class XmlChecker {
     parser.on('closetag', () => this.onCloseTag());
     // CDATA only arrives through its own event; saxes builds its string either way, so this
     // handler stays on. The text handler is switched on only while a capture is open.
-    if (this.matcher !== undefined && options.paths?.wantsText === true) parser.on('cdata', this.matcher.text);
+    if (this.matcher !== undefined && options.paths?.wantsText === true)
+      parser.on('cdata', this.matcher.text);
     this.parser = parser;
   }
 
   feed(chunk: Uint8Array, last = false): void {
     if (this.failure !== undefined) throw this.failure;
-    if (this.summary !== undefined) throw this.fail(new XmlError('malformed', 'data after the end of the document'));
+    if (this.summary !== undefined)
+      throw this.fail(new XmlError('malformed', 'data after the end of the document'));
     if (chunk.length > 0) this.sawBytes = true;
     else if (!last) return;
     let text: string;
     try {
       text = this.decoder.decode(chunk, last);
     } catch (err) {
-      throw this.fail(err instanceof XmlError ? err : new XmlError('encoding', messageOf(err), { cause: err }));
+      throw this.fail(
+        err instanceof XmlError ? err : new XmlError('encoding', messageOf(err), { cause: err }),
+      );
     }
     if (text.length > 0) this.parse(text);
   }
@@ -94,7 +98,9 @@ export class XmlChecker {
     try {
       tail = this.decoder.end();
     } catch (err) {
-      throw this.fail(err instanceof XmlError ? err : new XmlError('encoding', messageOf(err), { cause: err }));
+      throw this.fail(
+        err instanceof XmlError ? err : new XmlError('encoding', messageOf(err), { cause: err }),
+      );
     }
     if (tail.length > 0) this.parse(tail);
     if (!this.sawContent) throw this.fail(emptyBody());
@@ -103,8 +109,13 @@ export class XmlChecker {
     } catch (err) {
       throw this.failure ?? this.fail(malformed(messageOf(err), err));
     }
-    if (this.root === undefined) throw this.fail(new XmlError('malformed', 'document must contain a root element'));
-    this.summary = { root: this.root, values: this.matcher?.values ?? NO_VALUES, encoding: this.decoder.label };
+    if (this.root === undefined)
+      throw this.fail(new XmlError('malformed', 'document must contain a root element'));
+    this.summary = {
+      root: this.root,
+      values: this.matcher?.values ?? NO_VALUES,
+      encoding: this.decoder.label,
+    };
     return this.summary;
   }
 
@@ -133,17 +144,32 @@ export class XmlChecker {
 
   private onDoctype(doctype: string): void {
     if (!this.allowDoctype) {
-      throw this.fail(new XmlError('doctype', 'DOCTYPE is not allowed on this route: send the document without <!DOCTYPE …>'));
+      throw this.fail(
+        new XmlError(
+          'doctype',
+          'DOCTYPE is not allowed on this route: send the document without <!DOCTYPE …>',
+        ),
+      );
     }
     if (hasInternalSubset(doctype)) {
-      throw this.fail(new XmlError('doctype', 'internal DTD subset is never allowed (<!DOCTYPE … [ … ]>): entity and attribute declarations are not processed'));
+      throw this.fail(
+        new XmlError(
+          'doctype',
+          'internal DTD subset is never allowed (<!DOCTYPE … [ … ]>): entity and attribute declarations are not processed',
+        ),
+      );
     }
   }
 
   private onOpenTag(tag: SaxesTagPlain): void {
     const depth = ++this.depth;
     if (depth > this.maxDepth) {
-      throw this.fail(new XmlError('too-deep', `elements are nested deeper than the maximum of ${this.maxDepth} levels`));
+      throw this.fail(
+        new XmlError(
+          'too-deep',
+          `elements are nested deeper than the maximum of ${this.maxDepth} levels`,
+        ),
+      );
     }
     if (depth === 1) this.root = tag.name;
     // saxes slices out every text run only while a text handler is set (a third of the parse
@@ -178,7 +204,9 @@ const SAXES_POSITION = /^(\d+):(\d+): /;
 
 function malformed(message: string, cause: unknown): XmlError {
   // saxes prefixes "line:column: "; spell it out for partners reading a 400 body.
-  let detail = SAXES_POSITION.test(message) ? message.replace(SAXES_POSITION, ' at line $1, column $2: ') : `: ${message}`;
+  let detail = SAXES_POSITION.test(message)
+    ? message.replace(SAXES_POSITION, ' at line $1, column $2: ')
+    : `: ${message}`;
   if (detail.endsWith('undefined entity.')) {
     detail = `${detail.slice(0, -1)}: only &lt; &gt; &amp; &apos; &quot; and character references are allowed (DTD entities are never expanded)`;
   }

@@ -29,7 +29,9 @@ export function compilePaths(paths: readonly string[]): CompiledPaths {
   for (const path of paths) {
     const steps = path.split('/');
     if (steps[0] !== '' || steps.length < 2 || steps.some((s, i) => i > 0 && s === '')) {
-      throw new TypeError(`extract path ${JSON.stringify(path)} must be absolute, like /xml/MsgType or /a/b/@attr`);
+      throw new TypeError(
+        `extract path ${JSON.stringify(path)} must be absolute, like /xml/MsgType or /a/b/@attr`,
+      );
     }
     const last = steps[steps.length - 1] ?? '';
     const attribute = last.startsWith('@') ? last.slice(1) : undefined;
