@@ -123,8 +123,12 @@ describe('XmlChecker: well-formed documents', () => {
     });
   });
 
-  it('accepts unbound prefixes (namespaces are not validated)', () => {
-    assert.equal(check('<a:b><c:d/></a:b>').root, 'a:b');
+  it('accepts the xml prefix undeclared, and prefixes declared on the element or an ancestor', () => {
+    assert.equal(check('<r xml:lang="en"><xml:x/></r>').root, 'r');
+    assert.equal(check('<a:b xmlns:a="urn:a" a:c="1"><a:d/></a:b>').root, 'a:b');
+    assert.equal(check('<r><a:b a:c="1" xmlns:a="urn:a"/></r>').root, 'r');
+    assert.equal(check('<r xmlns="urn:d" xmlnsfoo="not a declaration"><x/></r>').root, 'r');
+    assert.equal(check('<r xmlns:xml="http://www.w3.org/XML/1998/namespace"/>').root, 'r');
   });
 
   it('accepts attributes, comments, PIs and whitespace around the root', () => {
@@ -138,22 +142,30 @@ describe('XmlChecker: well-formed documents', () => {
     assert.equal(check(bytes([0xef, 0xbb, 0xbf], '<a/>')).root, 'a');
   });
 
-  it('decodes UTF-16LE/BE with a BOM and without (from "<?")', () => {
-    const doc = '<?xml version="1.0" encoding="UTF-16"?><中 a="é">文</中>';
+  it('decodes UTF-16LE/BE with a BOM, and without one where the declaration names the byte order', () => {
     const opts = { extract: ['/中', '/中/@a'] };
-    const variants: ReadonlyArray<readonly ['le' | 'be', boolean]> = [
-      ['le', true],
-      ['be', true],
-      ['le', false],
-      ['be', false],
+    const variants: ReadonlyArray<readonly ['le' | 'be', boolean, string]> = [
+      ['le', true, 'UTF-16'],
+      ['be', true, 'UTF-16'],
+      ['le', true, 'utf-16le'],
+      ['be', true, 'UTF-16BE'],
+      ['le', false, 'UTF-16LE'],
+      ['be', false, 'utf-16be'],
     ];
-    for (const [endian, bom] of variants) {
+    for (const [endian, bom, label] of variants) {
+      const doc = `<?xml version="1.0" encoding="${label}"?><中 a="é">文</中>`;
       assert.deepEqual(
         plain(check(utf16(doc, endian, bom), opts)),
         { root: '中', values: { '/中': '文', '/中/@a': 'é' } },
-        `${endian} bom=${bom}`,
+        `${endian} bom=${bom} ${label}`,
       );
     }
+  });
+
+  it('takes a BOM-less UTF-16 declaration without encoding from a Content-Type naming the byte order', () => {
+    const doc = utf16('<?xml version="1.0"?><a>é</a>', 'be', false);
+    const s = check(doc, { contentTypeCharset: 'UTF-16BE', extract: ['/a'] });
+    assert.equal(s.values.get('/a'), 'é');
   });
 
   it('decodes Latin-1 and windows-1252 from the declaration', () => {
@@ -211,24 +223,17 @@ describe('XmlChecker: well-formed documents', () => {
     );
   });
 
-  it('trusts a BOM over the declaration and the Content-Type charset', () => {
-    const doc = bytes([0xef, 0xbb, 0xbf], '<?xml version="1.0" encoding="ISO-8859-1"?><x>é</x>');
-    assert.equal(
-      check(doc, { contentTypeCharset: 'shift_jis', extract: ['/x'] }).values.get('/x'),
-      'é',
-    );
-    const utf16Declared = bytes(
-      [0xef, 0xbb, 0xbf],
-      '<?xml version="1.0" encoding="UTF-16"?><x>é</x>',
-    );
-    assert.equal(check(utf16Declared, { extract: ['/x'] }).values.get('/x'), 'é');
-    const utf8DeclaredLe = utf16('<?xml version="1.0" encoding="UTF-8"?><x>é</x>', 'le', true);
-    assert.equal(check(utf8DeclaredLe, { extract: ['/x'] }).values.get('/x'), 'é');
-  });
-
-  it('decodes a UTF-16 declaration on ASCII-compatible bytes as UTF-8', () => {
-    const doc = '<?xml version="1.0" encoding="UTF-16"?><x>é</x>';
-    assert.equal(check(doc, { extract: ['/x'] }).values.get('/x'), 'é');
+  it('trusts a BOM over the Content-Type charset', () => {
+    for (const decl of ['', '<?xml version="1.0" encoding="utf-8"?>', '<?xml version="1.0"?>']) {
+      const doc = bytes([0xef, 0xbb, 0xbf], `${decl}<x>é</x>`);
+      assert.equal(
+        check(doc, { contentTypeCharset: 'shift_jis', extract: ['/x'] }).values.get('/x'),
+        'é',
+        decl,
+      );
+    }
+    const le = utf16('<x>é</x>', 'le', true);
+    assert.equal(check(le, { contentTypeCharset: 'utf-8', extract: ['/x'] }).values.get('/x'), 'é');
   });
 });
 
@@ -243,7 +248,7 @@ describe('XmlChecker: chunking', () => {
       ),
     ],
     ['utf-16le BOM', utf16('<?xml version="1.0"?><a>𝄞 中</a>', 'le', true)],
-    ['utf-16be no BOM', utf16('<?xml version="1.0"?><a>𝄞 中</a>', 'be', false)],
+    ['utf-16be no BOM', utf16('<?xml version="1.0" encoding="UTF-16BE"?><a>𝄞 中</a>', 'be', false)],
     [
       'gb18030',
       bytes(
@@ -403,6 +408,160 @@ describe('XmlChecker: refusals', () => {
       () => checker.end(),
       (err) => err === first,
     );
+  });
+});
+
+describe('XmlChecker: namespace well-formedness', () => {
+  const refusedAsMalformed: ReadonlyArray<readonly [string, string, RegExp]> = [
+    ['unbound element prefix', '<a:b/>', /prefix "a" is not declared/],
+    ['unbound attribute prefix', '<r a:x="1"/>', /prefix "a" is not declared/],
+    ['prefix used outside its scope', '<r><a:b xmlns:a="urn:a"/><a:c/></r>', /"a:c"/],
+    ['two colons in an element name', '<a:b:c xmlns:a="urn:a"/>', /not a qualified name/],
+    ['two colons in an attribute name', '<r xmlns:a="urn:a" a:b:c="1"/>', /not a qualified name/],
+    ['colon at the end', '<r: />', /not a qualified name/],
+    ['colon at the start', '<:r/>', /not a qualified name/],
+    ['xmlns: without prefix', '<r xmlns:="urn:a"/>', /not a namespace declaration/],
+    [
+      'undeclaring a prefix in XML 1.0',
+      '<a:r xmlns:a="urn:a"><a:s xmlns:a=""/></a:r>',
+      /undeclared in XML 1.0/,
+    ],
+    ['xml bound elsewhere', '<r xmlns:xml="urn:x"/>', /prefix xml may only/],
+    [
+      'another prefix bound to the XML namespace',
+      '<r xmlns:y="http://www.w3.org/XML/1998/namespace"/>',
+      /no prefix other than xml/,
+    ],
+    ['xmlns declared', '<r xmlns:xmlns="http://www.w3.org/2000/xmlns/"/>', /xmlns is reserved/],
+    [
+      'a prefix bound to the xmlns namespace',
+      '<r xmlns:y="http://www.w3.org/2000/xmlns/"/>',
+      /no prefix other than xmlns/,
+    ],
+    [
+      'default namespace = XML namespace',
+      '<r xmlns="http://www.w3.org/XML/1998/namespace"/>',
+      /default namespace/,
+    ],
+    ['xmlns as an element prefix', '<xmlns:r/>', /reserved for namespace declarations/],
+    [
+      'same expanded attribute name',
+      '<r xmlns:a="urn:x" xmlns:b="urn:x"><s a:n="1" b:n="2"/></r>',
+      /same attribute \{urn:x\}n/,
+    ],
+    ['colon in a PI target', '<?a:b x?><r/>', /processing instruction target "a:b"/],
+  ];
+  for (const [what, doc, message] of refusedAsMalformed) {
+    it(`refuses ${what}`, () => {
+      assert.throws(() => check(doc), rejects('malformed', message));
+      assert.throws(() => check(doc, {}, 1), rejects('malformed', message), 'byte by byte');
+    });
+  }
+
+  it('names the position and the rule', () => {
+    assert.throws(
+      () => check('<r>\n  <a:b/></r>'),
+      rejects('malformed', /^malformed XML at line 2, column \d+: .*\(Namespaces in XML 1\.0\)$/),
+    );
+  });
+
+  it('allows undeclaring a prefix in XML 1.1, after which it is unbound', () => {
+    const decl = '<?xml version="1.1"?>';
+    assert.equal(check(`${decl}<a:r xmlns:a="urn:a"><s xmlns:a=""/></a:r>`).root, 'a:r');
+    assert.throws(
+      () => check(`${decl}<a:r xmlns:a="urn:a"><a:s xmlns:a=""/></a:r>`),
+      rejects('malformed', /prefix "a" is not declared/),
+    );
+  });
+
+  it('restores an outer binding when an inner one goes out of scope', () => {
+    const doc =
+      '<a:r xmlns:a="urn:1"><a:s xmlns:a="urn:2" a:n="x"/><a:t b:n="1" a:n="2" xmlns:b="urn:2"/></a:r>';
+    assert.equal(check(doc).root, 'a:r');
+  });
+
+  it('checks the DOCTYPE name and syntax when DOCTYPE is allowed', () => {
+    const allow = { allowDoctype: true };
+    assert.equal(check('<!DOCTYPE p:r SYSTEM "r.dtd"><p:r xmlns:p="urn:p"/>', allow).root, 'p:r');
+    assert.throws(
+      () => check('<!DOCTYPE a:b:c SYSTEM "r.dtd"><r/>', allow),
+      rejects('malformed', /qualified name/),
+    );
+    assert.throws(
+      () => check('<!DOCTYPE SYSTEM "r.dtd"><r/>', allow),
+      rejects('malformed', /DOCTYPE must be/),
+    );
+    assert.throws(
+      () => check('<!DOCTYPE r PUBLIC "a{b}" "r.dtd"><r/>', allow),
+      rejects('malformed', /DOCTYPE must be/),
+    );
+    assert.throws(
+      () => check('<!DOCTYPE r SYSTEM><r/>', allow),
+      rejects('malformed', /DOCTYPE must be/),
+    );
+  });
+});
+
+describe('XmlChecker: the declared encoding must match the bytes', () => {
+  const contradictions: ReadonlyArray<readonly [string, Uint8Array]> = [
+    [
+      'UTF-8 BOM, declared ISO-8859-1',
+      bytes([0xef, 0xbb, 0xbf], '<?xml version="1.0" encoding="ISO-8859-1"?><x/>'),
+    ],
+    [
+      'UTF-8 BOM, declared UTF-16',
+      bytes([0xef, 0xbb, 0xbf], '<?xml version="1.0" encoding="UTF-16"?><x/>'),
+    ],
+    [
+      'UTF-16LE BOM, declared UTF-8',
+      utf16('<?xml version="1.0" encoding="UTF-8"?><x/>', 'le', true),
+    ],
+    [
+      'UTF-16BE BOM, declared utf-8',
+      utf16("<?xml version='1.0' encoding='utf-8'?><x/>", 'be', true),
+    ],
+    [
+      'UTF-16BE BOM, declared UTF-16LE',
+      utf16('<?xml version="1.0" encoding="UTF-16LE"?><x/>', 'be', true),
+    ],
+    [
+      'UTF-16LE without BOM, declared UTF-16',
+      utf16('<?xml version="1.0" encoding="UTF-16"?><x/>', 'le', false),
+    ],
+    [
+      'UTF-16BE without BOM, declared UTF-16LE',
+      utf16('<?xml version="1.0" encoding="UTF-16LE"?><x/>', 'be', false),
+    ],
+    ['UTF-16LE without BOM or encoding', utf16('<?xml version="1.0"?><x/>', 'le', false)],
+    ['UTF-16LE without BOM, a PI first', utf16('<?pi x?><x/>', 'le', false)],
+    ['8-bit bytes declared UTF-16', bytes('<?xml version="1.0" encoding="UTF-16"?><x/>')],
+    ['8-bit bytes declared UTF-16LE', bytes("<?xml version='1.0' encoding='utf-16le'?><x/>")],
+  ];
+  for (const [what, doc] of contradictions) {
+    it(`refuses ${what}`, () => {
+      assert.throws(() => check(doc), rejects('encoding'));
+      assert.throws(() => check(doc, {}, 1), rejects('encoding'), 'byte by byte');
+      assert.throws(
+        () => check(doc, { contentTypeCharset: 'utf-8' }),
+        rejects('encoding'),
+        'with a charset',
+      );
+    });
+  }
+
+  it('refuses a BOM-less UTF-16 body whose Content-Type says only "utf-16"', () => {
+    const doc = utf16('<?xml version="1.0"?><x/>', 'le', false);
+    assert.throws(
+      () => check(doc, { contentTypeCharset: 'utf-16' }),
+      rejects('encoding', /byte order mark/),
+    );
+  });
+
+  it('compares a declaration past the 1 KiB sniff window too', () => {
+    const doc = `<?xml version="1.0"${' '.repeat(1100)}encoding="ISO-8859-1"?><x/>`;
+    assert.throws(() => check(doc), rejects('encoding', /ISO-8859-1/));
+    const same = `<?xml version="1.0"${' '.repeat(1100)}encoding="utf-8"?><x/>`;
+    assert.equal(check(same).root, 'x');
   });
 });
 

@@ -47,6 +47,11 @@ export class BodyDecoder {
     this.#contentTypeCharset = contentTypeCharset;
   }
 
+  /** How the body's encoding was decided; undefined until its first bytes decided it. */
+  get encoding(): SniffedEncoding | undefined {
+    return this.#encoding;
+  }
+
   /** The WHATWG label the body is decoded with ('utf-8' until decided). */
   get label(): string {
     return this.#encoding?.label ?? 'utf-8';

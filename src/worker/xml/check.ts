@@ -1,11 +1,15 @@
 /**
  * Streaming well-formedness check of a request body: saxes underneath, fed the text that
- * body-decoder.ts makes of the bytes, with the bridge's own rules on top (depth, DOCTYPE) and
- * the root name and routing-key values (paths.ts) pulled out on the way.
+ * body-decoder.ts makes of the bytes, with the bridge's own rules on top (depth, DOCTYPE,
+ * namespace well-formedness, the declared encoding agreeing with the bytes) and the root name
+ * and routing-key values (paths.ts) pulled out on the way.
  */
-import { SaxesParser, type SaxesTagPlain } from 'saxes';
+import { SaxesParser, type SaxesTagPlain, type XMLDecl } from 'saxes';
 import { XmlError } from '../../shared/errors.js';
 import { BodyDecoder } from './body-decoder.js';
+import { checkDeclaredEncoding } from './encoding.js';
+import { doctypeProblem } from './doctype.js';
+import { NamespaceScope, piTargetProblem } from './namespaces.js';
 import { PathMatcher, type CompiledPaths } from './paths.js';
 
 export interface XmlCheckOptions {
@@ -29,6 +33,8 @@ export interface XmlSummary {
 
 // Position tracking stays on: on 1 KiB documents it cost nothing measurable (within noise of
 // ~6 µs/doc either way), and "line 3, column 14" is what a partner needs to fix its sender.
+// xmlns stays off: namespaces.ts checks the same rules for a fraction of what saxes' namespace
+// mode costs (bench/xml-check-cost.ts).
 type ParserOptions = { xmlns: false; position: true };
 const PARSER_OPTIONS: ParserOptions = { xmlns: false, position: true };
 const NO_VALUES: ReadonlyMap<string, string> = new Map();
@@ -44,18 +50,23 @@ export class XmlChecker {
   private readonly parser: SaxesParser<ParserOptions>;
   private readonly decoder: BodyDecoder;
   private readonly matcher: PathMatcher | undefined;
+  private readonly namespaces = new NamespaceScope();
+  private readonly contentTypeCharset: string | undefined;
 
   private sawBytes = false;
   /** Whether anything but XML whitespace was decoded; distinguishes 'empty' from 'malformed'. */
   private sawContent = false;
   private depth = 0;
   private root: string | undefined;
+  /** Whether the declared encoding was compared with the decoded one (once, before the root). */
+  private encodingChecked = false;
   private failure: XmlError | undefined;
   private summary: XmlSummary | undefined;
 
   constructor(options: XmlCheckOptions) {
     this.maxDepth = options.maxDepth;
     this.allowDoctype = options.allowDoctype;
+    this.contentTypeCharset = options.contentTypeCharset;
     this.decoder = new BodyDecoder(options.contentTypeCharset);
     this.matcher = options.paths === undefined ? undefined : new PathMatcher(options.paths);
 
@@ -63,7 +74,14 @@ export class XmlChecker {
     parser.on('error', (err) => {
       throw this.fail(malformed(err.message, err));
     });
+    parser.on('xmldecl', (decl) => this.onXmlDecl(decl));
     parser.on('doctype', (doctype) => this.onDoctype(doctype));
+    parser.on('processinginstruction', ({ target }) => {
+      const problem = piTargetProblem(target);
+      if (problem !== undefined)
+        throw this.fail(this.positioned(`${problem} (Namespaces in XML 1.0)`));
+    });
+    parser.on('attribute', ({ name, value }) => this.namespaces.attribute(name, value));
     parser.on('opentag', (tag) => this.onOpenTag(tag));
     parser.on('closetag', () => this.onCloseTag());
     // CDATA only arrives through its own event; saxes builds its string either way, so this
@@ -142,6 +160,31 @@ export class XmlChecker {
     }
   }
 
+  private onXmlDecl(decl: XMLDecl): void {
+    this.namespaces.setVersion(decl.version);
+    this.checkEncoding(decl.encoding);
+  }
+
+  private checkEncoding(declared: string | undefined): void {
+    this.encodingChecked = true;
+    const decided = this.decoder.encoding;
+    // Text reaches saxes only once the encoding is decided.
+    if (decided === undefined) return;
+    try {
+      checkDeclaredEncoding(decided, declared, this.contentTypeCharset);
+    } catch (err) {
+      throw this.fail(
+        err instanceof XmlError ? err : new XmlError('encoding', messageOf(err), { cause: err }),
+      );
+    }
+  }
+
+  /** A problem found by the bridge's own rules, at the parser's position, worded like saxes'. */
+  private positioned(problem: string): XmlError {
+    const { line, column } = this.parser;
+    return new XmlError('malformed', `malformed XML at line ${line}, column ${column}: ${problem}`);
+  }
+
   private onDoctype(doctype: string): void {
     if (!this.allowDoctype) {
       throw this.fail(
@@ -159,9 +202,12 @@ export class XmlChecker {
         ),
       );
     }
+    const problem = doctypeProblem(doctype);
+    if (problem !== undefined) throw this.fail(this.positioned(problem));
   }
 
   private onOpenTag(tag: SaxesTagPlain): void {
+    if (!this.encodingChecked) this.checkEncoding(undefined);
     const depth = ++this.depth;
     if (depth > this.maxDepth) {
       throw this.fail(
@@ -171,6 +217,9 @@ export class XmlChecker {
         ),
       );
     }
+    const problem = this.namespaces.openTag(tag.name, depth);
+    if (problem !== undefined)
+      throw this.fail(this.positioned(`${problem} (Namespaces in XML 1.0)`));
     if (depth === 1) this.root = tag.name;
     // saxes slices out every text run only while a text handler is set (a third of the parse
     // time on CDATA-heavy WeChat bodies, measured) and reads the handler afresh at each run,
@@ -180,6 +229,7 @@ export class XmlChecker {
 
   private onCloseTag(): void {
     const depth = this.depth--;
+    this.namespaces.closeTag(depth);
     if (this.matcher?.closeTag(depth) === true) this.parser.off('text');
   }
 }

@@ -1,21 +1,25 @@
 /**
  * Byte-level charset detection: decides which TextDecoder decodes a request body before saxes
- * (which only understands JS strings) sees a single character.
+ * (which only understands JS strings) sees a single character, and whether the document's XML
+ * declaration agrees with that decision.
  *
  * Policy, in order (first rule that applies wins):
- *  1. Byte order mark: EF BB BF → utf-8, FE FF → utf-16be, FF FE → utf-16le. The BOM is
- *     authoritative: any declaration or Content-Type charset is ignored (a UTF-16 declaration
- *     behind a BOM is trusted to the BOM, so is a contradicting one — decoding is fatal, so a
- *     lie surfaces as an 'encoding' error, never as mojibake).
+ *  1. Byte order mark: EF BB BF → utf-8, FE FF → utf-16be, FF FE → utf-16le. The BOM beats the
+ *     Content-Type charset. The XML declaration must agree with it (checkDeclaredEncoding): a
+ *     UTF-8 BOM with `encoding="ISO-8859-1"`, or a UTF-16 BOM with `encoding="UTF-8"`, is a
+ *     fatal error (XML 1.0 §4.3.3), refused as 'encoding'.
  *  2. UTF-16 without BOM, recognised from `<?` in the first four bytes:
- *     3C 00 3F 00 → utf-16le, 00 3C 00 3F → utf-16be (XML 1.0 appendix F).
+ *     3C 00 3F 00 → utf-16le, 00 3C 00 3F → utf-16be (XML 1.0 appendix F). A UTF-16 entity
+ *     without a BOM must say which UTF-16 it is: its declaration names UTF-16LE or UTF-16BE
+ *     (matching the byte order), or, without an encoding declaration, the Content-Type charset
+ *     does (RFC 7303 §3). `encoding="UTF-16"` without a BOM is refused.
  *  3. The ASCII-compatible XML declaration's `encoding="…"` (single or double quotes). The
  *     declaration travels with the bytes, while header charsets are often a framework default,
  *     so it beats Content-Type. While the head starts with `<?xml` + whitespace and no `?>` has
  *     arrived, the answer is 'need-more' until 1024 bytes were seen; after that the declaration
- *     is treated as absent and saxes reports the malformed declaration. A UTF-16 label in an
- *     ASCII-compatible declaration is impossible (the declaration itself was readable as ASCII),
- *     so it decodes as utf-8, as libxml2 and the WHATWG prescan do.
+ *     is treated as absent here (checkDeclaredEncoding still compares it once saxes read it). A
+ *     UTF-16 label in an ASCII-compatible declaration is a fatal error: the declaration was
+ *     readable as ASCII, so the document cannot be UTF-16 (XML 1.0 §4.3.3; W3C test rmt-e2e-61).
  *  4. The Content-Type `charset` parameter.
  *  5. utf-8.
  * Labels resolve through WHATWG (TextDecoder), so `iso-8859-1`/`us-ascii` decode as
@@ -95,12 +99,13 @@ export function sniffEncoding(
         const declared = declaredEncoding(head, end);
         if (declared !== undefined) {
           const label = canonicalLabel(declared, 'the XML declaration');
-          // A declaration we could read as ASCII cannot be UTF-16 (see policy 3).
-          return {
-            label: label === 'utf-16le' || label === 'utf-16be' ? 'utf-8' : label,
-            source: 'declaration',
-            declared,
-          };
+          if (isUtf16(label)) {
+            throw new XmlError(
+              'encoding',
+              `the XML declaration says "${declared}", but the body is in 8-bit bytes: a UTF-16 document starts with a byte order mark`,
+            );
+          }
+          return { label, source: 'declaration', declared };
         }
       } else if (n < DECLARATION_SNIFF_LIMIT && !complete) {
         return 'need-more';
@@ -142,6 +147,78 @@ const canonicalCache = new Map<string, string>([
   ['utf-8', 'utf-8'],
   ['utf8', 'utf-8'],
 ]);
+
+/**
+ * Checks the XML declaration's encoding (as saxes read it; undefined when the document has no
+ * declaration or no encoding in it) against the encoding the body was decoded with, per the policy
+ * above. Throws XmlError('encoding') naming both.
+ */
+export function checkDeclaredEncoding(
+  decided: SniffedEncoding,
+  declared: string | undefined,
+  contentTypeCharset: string | undefined,
+): void {
+  switch (decided.source) {
+    case 'declaration':
+      // Decided from this very declaration (a UTF-16 label there was refused by sniffEncoding).
+      return;
+    case 'bom': {
+      if (declared === undefined) return;
+      const label = canonicalLabel(declared, 'the XML declaration');
+      const agrees = isUtf16(decided.label)
+        ? isUtf16(label) && (!namesByteOrder(declared) || label === decided.label)
+        : label === decided.label;
+      if (!agrees) throw contradiction(decided, declared);
+      return;
+    }
+    case 'utf16-pattern': {
+      // XML 1.0 §4.3.3: UTF-16 without a BOM is only allowed where something names it.
+      const naming = declared ?? unquote(contentTypeCharset?.trim() ?? '');
+      if (
+        naming === '' ||
+        !namesByteOrder(naming) ||
+        canonicalLabel(
+          naming,
+          declared === undefined ? 'the Content-Type charset' : 'the XML declaration',
+        ) !== decided.label
+      ) {
+        throw new XmlError(
+          'encoding',
+          `the body is ${decided.label.toUpperCase()} without a byte order mark, ${
+            naming === '' ? 'and nothing names its encoding' : `but "${naming}" is named`
+          }: start it with a byte order mark, or declare encoding="${decided.label.toUpperCase()}"`,
+        );
+      }
+      return;
+    }
+    case 'content-type':
+    case 'default':
+      // Only a declaration past the sniff window gets here with an encoding in it.
+      if (
+        declared !== undefined &&
+        canonicalLabel(declared, 'the XML declaration') !== decided.label
+      )
+        throw contradiction(decided, declared);
+      return;
+  }
+}
+
+function contradiction(decided: SniffedEncoding, declared: string): XmlError {
+  return new XmlError(
+    'encoding',
+    `the XML declaration says encoding="${declared}", but the body is ${describeEncoding(decided)}: make them agree`,
+  );
+}
+
+function isUtf16(label: string): boolean {
+  return label === 'utf-16le' || label === 'utf-16be';
+}
+
+/** UTF-16LE and UTF-16BE name a byte order; "UTF-16" (and its aliases) leave it to the BOM. */
+function namesByteOrder(label: string): boolean {
+  const key = label.trim().toLowerCase();
+  return key === 'utf-16le' || key === 'utf-16be';
+}
 
 /** A fatal, BOM-stripping TextDecoder for a sniffed encoding. */
 export function createDecoder(encoding: SniffedEncoding): TextDecoder {
