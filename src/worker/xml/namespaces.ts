@@ -5,10 +5,11 @@
  * attribute uniqueness by expanded name. Downstream consumers are namespace-aware (SOAP stacks,
  * JAXB, lxml), so a document that breaks these rules is one none of them would read (#11).
  *
- * saxes' own `xmlns: true` checks the same, but measured 32 % slower on the partner corpus
- * (bench/xml-check-cost.ts) because it builds a namespace object per element and an object per
- * attribute. Here an element without a colon in its name or attributes and without declarations
- * costs a look at each attribute name as saxes reads it and allocates nothing.
+ * saxes' own `xmlns: true` checks the same, but it builds a namespace object per element and an
+ * object per attribute: on the partner corpus (bench/xml-check-cost.ts, 90 documents, mean 7 KB)
+ * it added 17 µs per document to bare saxes (+27 %), where these checks add 8 µs (+10 %) to the
+ * whole XmlChecker. An element without declarations or colons costs a look at each attribute
+ * name as saxes reads it and allocates nothing.
  */
 
 const XML_NAMESPACE = 'http://www.w3.org/XML/1998/namespace';
