@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { stopPid } from './pids.js';
+import { alive, stopPid } from './pids.js';
 import { waitUntil } from './poll.js';
 import { freePort } from './free-port.js';
 
@@ -24,10 +24,15 @@ export interface PrivateBroker {
   readonly port: number;
   /** `amqp://guest:guest@127.0.0.1:<port>/` */
   readonly url: string;
-  /** The OS PID of its Erlang VM. */
+  /** The OS PID of its Erlang VM (a new one after `restart()`). */
   readonly pid: number;
   /** rabbitmqctl against this node only. */
   ctl(...args: string[]): Promise<string>;
+  /**
+   * Boots the node again on the same ports, data directory and cookie, after it died (e.g. a
+   * `kill -9` of `pid`); resolves once it is up, with its new PID. Rejects if the old VM still runs.
+   */
+  restart(): Promise<number>;
   /** Stops it by PID (SIGTERM, SIGKILL after 20 s) and deletes its directory; idempotent. */
   stop(): Promise<void>;
 }
@@ -66,7 +71,7 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     );
     return stdout;
   };
-  const server = spawn(path.join(RABBITMQ_BIN, 'rabbitmq-server'), [], {
+  let server = spawn(path.join(RABBITMQ_BIN, 'rabbitmq-server'), [], {
     env,
     stdio: ['ignore', 'ignore', 'ignore'],
     detached: false,
@@ -81,7 +86,7 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
       if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     })());
-  try {
+  const boot = async (): Promise<number> => {
     // await_startup fails at once while the node has not registered with epmd yet: retry that.
     const state = await waitUntil(
       `private node ${node} to boot`,
@@ -95,8 +100,12 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     );
     if (state === 'exited')
       throw new Error(`rabbitmq-server exited with ${String(server.exitCode)}`);
-    pid = Number(readFileSync(path.join(dir, 'pid'), 'utf8').trim());
-    if (!(pid > 0)) throw new Error('the private node wrote no PID');
+    const booted = Number(readFileSync(path.join(dir, 'pid'), 'utf8').trim());
+    if (!(booted > 0)) throw new Error('the private node wrote no PID');
+    return booted;
+  };
+  try {
+    pid = await boot();
   } catch (err) {
     await stop();
     throw new Error(
@@ -104,5 +113,28 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
       { cause: err },
     );
   }
-  return { node, port, url: `amqp://guest:guest@127.0.0.1:${port}/`, pid, ctl, stop };
+  const restart = async (): Promise<number> => {
+    if (stopped !== undefined) throw new Error(`private node ${node} was stopped`);
+    if (alive(pid)) throw new Error(`private node ${node} still runs as PID ${pid}`);
+    rmSync(path.join(dir, 'pid'), { force: true });
+    server = spawn(path.join(RABBITMQ_BIN, 'rabbitmq-server'), [], {
+      env,
+      stdio: ['ignore', 'ignore', 'ignore'],
+      detached: false,
+    });
+    pid = -1;
+    pid = await boot();
+    return pid;
+  };
+  return {
+    node,
+    port,
+    url: `amqp://guest:guest@127.0.0.1:${port}/`,
+    get pid() {
+      return pid;
+    },
+    ctl,
+    restart,
+    stop,
+  };
 }
