@@ -33,6 +33,7 @@ export function workerReadiness(view: SlotView): WorkerReadiness {
     if (!s.listening) reasons.push('not listening');
     if (s.amqp === 'blocked') reasons.push('broker blocked (memory or disk alarm)');
     else if (s.amqp !== 'connected') reasons.push(`broker ${s.amqp}`);
+    else if (s.stalled === true) reasons.push('broker stalled (no confirm for amqp.stallMs)');
     if (s.draining) reasons.push('draining');
     if (view.silentMs !== undefined && view.silentMs > WORKER_SILENCE_LIMIT_MS) {
       reasons.push(`not responding (no report for ${Math.round(view.silentMs / 1000)} s)`);

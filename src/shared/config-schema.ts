@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 
+const DEFAULT_STALL_MS = 2000;
+
 /** Headers the bridge sets itself or that RabbitMQ interprets (sender-selected distribution). */
 const RESERVED_FORWARD_HEADERS = new Set([
   'cc',
@@ -181,7 +183,22 @@ export const configSchema = z
         reconnectSeconds: z.number().min(0.1).max(600).default(2),
         maxInFlight: int(1, 1_000_000).default(10_000),
         confirmTimeoutMs: int(1, 600_000).default(5000),
+        /**
+         * Publishes waiting this long with no confirm arriving at all: the broker is stalled
+         * (frozen, stuck disk); new requests get 503 at once and /readyz says so until a confirm
+         * arrives. 0 turns the check off; unset, 2000 or half of confirmTimeoutMs if that is less.
+         */
+        stallMs: int(0, 600_000).optional(),
       })
+      .refine((a) => a.stallMs === undefined || a.stallMs < a.confirmTimeoutMs, {
+        message:
+          'stallMs must be less than confirmTimeoutMs: publishes time out before a stall could be noticed',
+        path: ['stallMs'],
+      })
+      .transform((a) => ({
+        ...a,
+        stallMs: a.stallMs ?? Math.min(DEFAULT_STALL_MS, Math.floor(a.confirmTimeoutMs / 2)),
+      }))
       .prefault({}),
     topology: z
       .strictObject({
@@ -198,6 +215,11 @@ export const configSchema = z
         requestTimeoutMs: int(100, 600_000).default(10_000),
         /** Largest value of a forwarded header; longer ones are refused with 400. */
         maxHeaderValueBytes: int(1, 4096).default(2048),
+        /**
+         * Per worker: bodies still streaming in; beyond it, 503. Counted apart from maxInFlight,
+         * so slow uploads never take the slots of requests waiting on the broker.
+         */
+        maxUploads: int(1, 1_000_000).default(1000),
       })
       .prefault({}),
     logging: z

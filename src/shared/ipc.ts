@@ -14,6 +14,8 @@ export interface WorkerStatus {
   readonly listening: boolean;
   readonly amqp: AmqpState;
   readonly draining: boolean;
+  /** Publishes wait and the broker confirmed nothing for amqp.stallMs. */
+  readonly stalled?: boolean;
   /** The broker's latest complaint (e.g. `NOT_FOUND - no queue …` from the topology), passwords redacted. */
   readonly problem?: string;
 }

@@ -73,6 +73,12 @@ export const WORKER_METRICS = {
     kind: 'gauge',
     labelNames: [],
   },
+  stalled: {
+    name: 'bridge_amqp_stalled',
+    help: 'Workers whose broker has confirmed nothing for amqp.stallMs while publishes wait (frozen node, stuck disk).',
+    kind: 'gauge',
+    labelNames: [],
+  },
   rpcReplies: {
     name: 'bridge_rpc_replies_total',
     help: 'Replies for rpc and celery routes: ok, timeout (none in time), late (arrived after its caller was gone; dropped).',

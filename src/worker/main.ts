@@ -65,12 +65,16 @@ async function start(
   });
   const publisher = new Publisher(link, config.amqp);
   const replies = new ReplyRouter(link);
-  const admission = new Admission(link, publisher, config.amqp);
+  const admission = new Admission(link, publisher, {
+    ...config.amqp,
+    maxUploads: config.limits.maxUploads,
+  });
   const routes = new RouteTable(config);
   const metrics = new WorkerMetrics({
     inFlight: () => admission.active,
     connected: () => link.ready,
     blocked: () => link.state === 'blocked',
+    stalled: () => publisher.stalled,
   });
   metrics.declareRoutes(routes.routes.map((r) => r.name));
   replies.on('late', (route) => metrics.lateReply(route));
@@ -83,6 +87,7 @@ async function start(
       listening,
       amqp: link.state,
       draining,
+      stalled: publisher.stalled,
       ...(problem === undefined ? {} : { problem }),
     };
     send({ type: 'bridge:status', status });
@@ -100,6 +105,18 @@ async function start(
     problem = undefined;
   });
   link.on('channel-closed', (info) => log.warn('confirm channel closed', { info }));
+  link.on('topology-reasserted', () =>
+    log.info('topology declared again after a publish came back unroutable'),
+  );
+  publisher.on('stall', (stalled) => {
+    if (stalled)
+      log.warn('broker stalled: publishes wait and nothing was confirmed; answering 503', {
+        stallMs: config.amqp.stallMs,
+        waiting: publisher.unconfirmed,
+      });
+    else log.info('broker confirms again');
+    report();
+  });
 
   const logAccess = accessLog(log, config.logging);
   const records: RecordObserver = {

@@ -23,6 +23,7 @@ export interface LiveGauges {
   readonly inFlight: () => number;
   readonly connected: () => boolean;
   readonly blocked: () => boolean;
+  readonly stalled: () => boolean;
 }
 
 /** One metric as prom-client's getMetricsAsJSON() lists it (what the primary aggregates). */
@@ -265,6 +266,7 @@ export class WorkerMetrics implements RecordObserver {
       gaugeJson(WORKER_METRICS.inFlight, live.inFlight()),
       gaugeJson(WORKER_METRICS.connected, live.connected() ? 1 : 0),
       gaugeJson(WORKER_METRICS.blocked, live.blocked() ? 1 : 0),
+      gaugeJson(WORKER_METRICS.stalled, live.stalled() ? 1 : 0),
       ...(await this.registry.getMetricsAsJSON()),
     ];
   }

@@ -30,6 +30,7 @@ function amqpOptions(over: Partial<Config['amqp']> = {}): Config['amqp'] {
     reconnectSeconds: 0.2,
     maxInFlight: 3,
     confirmTimeoutMs: CONFIRM_TIMEOUT_MS,
+    stallMs: 0,
     ...over,
   };
 }
@@ -115,10 +116,12 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
       connectionName,
     });
     // Before start(): the Publisher attaches to every channel the link emits, the first included.
-    publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS });
+    publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS, stallMs: 0 });
     admission = new Admission(link, publisher, {
       maxInFlight: 3,
       confirmTimeoutMs: CONFIRM_TIMEOUT_MS,
+      stallMs: 0,
+      maxUploads: 4,
     });
     const first = once(link, 'channel');
     link.start();
@@ -290,25 +293,50 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
   });
 
   it('admits up to maxInFlight and answers BRIDGE_OVERLOADED beyond it until a release', async () => {
-    assert.equal(admission.admit(), undefined);
-    assert.equal(admission.admit(), undefined);
-    assert.equal(admission.admit(), undefined);
+    for (let i = 0; i < 3; i++) {
+      assert.equal(admission.admit(), undefined);
+      assert.equal(admission.bodyIn(), undefined);
+    }
     assert.equal(admission.active, 3);
+    assert.equal(admission.inFlight, 3);
     const refused = admission.admit();
     assert.ok(refused instanceof BridgeError);
     assert.equal(refused.code, 'BRIDGE_OVERLOADED');
     assert.equal(refused.status, 503);
+    assert.match(refused.message, /maxInFlight \(3\)/);
     assert.equal(admission.active, 3, 'a refused request holds no slot');
     let idle = false;
     const idleNow = admission.idle().then(() => {
       idle = true;
     });
-    admission.release();
+    admission.release('flight');
     assert.equal(admission.admit(), undefined);
-    for (let i = 0; i < 2; i++) admission.release();
+    assert.equal(admission.bodyIn(), undefined);
+    for (let i = 0; i < 2; i++) admission.release('flight');
     assert.equal(idle, false, 'not idle while one request is in flight');
-    admission.release();
+    admission.release('flight');
     await idleNow;
+    assert.equal(admission.active, 0);
+  });
+
+  it('counts bodies still streaming in against maxUploads, never against maxInFlight', () => {
+    // Four slow uploads fill maxUploads (4) but none of maxInFlight (3).
+    for (let i = 0; i < 4; i++) assert.equal(admission.admit(), undefined);
+    assert.equal(admission.inFlight, 0);
+    const refused = admission.admit();
+    assert.ok(refused instanceof BridgeError);
+    assert.equal(refused.code, 'BRIDGE_OVERLOADED');
+    assert.match(refused.message, /maxUploads \(4\)/);
+    // Three of them finish their bodies and wait on the broker: the fourth's body, once in,
+    // finds maxInFlight taken and is refused; it still holds its upload slot until released.
+    for (let i = 0; i < 3; i++) assert.equal(admission.bodyIn(), undefined);
+    assert.equal(admission.inFlight, 3);
+    const late = admission.bodyIn();
+    assert.ok(late instanceof BridgeError);
+    assert.match(late.message, /maxInFlight \(3\)/);
+    assert.equal(admission.active, 4);
+    admission.release('upload');
+    for (let i = 0; i < 3; i++) admission.release('flight');
     assert.equal(admission.active, 0);
   });
 
@@ -319,12 +347,12 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
     const quiet = admission.quiet(150).then(() => {
       quietAt = performance.now();
     });
-    admission.release();
+    admission.release('upload');
     // A request that arrives during the spell starts it again.
     await new Promise((r) => setTimeout(r, 50)); // lets part of the spell pass
     assert.equal(admission.admit(), undefined);
     const secondAt = performance.now();
-    admission.release();
+    admission.release('upload');
     await quiet;
     assert.ok(
       quietAt - secondAt >= 149,
@@ -344,8 +372,13 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
       topology: { exchanges: [], queues: [], bindings: [] },
       connectionName: uniqueName('frozen'),
     });
-    const publisher = new Publisher(link, { confirmTimeoutMs });
-    const admission = new Admission(link, publisher, { maxInFlight: 1000, confirmTimeoutMs });
+    const publisher = new Publisher(link, { confirmTimeoutMs, stallMs: 0 });
+    const admission = new Admission(link, publisher, {
+      maxInFlight: 1000,
+      confirmTimeoutMs,
+      stallMs: 0,
+      maxUploads: 1000,
+    });
     try {
       const first = once(link, 'channel');
       link.start();
@@ -354,7 +387,7 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
       await send(publisher, '', queue, '<before/>');
       proxy.freeze();
       assert.equal(admission.admit(), undefined, 'admitted while nothing waits');
-      admission.release();
+      admission.release('upload');
       const before = settled.length;
       const started = performance.now();
       const timedOut = send(publisher, '', queue, '<frozen/>');
@@ -376,7 +409,7 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
       proxy.thaw();
       // Nothing waits any more: admission takes requests again.
       assert.equal(admission.admit(), undefined);
-      admission.release();
+      admission.release('upload');
     } finally {
       publisher.close();
       await link.close();
@@ -385,6 +418,67 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
     }
   });
 });
+
+describe(
+  'a stalled broker (frozen behind a proxy) is noticed after stallMs, not by heartbeats',
+  { timeout: 60_000 },
+  () => {
+    it('calls the broker stalled once publishes waited stallMs with no confirm, refuses at once, and recovers on the next confirm', async () => {
+      const broker = await openBroker();
+      const proxy = await startBrokerProxy({ up: true });
+      const confirmTimeoutMs = 10_000;
+      const stallMs = 300;
+      const link = new BrokerLink({
+        amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs, stallMs }),
+        topology: { exchanges: [], queues: [], bindings: [] },
+        connectionName: uniqueName('stall'),
+      });
+      const publisher = new Publisher(link, { confirmTimeoutMs, stallMs });
+      const admission = new Admission(link, publisher, {
+        maxInFlight: 1000,
+        confirmTimeoutMs,
+        stallMs,
+        maxUploads: 1000,
+      });
+      try {
+        const first = once(link, 'channel');
+        link.start();
+        await first;
+        const queue = await broker.queue(uniqueName('stall'));
+        await send(publisher, '', queue, '<before/>');
+        assert.equal(publisher.stalled, false);
+        proxy.freeze();
+        const stalled = once(publisher, 'stall');
+        const started = performance.now();
+        const waiting = send(publisher, '', queue, '<frozen/>');
+        assert.deepEqual(await stalled, [true]);
+        const noticedAfter = performance.now() - started;
+        assert.ok(
+          noticedAfter >= stallMs && noticedAfter < stallMs + 1000,
+          `noticed after ${Math.round(noticedAfter)} ms`,
+        );
+        const refused = admission.admit();
+        assert.ok(refused instanceof BridgeError, 'refused while stalled');
+        assert.equal(refused.code, 'BRIDGE_BROKER_UNAVAILABLE');
+        assert.equal(refused.status, 503);
+        assert.match(refused.message, /stalled/);
+        const resumed = once(publisher, 'stall');
+        proxy.thaw();
+        // The frozen publish is confirmed after all: its request gets its 2xx.
+        await waiting;
+        assert.deepEqual(await resumed, [false]);
+        assert.equal(admission.admit(), undefined, 'admitted again after the confirm');
+        admission.release('upload');
+        assert.equal((await broker.drain(queue)).length, 2);
+      } finally {
+        publisher.close();
+        await link.close();
+        await proxy.close();
+        await broker.close();
+      }
+    });
+  },
+);
 
 describe('FrameWriter on the publisher channel', { timeout: 60_000 }, () => {
   /** Counts how many times the socket hands data to the kernel (one _write or _writev each). */
@@ -422,7 +516,7 @@ describe('FrameWriter on the publisher channel', { timeout: 60_000 }, () => {
       topology: { exchanges: [], queues: [], bindings: [] },
       connectionName: uniqueName('writer'),
     });
-    const publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS });
+    const publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS, stallMs: 0 });
     try {
       const first = once(link, 'channel');
       link.start();

@@ -79,6 +79,14 @@ function reference(): {
       this.set(0);
     },
   });
+  new Gauge({
+    ...m.stalled,
+    labelNames: [],
+    registers,
+    collect() {
+      this.set(0);
+    },
+  });
   return result;
 }
 
@@ -88,6 +96,7 @@ describe('worker metrics', { timeout: 10_000 }, () => {
       inFlight: () => 3,
       connected: () => true,
       blocked: () => false,
+      stalled: () => false,
     });
     const ref = reference();
     ours.declareRoutes(['a', 'b']);

@@ -8,7 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import amqp, { type AmqpConnectionManager } from 'amqp-connection-manager';
-import type { ChannelModel, ConfirmChannel } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 import type { Config } from '../../shared/config-schema.js';
 import type { AmqpState } from '../../shared/ipc.js';
 import { assertTopology } from './topology.js';
@@ -34,6 +34,9 @@ export function isMissingExchangeOnPublish(info: ChannelCloseInfo | undefined): 
   return info?.replyCode === 404 && info.classId === 60 && info.methodId === 40;
 }
 
+/** Re-declaring the topology after unroutable publishes: at most this often. */
+const REASSERT_INTERVAL_MS = 1000;
+
 /** Something went wrong with the broker, for main.ts to log; the link recovers by itself. */
 export interface LinkProblem {
   readonly what: string;
@@ -49,6 +52,8 @@ export interface BrokerLinkEvents {
   /** A fresh confirm channel is open and the topology asserted on it. */
   channel: [channel: ConfirmChannel];
   'channel-closed': [info: ChannelCloseInfo | undefined];
+  /** The topology was declared again after the broker returned a publish as unroutable. */
+  'topology-reasserted': [];
   problem: [problem: LinkProblem];
 }
 
@@ -61,6 +66,8 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   #reopenTimer: NodeJS.Timeout | undefined;
   #reopenAttempts = 0;
   #reopenInProgress = false;
+  #reasserting = false;
+  #lastReassert = -Infinity;
   readonly #closeInfo = new WeakMap<ConfirmChannel, ChannelCloseInfo>();
   readonly #setups: Array<(channel: ConfirmChannel) => Promise<void>> = [];
   readonly #options: BrokerLinkOptions;
@@ -216,6 +223,39 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
       // A failed topology assertion closes the channel; its 'close' handler schedules a retry.
       if (channel === undefined && this.#model === model) this.#scheduleReopen(model);
     }
+  }
+
+  /**
+   * Declares the configured topology again, on a channel of its own so that a failure cannot
+   * close the confirm channel: a queue deleted under a running bridge makes every publish to it
+   * unroutable (502) until it exists again, and the bridge would otherwise only declare it on
+   * the next reconnect. At most once per REASSERT_INTERVAL_MS and never twice at once.
+   */
+  reassertTopology(): void {
+    const model = this.#model;
+    const { topology } = this.#options;
+    if (model === undefined || this.#closing !== undefined || this.#reasserting) return;
+    if (topology.queues.length === 0 && topology.bindings.length === 0) return;
+    const now = performance.now();
+    if (now - this.#lastReassert < REASSERT_INTERVAL_MS) return;
+    this.#reasserting = true;
+    this.#lastReassert = now;
+    void (async () => {
+      let channel: Channel | undefined;
+      try {
+        channel = await model.createChannel();
+        // An unhandled channel 'error' would take the whole connection down; the failure is
+        // reported through the rejected declaration below.
+        channel.on('error', () => undefined);
+        await assertTopology(channel, topology);
+        this.emit('topology-reasserted');
+      } catch (err) {
+        this.emit('problem', { what: 're-declaring the topology failed', err });
+      } finally {
+        await channel?.close().catch(() => undefined);
+        this.#reasserting = false;
+      }
+    })();
   }
 
   /** Why the broker closed this channel, if it did (undefined for a connection loss). */

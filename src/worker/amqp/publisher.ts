@@ -3,8 +3,11 @@
  * template, queues the frames for this turn's socket write, and settles each publish from the
  * broker's own answers, told apart by their frames: basic.ack (confirmed, or unroutable when a
  * basic.return came first), basic.nack, channel loss, or no answer within confirmTimeoutMs
- * (found by one timer armed for the oldest publish, not a timer per publish).
+ * (found by one timer armed for the oldest publish, not a timer per publish). Also notices a
+ * stalled broker: publishes waiting `stallMs` with no confirm arriving at all (a frozen node or a
+ * stuck disk, which heartbeats take tens of seconds to notice) -- admission then refuses at once.
  */
+import { EventEmitter } from 'node:events';
 import type { ConfirmChannel, Message } from 'amqplib';
 import { BridgeError, ERRORS, type ErrorCode } from '../../shared/errors.js';
 import type { RequestRecord } from '../request.js';
@@ -20,7 +23,17 @@ import { wireOf, type Wire } from './wire.js';
 
 export interface PublisherOptions {
   readonly confirmTimeoutMs: number;
+  /** 0: never call the broker stalled. */
+  readonly stallMs: number;
 }
+
+export interface PublisherEvents {
+  /** The broker stalled (true: publishes wait and no confirm came for stallMs) or came back. */
+  stall: [stalled: boolean];
+}
+
+/** AMQP reply code of a basic.return for a mandatory message no queue is bound for. */
+const NO_ROUTE = 312;
 
 /** The header that identifies a publish when the broker hands it back with basic.return. */
 const TRACK_HEADER = 'x-request-id';
@@ -68,7 +81,7 @@ interface OpenChannel {
 
 const writers = new WeakMap<Wire['socket'], FrameWriter>();
 
-export class Publisher {
+export class Publisher extends EventEmitter<PublisherEvents> {
   readonly #link: BrokerLink;
   readonly #options: PublisherOptions;
   #open: OpenChannel | undefined;
@@ -77,8 +90,14 @@ export class Publisher {
   /** Exchanges that confirmed a publish on this connection: a 404 on publish cannot be theirs. */
   #existingExchanges = new Set<string>();
   #confirmed = 0;
+  /** performance.now() of the last basic.ack or basic.nack. */
+  #lastConfirmAt = -Infinity;
+  #stalled = false;
+  /** Armed while publishes wait and the broker is not (yet) called stalled. */
+  #stallTimer: NodeJS.Timeout | undefined;
 
   constructor(link: BrokerLink, options: PublisherOptions) {
+    super();
     this.#link = link;
     this.#options = options;
     link.on('channel', (channel) => this.#attach(channel));
@@ -95,6 +114,11 @@ export class Publisher {
   /** Confirms received so far (for the admission's rate estimate). */
   get confirmedTotal(): number {
     return this.#confirmed;
+  }
+
+  /** Publishes have waited stallMs with no confirm arriving at all (see `stall` events). */
+  get stalled(): boolean {
+    return this.#stalled;
   }
 
   /** When the oldest publish still waiting was made (performance.now()), if any waits. */
@@ -178,7 +202,43 @@ export class Publisher {
     open.window.add(pending);
     open.writer.write(frames);
     if (this.#deadlineTimer === undefined) this.#armDeadline(pending.deadline);
+    if (this.#stallTimer === undefined && !this.#stalled && this.#options.stallMs > 0)
+      this.#armStallCheck(pending.started);
   }
+
+  /** Checks for a stall once `stallMs` has passed since `since` (a publish, or the last confirm). */
+  #armStallCheck(since: number): void {
+    this.#stallTimer = setTimeout(
+      this.#onStallCheck,
+      Math.max(0, Math.ceil(since + this.#options.stallMs - performance.now()) + 1),
+    );
+    this.#stallTimer.unref();
+  }
+
+  readonly #onStallCheck = (): void => {
+    this.#stallTimer = undefined;
+    const oldest = this.#open?.window.oldest;
+    if (oldest === undefined) return;
+    const since = Math.max(oldest.started, this.#lastConfirmAt);
+    if (performance.now() - since >= this.#options.stallMs) this.#setStalled(true);
+    else this.#armStallCheck(since);
+  };
+
+  #setStalled(stalled: boolean): void {
+    if (stalled === this.#stalled) return;
+    this.#stalled = stalled;
+    if (!stalled) {
+      const oldest = this.#open?.window.oldest;
+      if (oldest !== undefined && this.#stallTimer === undefined)
+        this.#armStallCheck(this.#lastConfirmAt);
+    }
+    this.emit('stall', stalled);
+  }
+
+  readonly #confirmArrived = (): void => {
+    this.#lastConfirmAt = performance.now();
+    if (this.#stalled) this.#setStalled(false);
+  };
 
   /**
    * Publishes all wait the same timeout, so they expire oldest first: one timer for the oldest
@@ -211,23 +271,31 @@ export class Publisher {
     let lostBecause: ChannelCloseInfo | undefined;
     const window = new ConfirmWindow<PendingPublish>((p, how) => this.#settle(p, how, lostBecause));
     const open: OpenChannel = { channel, wire, writer, window };
-    channel.on('ack', (f: { deliveryTag: number; multiple: boolean }) =>
-      window.confirm(f.deliveryTag, f.multiple, 'ack'),
-    );
-    channel.on('nack', (f: { deliveryTag: number; multiple: boolean }) =>
-      window.confirm(f.deliveryTag, f.multiple, 'nack'),
-    );
+    channel.on('ack', (f: { deliveryTag: number; multiple: boolean }) => {
+      this.#confirmArrived();
+      window.confirm(f.deliveryTag, f.multiple, 'ack');
+    });
+    channel.on('nack', (f: { deliveryTag: number; multiple: boolean }) => {
+      this.#confirmArrived();
+      window.confirm(f.deliveryTag, f.multiple, 'nack');
+    });
     // Unroutable mandatory messages come back as basic.return and are then *acked*; the return
     // always precedes the ack on the channel, so marking here is race-free (docs/failure-modes.md #2).
     channel.on('return', (msg: Message) => {
       const id: unknown = msg.properties.headers?.[TRACK_HEADER];
       if (typeof id === 'string') window.markReturned(id);
+      // NO_ROUTE: perhaps a declared queue was deleted under us; declare it again.
+      // basic.return's fields carry replyCode, which amqplib's MessageFields type leaves out.
+      const { replyCode } = msg.fields as { replyCode?: unknown };
+      if (replyCode === NO_ROUTE) this.#link.reassertTopology();
     });
     channel.on('close', () => {
       // The channel's 'error' (if any) came first: the reason is known here.
       lostBecause = this.#link.closeInfoOf(channel);
       if (this.#open === open) this.#open = undefined;
       window.loseAll();
+      // Nothing waits on a stalled broker any more; the link's state tells what comes next.
+      this.#setStalled(false);
     });
     this.#open = open;
   }
@@ -289,5 +357,7 @@ export class Publisher {
   close(): void {
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
     this.#deadlineTimer = undefined;
+    if (this.#stallTimer !== undefined) clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
   }
 }
