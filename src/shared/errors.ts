@@ -38,6 +38,8 @@ const spec = (
 
 export const ERRORS = {
   BRIDGE_BAD_REQUEST: spec(400, 'Bad Request', undefined, 'no'),
+  /** The message's length is ambiguous (request smuggling's raw material): answered, then closed. */
+  BRIDGE_BAD_FRAMING: spec(400, 'Malformed HTTP Framing', undefined, 'no'),
   BRIDGE_XML_INVALID: spec(400, 'Invalid XML', undefined, 'no'),
   BRIDGE_NOT_FOUND: spec(404, 'Not Found', undefined, 'no'),
   BRIDGE_METHOD_NOT_ALLOWED: spec(405, 'Method Not Allowed', undefined, 'no'),

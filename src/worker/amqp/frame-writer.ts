@@ -3,13 +3,14 @@
  *
  * Each publish becoming its own TCP write cost the broker 5-35% more CPU per message than a
  * bursty publisher (docs/performance.md); batching the frames of a turn brought the bridge to the
- * raw publisher's broker cost. The flush runs in the check phase of the same loop iteration
- * (setImmediate), after every request that arrived in this poll phase has published.
+ * raw publisher's broker cost. The flush runs at the end of the same loop iteration's poll phase
+ * (turn-end.ts), after every request that arrived in it has published.
  *
  * Every write is whole frames, so it never splits a frame amqplib writes on the same socket
  * (heartbeats, other channels); frames of this channel go only through here once it is set up.
  */
 import type { Socket } from 'node:net';
+import { atTurnEnd } from '../turn-end.js';
 
 export class FrameWriter {
   readonly #socket: Socket;
@@ -38,7 +39,7 @@ export class FrameWriter {
     this.#bytes += frames.length;
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(this.#flush);
+      atTurnEnd(this.#flush);
     }
   }
 

@@ -1,7 +1,10 @@
 /**
  * All contact with one request's uWS HttpResponse: abort tracking, the streamed body (copied
  * chunk by chunk, fed to the XML check, counted against maxBodyBytes), one answer, corked when
- * written from outside a uWS callback. Route code never touches `res` (uWS terminates the
+ * written from outside a uWS callback. Once the body is in, the connection stops being read
+ * until the answer is written: uWS closes a connection, unanswered, when the next pipelined
+ * request's head is parsed while one is pending; paused, that request waits in the kernel and
+ * is read after the answer (docs/failure-modes.md #13). Route code never touches `res` (uWS terminates the
  * process on misuse, and its `any` index signature defeats the type checker; docs/failure-modes.md
  * #7, #8).
  */
@@ -46,6 +49,7 @@ export class HttpExchange implements ClientLink {
   #res: HttpResponse;
   #aborted = false;
   #responded = false;
+  #paused = false;
   #onGone: (() => void) | undefined;
   // Body intake; dropped as soon as the body is in: uWS keeps the onData handler (and so this
   // object's references) until the response ends, i.e. while we wait for the confirm or reply.
@@ -105,6 +109,9 @@ export class HttpExchange implements ClientLink {
     if (this.#aborted || this.#responded) return false;
     this.#responded = true;
     this.#onGone = undefined;
+    // Before the write: uWS restores the poll events saved by pause() by the socket's buffered
+    // state, which must be the same as when it paused.
+    if (this.#paused) this.#res.resume();
     if (!corked) {
       writeResponse(this.#res, r, this.requestId, messageId, close);
       return true;
@@ -182,6 +189,8 @@ export class HttpExchange implements ClientLink {
   #bodyDone(received: ReceivedBody): void {
     const sink = this.#sink;
     this.#release();
+    this.#res.pause();
+    this.#paused = true;
     sink?.body(received);
   }
 

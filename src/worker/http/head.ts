@@ -55,14 +55,101 @@ export function readRemoteAddress(res: HttpResponse): string {
   }
 }
 
-/** The request headers a Celery task receives: all of them but the partner's credentials. */
-function taskHeaders(req: HttpRequest): Record<string, string> {
-  const out: Record<string, string> = {};
-  req.forEach((name, value) => {
-    if (CREDENTIAL_HEADERS.has(name)) return;
-    out[name] = name in out ? `${out[name]}, ${value}` : value;
-  });
-  return out;
+/**
+ * One pass over a request's headers (uWS's forEach; one instance reused, since forEach runs
+ * synchronously): what the bridge reads, each header's first value as getHeader would give it,
+ * and what makes the body's framing ambiguous. uWS frames the body by the first Content-Length
+ * and takes any Transfer-Encoding for chunked; a proxy in front may have framed it otherwise.
+ */
+class HeaderScan {
+  contentType = '';
+  contentEncoding = '';
+  contentLength = '';
+  transferEncoding = '';
+  idempotencyKey = '';
+  hosts = 0;
+  /** Content-Length headers with different values. */
+  lengthsDiffer = false;
+  /** First value of each of the route's forwardHeaders, by position. */
+  forwarded: Array<string | undefined> = [];
+  /** For celery routes: every header but the partner's credentials, repeated ones joined. */
+  all: Record<string, string> | undefined;
+  #forwardIndex: ReadonlyMap<string, number> | undefined;
+
+  run(req: HttpRequest, route: CompiledRoute | undefined): void {
+    this.contentType = '';
+    this.contentEncoding = '';
+    this.contentLength = '';
+    this.transferEncoding = '';
+    this.idempotencyKey = '';
+    this.hosts = 0;
+    this.lengthsDiffer = false;
+    this.#forwardIndex = route === undefined ? undefined : forwardIndexOf(route);
+    this.forwarded =
+      this.#forwardIndex === undefined
+        ? []
+        : new Array<string | undefined>(this.#forwardIndex.size).fill(undefined);
+    this.all = route?.mode === 'celery' ? {} : undefined;
+    req.forEach(this.#visit);
+  }
+
+  readonly #visit = (name: string, value: string): void => {
+    switch (name) {
+      case 'host':
+        this.hosts += 1;
+        break;
+      case 'content-type':
+        if (this.contentType === '') this.contentType = value;
+        break;
+      case 'content-length':
+        if (this.contentLength === '') this.contentLength = value;
+        else if (value !== this.contentLength) this.lengthsDiffer = true;
+        break;
+      case 'transfer-encoding':
+        this.transferEncoding =
+          this.transferEncoding === '' ? value : `${this.transferEncoding}, ${value}`;
+        break;
+      case 'content-encoding':
+        this.contentEncoding =
+          this.contentEncoding === '' ? value : `${this.contentEncoding}, ${value}`;
+        break;
+      case 'idempotency-key':
+        if (this.idempotencyKey === '') this.idempotencyKey = value;
+        break;
+      default:
+        break;
+    }
+    const at = this.#forwardIndex?.get(name);
+    if (at !== undefined && value !== '' && this.forwarded[at] === undefined)
+      this.forwarded[at] = value;
+    const all = this.all;
+    if (all !== undefined && !CREDENTIAL_HEADERS.has(name))
+      all[name] = name in all ? `${all[name]}, ${value}` : value;
+  };
+}
+
+const forwardIndexes = new WeakMap<CompiledRoute, ReadonlyMap<string, number>>();
+
+function forwardIndexOf(route: CompiledRoute): ReadonlyMap<string, number> | undefined {
+  if (route.forwardHeaders.length === 0) return undefined;
+  let index = forwardIndexes.get(route);
+  if (index === undefined) {
+    index = new Map(route.forwardHeaders.map((name, i) => [name, i]));
+    forwardIndexes.set(route, index);
+  }
+  return index;
+}
+
+const scan = new HeaderScan();
+
+/** Why the body's framing is ambiguous, if it is; such a request is answered 400 and closed. */
+function framingProblem(found: HeaderScan): string | undefined {
+  if (found.lengthsDiffer) return 'Content-Length headers with different values';
+  if (found.hosts > 1) return 'more than one Host header';
+  const te = found.transferEncoding;
+  if (te !== '' && te.trim().toLowerCase() !== 'chunked')
+    return `Transfer-Encoding "${te}" (only "chunked" alone is accepted)`;
+  return undefined;
 }
 
 function refuse(
@@ -86,6 +173,15 @@ export function readHead(
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const route = routes.match(path);
+  scan.run(req, route);
+  const framing = framingProblem(scan);
+  if (framing !== undefined) {
+    return refuse(
+      route,
+      new BridgeError('BRIDGE_BAD_FRAMING', `malformed HTTP framing: ${framing}`),
+      true,
+    );
+  }
   if (route === undefined)
     return refuse(undefined, new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), false);
   // getMethod is lower-case in the native build.
@@ -98,7 +194,7 @@ export function readHead(
       ALLOW,
     );
   }
-  const contentType = req.getHeader('content-type');
+  const contentType = scan.contentType;
   const mediaType = parseContentType(contentType);
   if (!mediaType.xml) {
     return refuse(
@@ -112,7 +208,7 @@ export function readHead(
   }
   // The bridge checks and forwards the bytes as sent: a compressed body is neither XML it can
   // read nor what consumers expect.
-  const encoding = req.getHeader('content-encoding');
+  const encoding = scan.contentEncoding;
   if (encoding !== '' && encoding.trim().toLowerCase() !== 'identity') {
     return refuse(
       route,
@@ -131,7 +227,7 @@ export function readHead(
       true,
     );
   }
-  const declaredLength = req.getHeader('content-length');
+  const declaredLength = scan.contentLength;
   if (declaredLength !== '' && Number(declaredLength) > limits.maxBodyBytes) {
     return refuse(
       route,
@@ -143,27 +239,22 @@ export function readHead(
     );
   }
   const names = route.forwardHeaders;
-  const forwarded: Array<string | undefined> = [];
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i] as string; // i < length
-    const value = req.getHeader(name);
-    if (value === '') {
-      forwarded.push(undefined);
-      continue;
-    }
+  const forwarded = scan.forwarded;
+  for (let i = 0; i < forwarded.length; i++) {
+    const value = forwarded[i];
+    if (value === undefined) continue;
     if (Buffer.byteLength(value) > limits.maxHeaderValueBytes || CONTROL_CHARS.test(value)) {
       return refuse(
         route,
         new BridgeError(
           'BRIDGE_BAD_REQUEST',
-          `header ${name} is longer than ${limits.maxHeaderValueBytes} bytes or has control characters`,
+          `header ${names[i] ?? ''} is longer than ${limits.maxHeaderValueBytes} bytes or has control characters`,
         ),
         true,
       );
     }
-    forwarded.push(value);
   }
-  const idempotencyKey = req.getHeader('idempotency-key');
+  const idempotencyKey = scan.idempotencyKey;
   return {
     route,
     charset: mediaType.charset,
@@ -176,7 +267,7 @@ export function readHead(
       messageId: IDEMPOTENCY_KEY.test(idempotencyKey) ? idempotencyKey : randomUUID(),
       contentType: contentType === '' ? undefined : contentType,
       forwarded,
-      allHeaders: route.mode === 'celery' ? taskHeaders(req) : undefined,
+      allHeaders: scan.all,
     },
   };
 }

@@ -10,7 +10,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Config } from '../../shared/config-schema.js';
 import { BridgeError, ClientGoneError, ERRORS } from '../../shared/errors.js';
 import { UNMATCHED_ROUTE } from '../../shared/metrics.js';
-import type { Admission } from '../admission.js';
+import type { Admission, AdmittedStage } from '../admission.js';
 import { DeadlineQueue } from '../deadline-queue.js';
 import { runMode } from '../modes/dispatch.js';
 import type { ModeDeps } from '../modes/mode.js';
@@ -21,6 +21,7 @@ import {
   type RequestFacts,
 } from '../request.js';
 import type { CompiledRoute, RouteTable } from '../routes.js';
+import { atTurnEnd } from '../turn-end.js';
 import { XmlChecker } from '../xml/check.js';
 import { HttpExchange, type BodySink } from './exchange.js';
 import { readHead, readRemoteAddress, type RefusedHead } from './head.js';
@@ -135,6 +136,8 @@ class InFlight implements BodySink, RecordObserver {
   readonly #facts: RequestFacts;
   readonly #exchange: HttpExchange;
   readonly #record: RequestRecord;
+  #stage: AdmittedStage = 'upload';
+  #received: ReceivedBody | undefined;
 
   constructor(
     deps: PipelineDeps,
@@ -157,15 +160,35 @@ class InFlight implements BodySink, RecordObserver {
   }
 
   ended(record: RequestRecord): void {
-    this.#deps.admission.release();
+    this.#deps.admission.release(this.#stage);
     this.#deps.records.ended(record);
   }
 
   body(received: ReceivedBody): void {
     this.#record.bodyBytes = received.body.byteLength;
+    const refused = this.#deps.admission.bodyIn();
+    if (refused !== undefined) {
+      this.#record.settlePublish(ERRORS[refused.code].publishOutcome, undefined);
+      this.#answerError(refused, false);
+      return;
+    }
+    this.#stage = 'flight';
     this.#deps.onBody?.(this.#facts.requestId, this.#route.name, received);
-    void this.#serve(received);
+    // Not before uWS has parsed all that arrived with the body: it may close this connection
+    // for a pipelined request that follows, and then this one must not be published.
+    this.#received = received;
+    atTurnEnd(this.#dispatch);
   }
+
+  readonly #dispatch = (): void => {
+    const received = this.#received as ReceivedBody; // set just before queueing
+    this.#received = undefined;
+    if (this.#exchange.gone) {
+      this.#answerError(new ClientGoneError(), false);
+      return;
+    }
+    void this.#serve(received);
+  };
 
   bodyFailed(err: BridgeError, bug: unknown, uploadComplete: boolean): void {
     if (bug !== undefined) this.#deps.onBug(bug, this.#facts.requestId);
