@@ -15,7 +15,7 @@ export interface RawResponse {
 export interface RawConnection {
   /** Resolves once the bytes are handed to the kernel. */
   write(bytes: string | Buffer): Promise<void>;
-  /** Responses parsed so far, in the order they arrived (grows). */
+  /** Final responses parsed so far, in the order they arrived (grows); 1xx are left out. */
   readonly responses: readonly RawResponse[];
   /** Resolves once `n` responses arrived; rejects when the connection closes first or after timeoutMs. */
   responsesArrived(n: number, timeoutMs?: number): Promise<readonly RawResponse[]>;
@@ -53,13 +53,16 @@ export async function openRaw(port: number, host = '127.0.0.1'): Promise<RawConn
         const colon = line.indexOf(':');
         headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
       }
-      const length = Number(headers['content-length'] ?? 0);
+      // 1xx answers (100 Continue) are interim: they have no body and precede the real one.
+      const length = status < 200 ? 0 : Number(headers['content-length'] ?? 0);
       if (pending.length < end + 4 + length) return;
-      responses.push({
-        status,
-        headers,
-        body: pending.subarray(end + 4, end + 4 + length).toString('utf8'),
-      });
+      if (status >= 200) {
+        responses.push({
+          status,
+          headers,
+          body: pending.subarray(end + 4, end + 4 + length).toString('utf8'),
+        });
+      }
       pending = pending.subarray(end + 4 + length);
     }
   });
