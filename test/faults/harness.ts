@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { cpSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestContext } from 'node:test';
 import amqplib from 'amqplib';
@@ -73,6 +75,8 @@ export interface FaultCase {
   readonly config?: Readonly<Record<string, unknown>>;
   /** `amqp` keys merged over the harness's (e.g. `maxInFlight`). */
   readonly amqp?: Readonly<Record<string, unknown>>;
+  /** Runs before the bridge starts; its answer goes to the notes (e.g. the open-files limit). */
+  prepare?(): Promise<string>;
   /** How long the fault lasts between `inject` and `heal` (a duration of the experiment, not a wait for state). */
   readonly holdMs: number;
   /** Starts the fault; resolves once it is in effect. */
@@ -85,8 +89,13 @@ export interface FaultCase {
   readonly loadEndsWithFault?: boolean;
 }
 
-/** Every message_id in `queue` on the node at `url`; the queue is left empty. */
-export async function drainIds(url: string, queue: string, timeoutMs = 120_000): Promise<string[]> {
+/** Every message_id in `queue` on the node at `url` (and those of messages not persistent, into `transient`); the queue is left empty. */
+async function drainIds(
+  url: string,
+  queue: string,
+  transient: string[],
+  timeoutMs = 120_000,
+): Promise<string[]> {
   const connection = await amqplib.connect(url);
   try {
     const channel = await connection.createChannel();
@@ -114,6 +123,9 @@ export async function drainIds(url: string, queue: string, timeoutMs = 120_000):
                 return;
               }
               ids.push(String(msg.properties.messageId));
+              // Delivery mode 2, or a broker restart would lose it (docs/failure-modes.md #1).
+              if (msg.properties.deliveryMode !== 2)
+                transient.push(String(msg.properties.messageId));
               if (ids.length >= target) {
                 clearTimeout(timer);
                 resolve();
@@ -164,6 +176,8 @@ export async function runCase(
       amqp: { urls: [suite.node.url], heartbeatSeconds: 5, reconnectSeconds: 0.5, ...spec.amqp },
     },
   );
+  const notes: string[] = [];
+  if (spec.prepare !== undefined) notes.push(await spec.prepare());
   const bridge = await startBridge(config, { timeoutMs: 30_000 });
   t.after(() => bridge.stop());
   const url = `${bridge.url}${ROUTE_PATH}`;
@@ -176,7 +190,6 @@ export async function runCase(
   t.after(() => load.stop().then(() => undefined));
   const extraAnswers: KeyedAnswer[] = [];
   const queued: string[] = [];
-  const notes: string[] = [];
   let probes = 0;
   let deleteWindow: { from: number; to: number } | undefined;
   const ctx: FaultContext = {
@@ -259,7 +272,8 @@ export async function runCase(
   }
   const answers = [...(await load.stop()), ...extraAnswers];
   await bridge.stop(); // outstanding confirms settle before the queue is read
-  queued.push(...(await drainIds(suite.node.url, queue)));
+  const transient: string[] = [];
+  queued.push(...(await drainIds(suite.node.url, queue, transient)));
   const faultOk = answers.filter((a) => a.phase === 'fault' && is2xx(a)).length;
   notes.unshift(`2xx during the fault: ${faultOk}`);
   const row = computeLedger({
@@ -277,12 +291,23 @@ export async function runCase(
   writeLedger(ledgerPath(), suite.startedAt, SCALE, suite.rows);
   t.diagnostic(markdownRow(row));
 
+  if (row.missing2xx > 0) {
+    // The node's directory goes with it at the end of the file: keep its log for the report.
+    const kept = path.join(path.dirname(ledgerPath()), `faults-node-log-${slug(spec.name)}`);
+    cpSync(suite.node.logDir, kept, { recursive: true });
+    notes.push(`node log kept in ${kept}`);
+  }
   assert.equal(
     row.missing2xx,
     0,
-    `${spec.name}: ${row.missing2xx} messages answered 2xx are not in the queue, e.g. ${row.missingKeys.join(', ')}`,
+    `${spec.name}: ${row.missing2xx} messages answered 2xx are not in the queue, e.g. ${row.missingKeys.join(', ')} (${notes.join('; ')})`,
   );
   assert.equal(row.foreign, 0, `${spec.name}: the queue holds messages nobody sent`);
+  assert.deepEqual(
+    transient.slice(0, 5),
+    [],
+    `${spec.name}: messages published without delivery mode 2`,
+  );
   assert.deepEqual(failures, [], `${spec.name}: the fault or the recovery failed`);
   assert.ok(row.answered2xx > 0, `${spec.name}: no request was answered 2xx at all`);
   return row;

@@ -24,6 +24,8 @@ export interface PrivateBroker {
   readonly port: number;
   /** `amqp://guest:guest@127.0.0.1:<port>/` */
   readonly url: string;
+  /** Its log directory (gone after `stop()`: copy what a failure report needs before). */
+  readonly logDir: string;
   /** The OS PID of its Erlang VM (a new one after `restart()`). */
   readonly pid: number;
   /** rabbitmqctl against this node only. */
@@ -130,6 +132,7 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     node,
     port,
     url: `amqp://guest:guest@127.0.0.1:${port}/`,
+    logDir: path.join(dir, 'log'),
     get pid() {
       return pid;
     },
