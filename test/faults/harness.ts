@@ -200,8 +200,9 @@ export async function runCase(
     config,
     t,
     note: (text) => notes.push(text),
-    addAnswers: (answers) => extraAnswers.push(...answers),
-    addQueued: (ids) => queued.push(...ids),
+    // Loops, not push(...xs): a release run's arrays exceed the call stack as arguments.
+    addAnswers: (answers) => answers.forEach((a) => extraAnswers.push(a)),
+    addQueued: (ids) => ids.forEach((id) => queued.push(id)),
     queueDeletedDuring: (from, to) => (deleteWindow = { from, to }),
     probe: async () => {
       const key = `${queue}-probe-${probes++}`;
@@ -273,7 +274,7 @@ export async function runCase(
   const answers = [...(await load.stop()), ...extraAnswers];
   await bridge.stop(); // outstanding confirms settle before the queue is read
   const transient: string[] = [];
-  queued.push(...(await drainIds(suite.node.url, queue, transient)));
+  ctx.addQueued(await drainIds(suite.node.url, queue, transient));
   const faultOk = answers.filter((a) => a.phase === 'fault' && is2xx(a)).length;
   notes.unshift(`2xx during the fault: ${faultOk}`);
   const row = computeLedger({
