@@ -158,7 +158,6 @@ const queueDeleted: FaultCase = {
     ctx.t.after(() => connection.close().catch(() => undefined));
     const consumer = await connection.createChannel();
     const taken: string[] = [];
-    ctx.t.after(() => ctx.addQueued(taken));
     let cancelled = false;
     await consumer.consume(
       ctx.queue,
@@ -190,12 +189,12 @@ const queueDeleted: FaultCase = {
       (c) => c,
       { timeoutMs: 5000 },
     );
-    // Hand over what the consumer took before the case's drain (the after-hook above is a fallback).
-    ctx.addQueued(taken.splice(0));
+    // The cancel comes after the last delivery on the channel: the consumer has all it will get.
+    ctx.addQueued(taken);
   },
   heal: async (ctx) => {
-    // Today the bridge declares its topology again on reconnect only: give it 3 s on its own, then
-    // force one. The ledger's 502s and this note show which it was.
+    // The bridge declares the queue again on the first NO_ROUTE return (before c553249: only on
+    // reconnect). Give it 3 s on its own, then force a reconnect; the note says which it was.
     const self = await poll(() => ctx.probe(), is2xx, { timeoutMs: 3000, intervalMs: 100 });
     if (self.met) ctx.note('answered 2xx again by itself');
     else {
