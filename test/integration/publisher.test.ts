@@ -477,6 +477,46 @@ describe(
         await broker.close();
       }
     });
+
+    it('stops calling it stalled once every waiting publish timed out, so new requests probe it again', async () => {
+      const broker = await openBroker();
+      const proxy = await startBrokerProxy({ up: true });
+      const confirmTimeoutMs = 700;
+      const stallMs = 200;
+      const link = new BrokerLink({
+        amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs, stallMs }),
+        topology: { exchanges: [], queues: [], bindings: [] },
+        connectionName: uniqueName('stall-expiry'),
+      });
+      const publisher = new Publisher(link, { confirmTimeoutMs, stallMs });
+      const admission = new Admission(link, publisher, {
+        maxInFlight: 1000,
+        confirmTimeoutMs,
+        stallMs,
+        maxUploads: 1000,
+      });
+      try {
+        const first = once(link, 'channel');
+        link.start();
+        await first;
+        const queue = await broker.queue(uniqueName('stall-expiry'));
+        proxy.freeze();
+        const stalled = once(publisher, 'stall');
+        const timedOut = send(publisher, '', queue, '<never-confirmed/>');
+        assert.deepEqual(await stalled, [true]);
+        const cleared = once(publisher, 'stall');
+        await assert.rejects(timedOut, isBridgeError('BRIDGE_CONFIRM_TIMEOUT'));
+        assert.deepEqual(await cleared, [false], 'nothing waits any more: not stalled');
+        assert.equal(admission.admit(), undefined, 'a new request may probe the broker');
+        admission.release('upload');
+      } finally {
+        proxy.thaw();
+        publisher.close();
+        await link.close();
+        await proxy.close();
+        await broker.close();
+      }
+    });
   },
 );
 

@@ -259,6 +259,10 @@ export class Publisher extends EventEmitter<PublisherEvents> {
     window.expire(performance.now());
     const oldest = window.oldest;
     if (oldest !== undefined) this.#armDeadline(oldest.deadline);
+    // Stalled means publishes wait unconfirmed; once they all timed out nothing waits, and new
+    // requests may probe the broker again (else a broker that never confirms an old publish, e.g.
+    // a queue without a leader, would keep this worker refusing for good).
+    else if (this.#stalled) this.#setStalled(false);
   };
 
   #attach(channel: ConfirmChannel): void {
