@@ -6,85 +6,73 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import amqplib from 'amqplib';
 import { AMQP_URL, baseConfig, startBridge, type RunningBridge } from '../helpers/bridge.js';
 import { messageIds, openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
-import { startBrokerProxy } from '../helpers/broker-proxy.js';
+import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { getReadyz, logAfter, waitForReadyz } from '../helpers/admin.js';
 import { waitForMetric } from '../helpers/metrics.js';
 import { assertProblem, assertRetryAfter, holdUpload, send } from '../helpers/publish-http.js';
 import { openRaw, rawPost, type RawConnection } from '../helpers/raw-http.js';
+import { waitUntil } from '../helpers/poll.js';
 
 const XML = { 'Content-Type': 'application/xml' };
 const doc = (id: string): string => `<order id="${id}"/>`;
 
 describe('pipelined HTTP/1.1 requests', { timeout: 60_000 }, () => {
   let broker: TestBroker;
+  let proxy: BrokerProxy;
   let bridge: RunningBridge;
-  let rpcQueue: string;
   let queue: string;
 
   before(async () => {
     broker = await openBroker();
-    rpcQueue = await broker.queue(uniqueName('pipe-rpc'));
     queue = await broker.queue(uniqueName('pipe'));
+    // The bridge reaches RabbitMQ through a proxy that can hold the confirms back.
+    proxy = await startBrokerProxy({ up: true });
     bridge = await startBridge(
-      baseConfig(
-        [
-          { path: '/rpc', mode: 'rpc', exchange: '', routingKey: rpcQueue, timeoutMs: 8000 },
-          { path: '/p', mode: 'publish', exchange: '', routingKey: queue },
-        ],
-        { workers: 1 },
-      ),
+      baseConfig([{ path: '/p', mode: 'publish', exchange: '', routingKey: queue }], {
+        workers: 1,
+        amqp: { urls: [proxy.url], confirmTimeoutMs: 8000, stallMs: 4000 },
+      }),
     );
   });
   after(async () => {
+    proxy?.thaw();
     await bridge?.stop();
+    await proxy?.close();
     await broker?.close();
   });
 
-  it('answers a request that arrives while the one before it waits on the broker, in order, after it', async () => {
+  it('answers a request that arrives while the one before it waits for its confirm, in order, after it', async () => {
     const conn = await openRaw(bridge.port);
-    const consumer = await amqplib.connect(AMQP_URL);
     try {
-      const ch = await consumer.createChannel();
-      const replied = new Promise<void>((resolve, reject) => {
-        void ch.consume(
-          rpcQueue,
-          (msg) => {
-            if (msg === null) return;
-            ch.ack(msg);
-            // The first request is now waiting for this reply: pipeline the second behind it
-            // before replying.
-            conn
-              .write(rawPost('/p', doc('second'), ['Idempotency-Key: pipe-second']))
-              .then(() => {
-                ch.sendToQueue(String(msg.properties.replyTo), Buffer.from('<ok/>'), {
-                  correlationId: String(msg.properties.correlationId),
-                  contentType: 'application/xml',
-                });
-                resolve();
-              })
-              .catch(reject);
-          },
-          { noAck: false },
-        );
-      });
-      await conn.write(rawPost('/rpc', doc('first')));
-      await replied;
+      proxy.freeze();
+      await conn.write(rawPost('/p', doc('first'), ['Idempotency-Key: pipe-first']));
+      // Published (it reached the queue) but unconfirmed: the first request now waits.
+      await waitUntil(
+        'the first message in the queue',
+        () => broker.count(queue),
+        (n) => n === 1,
+        {
+          timeoutMs: 5000,
+        },
+      );
+      await conn.write(rawPost('/p', doc('second'), ['Idempotency-Key: pipe-second']));
+      proxy.thaw();
       const responses = await conn.responsesArrived(2);
       assert.deepEqual(
-        responses.map((r) => r.status),
-        [200, 202],
+        responses.map((r) => [r.status, r.headers['message-id']]),
+        [
+          [202, 'pipe-first'],
+          [202, 'pipe-second'],
+        ],
         'both answered, in the order asked',
       );
-      assert.equal(responses[0]?.body, '<ok/>');
-      assert.equal(responses[1]?.headers['message-id'], 'pipe-second');
       assert.equal(conn.isClosed(), false, 'the connection stays open');
-      assert.deepEqual(messageIds(await broker.drain(queue)), ['pipe-second']);
+      assert.deepEqual(messageIds(await broker.drain(queue)), ['pipe-first', 'pipe-second']);
     } finally {
+      proxy.thaw();
       conn.destroy();
-      await consumer.close();
     }
   });
 

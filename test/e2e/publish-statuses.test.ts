@@ -548,7 +548,7 @@ describe('publish mode with allowDoctype: true', { timeout: 60_000 }, () => {
   });
 });
 
-describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
+describe('publish mode at maxUploads', { timeout: 60_000 }, () => {
   let broker: TestBroker;
   let bridge: RunningBridge;
   let queue: string;
@@ -556,12 +556,13 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
   before(async () => {
     broker = await openBroker();
     queue = await broker.queue(uniqueName('st-inflight'));
-    // One worker with one slot: a held upload occupies it.
+    // One worker with one upload slot: a held upload occupies it (maxInFlight is not touched
+    // by uploads; test/e2e/http-edges.test.ts shows the two apart).
     bridge = await startBridge(
       configWith(
         [{ path: '/one', mode: 'publish', exchange: '', routingKey: queue }],
         { maxInFlight: 1 },
-        { workers: 1 },
+        { workers: 1, limits: { maxUploads: 1 } },
       ),
     );
   });
@@ -570,7 +571,7 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
     await broker?.close();
   });
 
-  it('503 with Retry-After at once while the only slot holds an upload; served again after it ends', async () => {
+  it('503 with Retry-After at once while the only upload slot holds an upload; served again after it ends', async () => {
     const body = '<xml><held>' + 'h'.repeat(200) + '</held></xml>';
     const half = body.length / 2;
     const held = holdUpload(
@@ -584,8 +585,9 @@ describe('publish mode at maxInFlight', { timeout: 60_000 }, () => {
       headers: { ...XML, 'Idempotency-Key': 'refused' },
       body: '<a/>',
     });
-    assertProblem(refused, 503, 'maxInFlight');
-    assertRetryAfter(refused, 'maxInFlight');
+    const problem = assertProblem(refused, 503, 'maxUploads');
+    assert.match(problem.detail, /maxUploads \(1\)/);
+    assertRetryAfter(refused, 'maxUploads');
 
     held.req.end(body.slice(half));
     const first: Reply = await held.response;

@@ -1,10 +1,12 @@
 /**
  * All contact with one request's uWS HttpResponse: abort tracking, the streamed body (copied
  * chunk by chunk, fed to the XML check, counted against maxBodyBytes), one answer, corked when
- * written from outside a uWS callback. Once the body is in, the connection stops being read
- * until the answer is written: uWS closes a connection, unanswered, when the next pipelined
- * request's head is parsed while one is pending; paused, that request waits in the kernel and
- * is read after the answer (docs/failure-modes.md #13). Route code never touches `res` (uWS terminates the
+ * written from outside a uWS callback. Where the answer is due at the broker's confirm, the
+ * connection stops being read from body-in until the answer is written: uWS closes a connection,
+ * unanswered, when the next pipelined request's head is parsed while one is pending; paused, that
+ * request waits in the kernel and is read after the answer (docs/failure-modes.md #13). Not for
+ * replies (rpc, celery wait): a paused socket does not report its client leaving, and a reply
+ * wait may be long, its slot better freed at once. Route code never touches `res` (uWS terminates the
  * process on misuse, and its `any` index signature defeats the type checker; docs/failure-modes.md
  * #7, #8).
  */
@@ -22,6 +24,14 @@ export interface BodySink {
    * `uploadComplete` = false when unread body may follow (then the answer closes the connection).
    */
   bodyFailed(err: BridgeError, bug: unknown, uploadComplete: boolean): void;
+}
+
+/** uWS's JS fallback throws on pause(); it is Node's http server underneath, which queues pipelined requests itself. */
+let canPause = true;
+
+/** Call once at start with the loaded uWS: whether responses can pause their connection. */
+export function allowPause(native: boolean): void {
+  canPause = native;
 }
 
 // res.cork() runs its callback synchronously: the arguments travel through these instead of a
@@ -58,6 +68,7 @@ export class HttpExchange implements ClientLink {
   #chunks: Buffer[] | undefined;
   #size = 0;
   #maxBodyBytes = 0;
+  #holdReads = false;
 
   /** Must be called synchronously in the uWS handler: it attaches onAborted at once. */
   constructor(res: HttpResponse, requestId: string, startedAt: number) {
@@ -84,7 +95,14 @@ export class HttpExchange implements ClientLink {
    * Streams the body into `checker`; `sink` learns the outcome. Call synchronously in the uWS
    * handler. The caller calls `uploadTimedOut()` once `deadline` passes (a DeadlineQueue sweep).
    */
-  receive(checker: XmlChecker, maxBodyBytes: number, timeoutMs: number, sink: BodySink): void {
+  receive(
+    checker: XmlChecker,
+    maxBodyBytes: number,
+    timeoutMs: number,
+    holdReads: boolean,
+    sink: BodySink,
+  ): void {
+    this.#holdReads = holdReads && canPause;
     this.#checker = checker;
     this.#sink = sink;
     this.#maxBodyBytes = maxBodyBytes;
@@ -189,8 +207,10 @@ export class HttpExchange implements ClientLink {
   #bodyDone(received: ReceivedBody): void {
     const sink = this.#sink;
     this.#release();
-    this.#res.pause();
-    this.#paused = true;
+    if (this.#holdReads) {
+      this.#res.pause();
+      this.#paused = true;
+    }
     sink?.body(received);
   }
 

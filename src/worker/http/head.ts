@@ -90,7 +90,16 @@ class HeaderScan {
         ? []
         : new Array<string | undefined>(this.#forwardIndex.size).fill(undefined);
     this.all = route?.mode === 'celery' ? {} : undefined;
-    req.forEach(this.#visit);
+    if (canForEach) req.forEach(this.#visit);
+    else this.#visitByName(req, route);
+  }
+
+  #visitByName(req: HttpRequest, route: CompiledRoute | undefined): void {
+    const names = [...FALLBACK_HEADERS, ...(route?.forwardHeaders ?? [])];
+    for (const name of new Set(names)) {
+      const value = req.getHeader(name);
+      if (value !== '') this.#visit(name, value);
+    }
   }
 
   readonly #visit = (name: string, value: string): void => {
@@ -126,6 +135,22 @@ class HeaderScan {
     if (all !== undefined && !CREDENTIAL_HEADERS.has(name))
       all[name] = name in all ? `${all[name]}, ${value}` : value;
   };
+}
+
+/** uWS's JS fallback throws on forEach: it reads these by name instead (celery tasks get only these). */
+const FALLBACK_HEADERS = [
+  'host',
+  'content-type',
+  'content-length',
+  'transfer-encoding',
+  'content-encoding',
+  'idempotency-key',
+];
+let canForEach = true;
+
+/** Call once at start with the loaded uWS: whether requests can list their headers. */
+export function allowHeaderListing(native: boolean): void {
+  canForEach = native;
 }
 
 const forwardIndexes = new WeakMap<CompiledRoute, ReadonlyMap<string, number>>();

@@ -84,7 +84,13 @@ export class RequestPipeline {
       paths: head.route.paths,
       contentTypeCharset: head.charset,
     });
-    exchange.receive(checker, limits.maxBodyBytes, limits.requestTimeoutMs, flight);
+    exchange.receive(
+      checker,
+      limits.maxBodyBytes,
+      limits.requestTimeoutMs,
+      answersAtConfirm(head.route),
+      flight,
+    );
     this.#uploads.add(exchange);
   };
 
@@ -127,6 +133,11 @@ export class RequestPipeline {
   close(): void {
     this.#uploads.close();
   }
+}
+
+/** Whether the route's answer is due once the broker confirmed (not when a reply comes). */
+function answersAtConfirm(route: CompiledRoute): boolean {
+  return route.mode === 'publish' || (route.mode === 'celery' && !route.config.wait);
 }
 
 /** One admitted request, from its body to its end. */
