@@ -68,7 +68,7 @@ export class Admission {
     }
     if (!link.ready && !link.reopening)
       return new BridgeError('BRIDGE_BROKER_UNAVAILABLE', 'not connected to the broker');
-    if (this.#publisher.stalled) {
+    if (this.#publisher.stalled && !this.#publisher.takeProbe()) {
       return new BridgeError(
         'BRIDGE_BROKER_UNAVAILABLE',
         `the broker has confirmed nothing for ${this.#stallMs} ms while publishes wait (stalled)`,

@@ -69,6 +69,7 @@ export async function startBrokerProxy(options: {
       pairs.clear();
     },
     freeze: () => {
+      if (frozen) return;
       frozen = true;
       for (const [client, upstream] of pairs) {
         upstream.unpipe(client);
@@ -76,6 +77,8 @@ export async function startBrokerProxy(options: {
       }
     },
     thaw: () => {
+      // Idempotent: piping a stream twice would hand the bridge every broker byte twice.
+      if (!frozen) return;
       frozen = false;
       for (const [client, upstream] of pairs) upstream.pipe(client);
     },

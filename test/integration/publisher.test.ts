@@ -18,7 +18,7 @@ import { RequestRecord } from '../../src/worker/request.js';
 import { BridgeError, type ErrorCode } from '../../src/shared/errors.js';
 import type { Config } from '../../src/shared/config-schema.js';
 import { AMQP_URL } from '../helpers/bridge.js';
-import { startBrokerProxy } from '../helpers/broker-proxy.js';
+import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
 
 const CONFIRM_TIMEOUT_MS = 20_000;
@@ -362,28 +362,66 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
   });
 });
 
+/** A link, publisher and admission reaching the shared broker through a proxy that can freeze. */
+interface FreezableStack {
+  readonly broker: TestBroker;
+  readonly proxy: BrokerProxy;
+  readonly publisher: Publisher;
+  readonly admission: Admission;
+  /** A fresh queue of the test's, deleted by close(). */
+  readonly queue: string;
+  readonly close: () => Promise<void>;
+}
+
+async function startFreezableStack(
+  label: string,
+  confirmTimeoutMs: number,
+  stallMs: number,
+): Promise<FreezableStack> {
+  const broker = await openBroker();
+  const proxy = await startBrokerProxy({ up: true });
+  const link = new BrokerLink({
+    amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs, stallMs }),
+    topology: { exchanges: [], queues: [], bindings: [] },
+    connectionName: uniqueName(label),
+  });
+  const publisher = new Publisher(link, { confirmTimeoutMs, stallMs });
+  const admission = new Admission(link, publisher, {
+    maxInFlight: 1000,
+    confirmTimeoutMs,
+    stallMs,
+    maxUploads: 1000,
+  });
+  const close = async (): Promise<void> => {
+    proxy.thaw();
+    publisher.close();
+    // Every step runs: a link that fails to close must not leave the proxy and broker open.
+    const results = await Promise.allSettled([link.close()]);
+    await proxy.close();
+    await broker.close();
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  };
+  try {
+    const first = once(link, 'channel');
+    link.start();
+    await first;
+    const queue = await broker.queue(uniqueName(label));
+    return { broker, proxy, publisher, admission, queue, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
 describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60_000 }, () => {
   it('times publishes out with BRIDGE_CONFIRM_TIMEOUT, and admission refuses once the oldest waited half the timeout', async () => {
-    const broker = await openBroker();
-    const proxy = await startBrokerProxy({ up: true });
     const confirmTimeoutMs = 400;
-    const link = new BrokerLink({
-      amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs }),
-      topology: { exchanges: [], queues: [], bindings: [] },
-      connectionName: uniqueName('frozen'),
-    });
-    const publisher = new Publisher(link, { confirmTimeoutMs, stallMs: 0 });
-    const admission = new Admission(link, publisher, {
-      maxInFlight: 1000,
+    const { proxy, publisher, admission, queue, close } = await startFreezableStack(
+      'frozen',
       confirmTimeoutMs,
-      stallMs: 0,
-      maxUploads: 1000,
-    });
+      0,
+    );
     try {
-      const first = once(link, 'channel');
-      link.start();
-      await first;
-      const queue = await broker.queue(uniqueName('frozen'));
       await send(publisher, '', queue, '<before/>');
       proxy.freeze();
       assert.equal(admission.admit(), undefined, 'admitted while nothing waits');
@@ -411,10 +449,7 @@ describe('a broker that stops confirming (frozen behind a proxy)', { timeout: 60
       assert.equal(admission.admit(), undefined);
       admission.release('upload');
     } finally {
-      publisher.close();
-      await link.close();
-      await proxy.close();
-      await broker.close();
+      await close();
     }
   });
 });
@@ -424,27 +459,10 @@ describe(
   { timeout: 60_000 },
   () => {
     it('calls the broker stalled once publishes waited stallMs with no confirm, refuses at once, and recovers on the next confirm', async () => {
-      const broker = await openBroker();
-      const proxy = await startBrokerProxy({ up: true });
-      const confirmTimeoutMs = 10_000;
       const stallMs = 300;
-      const link = new BrokerLink({
-        amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs, stallMs }),
-        topology: { exchanges: [], queues: [], bindings: [] },
-        connectionName: uniqueName('stall'),
-      });
-      const publisher = new Publisher(link, { confirmTimeoutMs, stallMs });
-      const admission = new Admission(link, publisher, {
-        maxInFlight: 1000,
-        confirmTimeoutMs,
-        stallMs,
-        maxUploads: 1000,
-      });
+      const stack = await startFreezableStack('stall', 10_000, stallMs);
+      const { broker, proxy, publisher, admission, queue } = stack;
       try {
-        const first = once(link, 'channel');
-        link.start();
-        await first;
-        const queue = await broker.queue(uniqueName('stall'));
         await send(publisher, '', queue, '<before/>');
         assert.equal(publisher.stalled, false);
         proxy.freeze();
@@ -471,50 +489,35 @@ describe(
         admission.release('upload');
         assert.equal((await broker.drain(queue)).length, 2);
       } finally {
-        publisher.close();
-        await link.close();
-        await proxy.close();
-        await broker.close();
+        await stack.close();
       }
     });
 
-    it('stops calling it stalled once every waiting publish timed out, so new requests probe it again', async () => {
-      const broker = await openBroker();
-      const proxy = await startBrokerProxy({ up: true });
-      const confirmTimeoutMs = 700;
+    it('lets one request per stallMs through as a probe once every waiting publish timed out, and recovers on its confirm', async () => {
       const stallMs = 200;
-      const link = new BrokerLink({
-        amqp: amqpOptions({ urls: [proxy.url], confirmTimeoutMs, stallMs }),
-        topology: { exchanges: [], queues: [], bindings: [] },
-        connectionName: uniqueName('stall-expiry'),
-      });
-      const publisher = new Publisher(link, { confirmTimeoutMs, stallMs });
-      const admission = new Admission(link, publisher, {
-        maxInFlight: 1000,
-        confirmTimeoutMs,
-        stallMs,
-        maxUploads: 1000,
-      });
+      const stack = await startFreezableStack('stall-probe', 700, stallMs);
+      const { proxy, publisher, admission, queue } = stack;
       try {
-        const first = once(link, 'channel');
-        link.start();
-        await first;
-        const queue = await broker.queue(uniqueName('stall-expiry'));
         proxy.freeze();
         const stalled = once(publisher, 'stall');
         const timedOut = send(publisher, '', queue, '<never-confirmed/>');
         assert.deepEqual(await stalled, [true]);
-        const cleared = once(publisher, 'stall');
         await assert.rejects(timedOut, isBridgeError('BRIDGE_CONFIRM_TIMEOUT'));
-        assert.deepEqual(await cleared, [false], 'nothing waits any more: not stalled');
-        assert.equal(admission.admit(), undefined, 'a new request may probe the broker');
+        assert.equal(publisher.stalled, true, 'still stalled: no confirm came');
+        assert.equal(admission.admit(), undefined, 'nothing waits: one request may probe');
+        const second = admission.admit();
+        assert.ok(second instanceof BridgeError, 'only one probe per stallMs');
+        assert.match(second.message, /stalled/);
+        const recovered = once(publisher, 'stall');
+        const probe = send(publisher, '', queue, '<probe/>');
+        proxy.thaw();
+        await probe;
+        assert.deepEqual(await recovered, [false]);
+        admission.release('upload');
+        assert.equal(admission.admit(), undefined, 'served again');
         admission.release('upload');
       } finally {
-        proxy.thaw();
-        publisher.close();
-        await link.close();
-        await proxy.close();
-        await broker.close();
+        await stack.close();
       }
     });
   },

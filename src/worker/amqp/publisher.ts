@@ -93,6 +93,7 @@ export class Publisher extends EventEmitter<PublisherEvents> {
   /** performance.now() of the last basic.ack or basic.nack. */
   #lastConfirmAt = -Infinity;
   #stalled = false;
+  #lastProbeAt = -Infinity;
   /** Armed while publishes wait and the broker is not (yet) called stalled. */
   #stallTimer: NodeJS.Timeout | undefined;
 
@@ -119,6 +120,21 @@ export class Publisher extends EventEmitter<PublisherEvents> {
   /** Publishes have waited stallMs with no confirm arriving at all (see `stall` events). */
   get stalled(): boolean {
     return this.#stalled;
+  }
+
+  /**
+   * While stalled with nothing left waiting (every waiting publish timed out), one request per
+   * stallMs may publish to find out whether the broker confirms again: a broker that never
+   * confirms an old publish (e.g. a quorum queue left without a leader) must not keep the worker
+   * refusing for good, and a frozen one costs one 504 per confirm timeout, not a burst. True
+   * when the caller may go ahead as that probe.
+   */
+  takeProbe(): boolean {
+    if (!this.#stalled || this.unconfirmed > 0) return false;
+    const now = performance.now();
+    if (now - this.#lastProbeAt < this.#options.stallMs) return false;
+    this.#lastProbeAt = now;
+    return true;
   }
 
   /** When the oldest publish still waiting was made (performance.now()), if any waits. */
@@ -259,10 +275,6 @@ export class Publisher extends EventEmitter<PublisherEvents> {
     window.expire(performance.now());
     const oldest = window.oldest;
     if (oldest !== undefined) this.#armDeadline(oldest.deadline);
-    // Stalled means publishes wait unconfirmed; once they all timed out nothing waits, and new
-    // requests may probe the broker again (else a broker that never confirms an old publish, e.g.
-    // a queue without a leader, would keep this worker refusing for good).
-    else if (this.#stalled) this.#setStalled(false);
   };
 
   #attach(channel: ConfirmChannel): void {
