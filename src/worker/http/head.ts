@@ -173,7 +173,7 @@ function framingProblem(found: HeaderScan): string | undefined {
   if (found.hosts > 1) return 'more than one Host header';
   const te = found.transferEncoding;
   if (te !== '' && te.trim().toLowerCase() !== 'chunked')
-    return `Transfer-Encoding "${te}" (only "chunked" alone is accepted)`;
+    return `Transfer-Encoding "${te.slice(0, 64)}" (only "chunked" alone is accepted)`;
   return undefined;
 }
 
