@@ -15,8 +15,6 @@ import {
 import { createLogger } from '../shared/log.js';
 import { redactUrl } from '../shared/redact.js';
 import { loadUws } from '../shared/uws.js';
-import { allowPause } from './http/exchange.js';
-import { allowHeaderListing } from './http/head.js';
 import { withCeleryTopology } from './amqp/celery.js';
 import { BrokerLink } from './amqp/connection.js';
 import { Publisher } from './amqp/publisher.js';
@@ -52,8 +50,6 @@ async function start(
 ): Promise<void> {
   log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
   const { uws, native } = loadUws();
-  allowPause(native);
-  allowHeaderListing(native);
   if (!native && !allowFallback) {
     send({
       type: 'bridge:fatal',
@@ -136,6 +132,7 @@ async function start(
     admission,
     modes: { publisher, replies },
     isDraining: () => draining,
+    nativeUws: native,
     records,
     onBug: (err, requestId) => log.error('bug while handling a request', { err, requestId }),
     onBody: config.logging.debugBodies

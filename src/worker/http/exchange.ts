@@ -26,14 +26,6 @@ export interface BodySink {
   bodyFailed(err: BridgeError, bug: unknown, uploadComplete: boolean): void;
 }
 
-/** uWS's JS fallback throws on pause(); it is Node's http server underneath, which queues pipelined requests itself. */
-let canPause = true;
-
-/** Call once at start with the loaded uWS: whether responses can pause their connection. */
-export function allowPause(native: boolean): void {
-  canPause = native;
-}
-
 // res.cork() runs its callback synchronously: the arguments travel through these instead of a
 // closure per response.
 let corkRes: HttpResponse | undefined;
@@ -102,7 +94,7 @@ export class HttpExchange implements ClientLink {
     holdReads: boolean,
     sink: BodySink,
   ): void {
-    this.#holdReads = holdReads && canPause;
+    this.#holdReads = holdReads;
     this.#checker = checker;
     this.#sink = sink;
     this.#maxBodyBytes = maxBodyBytes;

@@ -76,7 +76,7 @@ class HeaderScan {
   all: Record<string, string> | undefined;
   #forwardIndex: ReadonlyMap<string, number> | undefined;
 
-  run(req: HttpRequest, route: CompiledRoute | undefined): void {
+  run(req: HttpRequest, route: CompiledRoute | undefined, native: boolean): void {
     this.contentType = '';
     this.contentEncoding = '';
     this.contentLength = '';
@@ -90,7 +90,7 @@ class HeaderScan {
         ? []
         : new Array<string | undefined>(this.#forwardIndex.size).fill(undefined);
     this.all = route?.mode === 'celery' ? {} : undefined;
-    if (canForEach) req.forEach(this.#visit);
+    if (native) req.forEach(this.#visit);
     else this.#visitByName(req, route);
   }
 
@@ -137,7 +137,7 @@ class HeaderScan {
   };
 }
 
-/** uWS's JS fallback throws on forEach: it reads these by name instead (celery tasks get only these). */
+/** uWS's JS fallback throws on forEach: there these are read by name (celery tasks get only these). */
 const FALLBACK_HEADERS = [
   'host',
   'content-type',
@@ -146,13 +146,6 @@ const FALLBACK_HEADERS = [
   'content-encoding',
   'idempotency-key',
 ];
-let canForEach = true;
-
-/** Call once at start with the loaded uWS: whether requests can list their headers. */
-export function allowHeaderListing(native: boolean): void {
-  canForEach = native;
-}
-
 const forwardIndexes = new WeakMap<CompiledRoute, ReadonlyMap<string, number>>();
 
 function forwardIndexOf(route: CompiledRoute): ReadonlyMap<string, number> | undefined {
@@ -192,13 +185,15 @@ export function readHead(
   routes: RouteTable,
   limits: Config['limits'],
   requestId: string,
+  /** The native uWS build is serving (its JS fallback cannot list headers). */
+  native: boolean,
 ): AcceptedHead | RefusedHead {
   const url = req.getUrl();
   // Native uWS hands the path alone; its JS fallback includes the query string.
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const route = routes.match(path);
-  scan.run(req, route);
+  scan.run(req, route, native);
   const framing = framingProblem(scan);
   if (framing !== undefined) {
     return refuse(

@@ -33,6 +33,11 @@ export interface PipelineDeps {
   readonly admission: Admission;
   readonly modes: ModeDeps;
   readonly isDraining: () => boolean;
+  /**
+   * The native uWS build is serving. Its JS fallback (Node's http server underneath) has no
+   * forEach and no pause(), and queues pipelined requests by itself.
+   */
+  readonly nativeUws: boolean;
   /** Hears of every request's publish and end (metrics, access log). */
   readonly records: RecordObserver;
   /** A bug surfaced while handling a request (answered 500). */
@@ -57,7 +62,7 @@ export class RequestPipeline {
     const deps = this.#deps;
     const startedAt = performance.now();
     const requestId = randomUUID();
-    const head = readHead(req, res, deps.routes, deps.limits, requestId);
+    const head = readHead(req, res, deps.routes, deps.limits, requestId, deps.nativeUws);
     if ('error' in head) {
       this.#refuse(res, req, head, startedAt, requestId, false);
       return;
@@ -88,7 +93,7 @@ export class RequestPipeline {
       checker,
       limits.maxBodyBytes,
       limits.requestTimeoutMs,
-      answersAtConfirm(head.route),
+      deps.nativeUws && answersAtConfirm(head.route),
       flight,
     );
     this.#uploads.add(exchange);
