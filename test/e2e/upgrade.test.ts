@@ -12,8 +12,8 @@ import { netnsArgv, unixToTcp } from '../helpers/netns.js';
 import { alive, stopPid as stopPidBounded } from '../helpers/pids.js';
 import type { LoadReport, ScenarioArgs, ScenarioResult } from '../helpers/upgrade-scenario.js';
 import { freePort } from '../helpers/free-port.js';
+import { upgradeArgv } from '../helpers/upgrade-sh.js';
 
-const UPGRADE_SH = path.join(PROJECT_ROOT, 'deploy', 'upgrade.sh');
 const SCENARIO = path.join(PROJECT_ROOT, 'dist', 'test', 'helpers', 'upgrade-scenario.js');
 const SYSCTL_FILE = path.join(PROJECT_ROOT, 'deploy', 'sysctl', '90-xml-amqp-bridge.conf');
 
@@ -167,17 +167,7 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
       ),
     );
 
-    const out = await run([
-      UPGRADE_SH,
-      '--pid',
-      String(old.pid),
-      '--release',
-      PROJECT_ROOT,
-      '--config',
-      bad,
-      '--admin',
-      `127.0.0.1:${await freePort()}`,
-    ]);
+    const out = await run(upgradeArgv(old.pid, bad, `127.0.0.1:${await freePort()}`));
     assert.equal(out.code, 2, out.stderr);
     assert.match(
       out.stderr,
@@ -206,21 +196,12 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
 
     // The new instance's broker URL points at a closed port: its workers never connect, /readyz stays 503.
     const out = await run(
-      [
-        UPGRADE_SH,
-        '--pid',
-        String(old.pid),
-        '--release',
-        PROJECT_ROOT,
-        '--config',
-        old.configFile,
-        '--admin',
-        `127.0.0.1:${await freePort()}`,
+      upgradeArgv(old.pid, old.configFile, `127.0.0.1:${await freePort()}`, [
         '--log',
         path.join(dir, 'new.log'),
         '--timeout',
         '3',
-      ],
+      ]),
       { BRIDGE_AMQP_URLS: `amqp://guest:guest@127.0.0.1:${await freePort()}/` },
     );
     assert.equal(out.code, 1, out.stderr);
@@ -241,17 +222,7 @@ describe('binary upgrade (deploy/upgrade.sh)', { timeout: 110_000 }, () => {
   it('refuses an admin address something already answers on, before starting anything', async (t) => {
     const old = await startBridge(baseConfig([publishRoute(uniqueName('unused'))]));
     t.after(() => old.stop());
-    const out = await run([
-      UPGRADE_SH,
-      '--pid',
-      String(old.pid),
-      '--release',
-      PROJECT_ROOT,
-      '--config',
-      old.configFile,
-      '--admin',
-      `127.0.0.1:${old.adminPort}`,
-    ]);
+    const out = await run(upgradeArgv(old.pid, old.configFile, `127.0.0.1:${old.adminPort}`));
     assert.equal(out.code, 2, out.stderr);
     assert.match(out.stderr, new RegExp(`127\\.0\\.0\\.1:${old.adminPort} already answers`));
     assert.doesNotMatch(out.stderr, /started the new release/);

@@ -1,11 +1,12 @@
 /** The upgrade scenario of test/e2e/upgrade.test.ts as a process run inside netns.ts's namespace; prints JSON lines. Import only its types: loading it runs it. */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { baseConfig, PROJECT_ROOT, startBridge, type LogLine } from './bridge.js';
+import { baseConfig, startBridge, type LogLine } from './bridge.js';
 import { asText, spawnChild } from './child.js';
 import { startLoad, type Attempt, type LoadResult } from './load.js';
 import { tcpToUnix } from './netns.js';
 import { stopPid } from './pids.js';
+import { upgradeArgv } from './upgrade-sh.js';
 
 export interface ScenarioArgs {
   readonly queue: string;
@@ -53,8 +54,6 @@ export interface ScenarioResult {
   /** Every log line of both instances (old: captured stdout; new: its log file), as text. */
   readonly logText: string;
 }
-
-const UPGRADE_SH = path.join(PROJECT_ROOT, 'deploy', 'upgrade.sh');
 
 const is2xx = (a: Attempt): boolean => a.status !== undefined && a.status >= 200 && a.status < 300;
 
@@ -121,21 +120,12 @@ async function main(): Promise<void> {
     const startedAt = performance.now();
     const upgrade = spawnChild(
       'bash',
-      [
-        UPGRADE_SH,
-        '--pid',
-        String(old.pid),
-        '--release',
-        PROJECT_ROOT,
-        '--config',
-        old.configFile,
-        '--admin',
-        `127.0.0.1:${args.adminNew}`,
+      upgradeArgv(old.pid, old.configFile, `127.0.0.1:${args.adminNew}`, [
         '--log',
         newLog,
         '--timeout',
         '60',
-      ],
+      ]),
       {
         name: 'upgrade.sh',
         env: { ...process.env, ...env },
