@@ -115,37 +115,44 @@ const connectionsClosed: FaultCase = {
   heal: () => Promise.resolve(),
 };
 
-const memoryAlarm: FaultCase = {
-  name: 'memory alarm (watermark 0, then restored)',
-  holdMs: scaledMs(2000, 15_000),
-  inject: async (ctx) => {
-    ctx.t.after(() =>
-      ctx.node.ctl('set_vm_memory_high_watermark', NORMAL_WATERMARK).then(() => undefined),
-    );
-    await ctx.node.ctl('set_vm_memory_high_watermark', '0');
-    await waitForAlarms(ctx, 'the memory alarm', (a) => a.includes('memory'));
-  },
-  heal: async (ctx) => {
-    await ctx.node.ctl('set_vm_memory_high_watermark', NORMAL_WATERMARK);
-    await waitForAlarms(ctx, 'the memory alarm to clear', (a) => !a.includes('memory'));
-  },
-};
+/** A resource alarm raised through `rabbitmqctl <setting> <raising>` and cleared with `<normal>`. */
+function alarmCase(
+  name: string,
+  alarm: 'memory' | 'disk',
+  setting: string,
+  raising: string,
+  normal: string,
+): FaultCase {
+  return {
+    name,
+    holdMs: scaledMs(2000, 15_000),
+    inject: async (ctx) => {
+      ctx.t.after(() => ctx.node.ctl(setting, normal).then(() => undefined));
+      await ctx.node.ctl(setting, raising);
+      await waitForAlarms(ctx, `the ${alarm} alarm`, (a) => a.includes(alarm));
+    },
+    heal: async (ctx) => {
+      await ctx.node.ctl(setting, normal);
+      await waitForAlarms(ctx, `the ${alarm} alarm to clear`, (a) => !a.includes(alarm));
+    },
+  };
+}
 
-const diskAlarm: FaultCase = {
-  name: 'disk alarm (free limit 1 PB, then restored)',
-  holdMs: scaledMs(2000, 15_000),
-  inject: async (ctx) => {
-    ctx.t.after(() =>
-      ctx.node.ctl('set_disk_free_limit', NORMAL_DISK_FREE_LIMIT).then(() => undefined),
-    );
-    await ctx.node.ctl('set_disk_free_limit', '1000000GB');
-    await waitForAlarms(ctx, 'the disk alarm', (a) => a.includes('disk'));
-  },
-  heal: async (ctx) => {
-    await ctx.node.ctl('set_disk_free_limit', NORMAL_DISK_FREE_LIMIT);
-    await waitForAlarms(ctx, 'the disk alarm to clear', (a) => !a.includes('disk'));
-  },
-};
+const memoryAlarm = alarmCase(
+  'memory alarm (watermark 0, then restored)',
+  'memory',
+  'set_vm_memory_high_watermark',
+  '0',
+  NORMAL_WATERMARK,
+);
+
+const diskAlarm = alarmCase(
+  'disk alarm (free limit 1 PB, then restored)',
+  'disk',
+  'set_disk_free_limit',
+  '1000000GB',
+  NORMAL_DISK_FREE_LIMIT,
+);
 
 /**
  * The queue is deleted only while it is empty (`if-empty`), with a no-ack consumer of the test's
