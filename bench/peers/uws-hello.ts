@@ -9,7 +9,8 @@ import cluster from 'node:cluster';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
-import { loadUws } from '../../src/shared/uws.js';
+import { uwsBuildFromEnv } from '../../src/shared/config.js';
+import { describeRefusals, loadNativeUws } from '../../src/shared/uws.js';
 
 const { values } = parseArgs({ options: { workers: { type: 'string', default: '1' } } });
 
@@ -47,8 +48,11 @@ if (cluster.isPrimary) {
   process.on('SIGINT', stop);
   for (let i = 0; i < workers; i++) cluster.fork({ HELLO_PORT: String(port) });
 } else {
-  const { uws, native } = loadUws();
-  if (!native) throw new Error('uWebSockets.js native binary did not load');
+  // The build the bridge would pick here (BRIDGE_UWS_BUILD chooses one, as for the bridge).
+  const { loaded, refusals } = loadNativeUws(uwsBuildFromEnv());
+  if (loaded === undefined)
+    throw new Error(`no uWebSockets.js build loads: ${describeRefusals(refusals)}`);
+  const { uws } = loaded;
   const app = uws.App().any('/*', (res) => {
     let aborted = false;
     res.onAborted(() => {

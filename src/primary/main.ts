@@ -9,6 +9,7 @@ import {
   configPathFromEnv,
   fallbackAllowedByEnv,
   loadConfig,
+  uwsBuildFromEnv,
   notifySocketFromEnv,
   resolveWorkerCount,
   splitHostPort,
@@ -26,13 +27,36 @@ import { reloadWorkers } from './reload.js';
 import { MetricsAggregator } from './metrics-aggregator.js';
 import { SystemdNotifier } from './systemd-notify.js';
 import { Registry } from 'prom-client';
-import { loadUws } from '../shared/uws.js';
+import { describeRefusals, loadNativeUws } from '../shared/uws.js';
+import { checkTlsFiles, type ServedCertificate, type TlsSection } from '../shared/tls-files.js';
+import { chooseRuntime, reloadTlsRefusal, tlsRefusal } from './runtime-choice.js';
 import { buildInfo, versionLine } from '../shared/build-info.js';
 
 let log = createLogger({ role: 'primary' });
 /** A scrape waits this long for workers; a hung one is answered from its last values. */
 const METRICS_DEADLINE_MS = 2000;
 const WORKER_SCRIPT = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+
+/** The certificate the partner port presents (the files were checked when the config loaded). */
+function servedCertificate(tls: TlsSection): ServedCertificate | undefined {
+  return checkTlsFiles(tls, '/').served;
+}
+
+function logServedCertificate(tls: TlsSection): void {
+  const served = servedCertificate(tls);
+  log.info('serving TLS', {
+    certFile: tls.certFile,
+    clientCert: tls.clientCert,
+    ...(served === undefined
+      ? {}
+      : {
+          subject: served.subject,
+          issuer: served.issuer,
+          notAfter: new Date(served.notAfter * 1000).toISOString(),
+          fingerprint256: served.fingerprint256,
+        }),
+  });
+}
 
 function printProblems(err: ConfigError, write: (line: string) => void): void {
   for (const p of err.problems) write(`${p.path}: ${p.message}\n`);
@@ -46,6 +70,13 @@ async function checkConfig(file: string, broker: boolean): Promise<number> {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`${file}: ${err.problems.length} problem(s)\n`);
     printProblems(err, (line) => process.stderr.write(`  ${line}`));
+    return 2;
+  }
+  const choice = chooseRuntime(config, config.allowUwsFallback || fallbackAllowedByEnv());
+  if (!choice.ok) process.stderr.write(`${file}: warning: ${choice.message}\n`);
+  const cannotTls = choice.ok ? tlsRefusal(config, choice.runtime) : undefined;
+  if (cannotTls !== undefined) {
+    process.stderr.write(`${file}: cannot be served on this host\n  tls: ${cannotTls}\n`);
     return 2;
   }
   process.stdout.write(
@@ -85,16 +116,26 @@ async function run(file: string, takeover: boolean): Promise<void> {
   const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) =>
     log.warn('systemd-notify failed', { err }),
   );
-  const native = loadUws().native;
-  const allowFallback = config.allowUwsFallback || fallbackAllowedByEnv();
-  if (!native && !allowFallback) {
-    log.fatal(
-      'uWebSockets.js native binary did not load on this Node.js (needs Node 20, glibc); refusing its slow JS fallback. ' +
-        'Set allowUwsFallback: true (or BRIDGE_ALLOW_UWS_FALLBACK=1) to run anyway.',
-      { node: process.version, abi: process.versions.modules },
-    );
+  const choice = chooseRuntime(config, config.allowUwsFallback || fallbackAllowedByEnv());
+  if (!choice.ok) {
+    log.fatal(choice.message, { node: process.version, abi: process.versions.modules });
     process.exit(1);
   }
+  const { runtime } = choice;
+  const native = runtime.build.native;
+  const cannotTls = tlsRefusal(config, runtime);
+  if (cannotTls !== undefined) {
+    log.fatal(`tls: ${cannotTls}`, { file });
+    process.exit(2);
+  }
+  log.info('uWebSockets.js build', {
+    uws: runtime.build.package,
+    native,
+    tls: runtime.build.ssl,
+    node: process.version,
+    ...(runtime.refusals.length > 0 ? { notLoaded: describeRefusals(runtime.refusals) } : {}),
+  });
+  if (config.tls !== undefined) logServedCertificate(config.tls);
 
   const { host, port: wantedPort } = splitHostPort(config.listen);
   let port = wantedPort;
@@ -118,11 +159,15 @@ async function run(file: string, takeover: boolean): Promise<void> {
   if (!native)
     log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
   const supervisor = new Supervisor(
-    { workerScript: WORKER_SCRIPT, count, allowFallback },
+    { workerScript: WORKER_SCRIPT, count, uws: runtime.build.id },
     config,
     port,
   );
-  const aggregator = new MetricsAggregator(() => supervisor.workers.length, buildInfo(native));
+  const aggregator = new MetricsAggregator(
+    () => supervisor.workers.length,
+    buildInfo(runtime.build),
+  );
+  if (config.tls !== undefined) aggregator.certificateExpiry(servedCertificate(config.tls));
   const admin = createAdminServer({
     readiness: () => readiness(supervisor.views),
     metrics: async (openMetrics) => {
@@ -195,6 +240,15 @@ async function run(file: string, takeover: boolean): Promise<void> {
         aggregator.configLoaded(false);
         return;
       }
+      const cannot = tlsRefusal(next, runtime) ?? reloadTlsRefusal(config, next);
+      if (cannot !== undefined) {
+        log.error('reload refused; keeping the running config', {
+          file,
+          problem: `tls: ${cannot}`,
+        });
+        aggregator.configLoaded(false);
+        return;
+      }
       reloading = true;
       notifier.notify('RELOADING=1', 'reloading');
       announced = false;
@@ -217,6 +271,10 @@ async function run(file: string, takeover: boolean): Promise<void> {
           config = next;
           port = nextPort;
           log.info('reloaded', { port });
+          if (next.tls !== undefined) {
+            logServedCertificate(next.tls);
+            aggregator.certificateExpiry(servedCertificate(next.tls));
+          }
         } else {
           log.error(
             'reload abandoned: the new workers were not ready; the running ones keep the previous config',
@@ -252,6 +310,8 @@ async function run(file: string, takeover: boolean): Promise<void> {
   }
   log.info('ready to serve', {
     listen: `${host}:${port}`,
+    scheme: config.tls === undefined ? 'http' : 'https',
+    uws: runtime.build.package,
     port,
     admin: `${adminAddr.host}:${adminPort}`,
     adminPort,
@@ -265,9 +325,11 @@ switch (command.kind) {
   case 'help':
     process.stdout.write(USAGE);
     break;
-  case 'version':
-    process.stdout.write(`${versionLine(buildInfo(loadUws().native))}\n`);
+  case 'version': {
+    const { loaded, refusals } = loadNativeUws(uwsBuildFromEnv());
+    process.stdout.write(`${versionLine(buildInfo(loaded?.build), describeRefusals(refusals))}\n`);
     break;
+  }
   case 'usage-error':
     process.stderr.write(`${command.message}\n\n${USAGE}`);
     process.exitCode = 2;

@@ -24,6 +24,7 @@ import {
 } from 'prom-client';
 import { isWorkerToPrimary } from '../shared/ipc.js';
 import type { BuildInfo } from '../shared/build-info.js';
+import type { ServedCertificate } from '../shared/tls-files.js';
 import {
   DROPPED_DEFAULT_METRICS,
   EVENT_LOOP_MONITORING_PRECISION_MS,
@@ -68,6 +69,7 @@ export class MetricsAggregator {
   readonly #registry = new Registry();
   readonly #reloadSuccess: Gauge;
   readonly #reloadSuccessTime: Gauge;
+  readonly #certificateExpiry: Gauge<'subject'>;
   readonly #restarts: Counter;
   readonly #scrapeErrors: Counter;
   /** The latest snapshot of each live worker, by cluster worker id. */
@@ -96,12 +98,23 @@ export class MetricsAggregator {
       },
     });
     new Gauge({ ...m.buildInfo, labelNames: [...m.buildInfo.labelNames], registers }).set(
-      { version: build.version, node: build.node, uws: build.uws },
+      {
+        version: build.version,
+        node: build.node,
+        uws: build.uws,
+        uws_package: build.uwsPackage,
+        tls: build.tls ? 'native' : 'none',
+      },
       1,
     );
     this.#reloadSuccess = new Gauge({ ...m.reloadSuccess, labelNames: [], registers });
     this.#reloadSuccessTime = new Gauge({ ...m.reloadSuccessTime, labelNames: [], registers });
     this.configLoaded(true);
+    this.#certificateExpiry = new Gauge({
+      ...m.certificateExpiry,
+      labelNames: [...m.certificateExpiry.labelNames],
+      registers,
+    });
     this.#restarts = new Counter({ ...m.workerRestarts, labelNames: [], registers });
     this.#scrapeErrors = new Counter({ ...m.scrapeErrors, labelNames: [], registers });
     collectDefaultMetrics({
@@ -123,6 +136,13 @@ export class MetricsAggregator {
   configLoaded(ok: boolean): void {
     this.#reloadSuccess.set(ok ? 1 : 0);
     if (ok) this.#reloadSuccessTime.set(Date.now() / 1000);
+  }
+
+  /** The served certificate, at start and after each reload (a renewal moves the date). */
+  certificateExpiry(served: ServedCertificate | undefined): void {
+    this.#certificateExpiry.reset();
+    if (served !== undefined)
+      this.#certificateExpiry.set({ subject: served.subject }, served.notAfter);
   }
 
   workerRestarted(): void {

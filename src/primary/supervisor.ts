@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import type { Config } from '../shared/config-schema.js';
 import { isWorkerToPrimary, type PrimaryToWorker, type WorkerStatus } from '../shared/ipc.js';
 import { CrashLoopDetector, reforkDelayMs } from './backoff.js';
+import type { UwsLoad } from '../shared/uws.js';
 import type { SlotView } from './readiness.js';
 
 /** A worker that lived this long before dying resets its slot's back-off. */
@@ -72,8 +73,8 @@ export interface SupervisorEvents {
 export interface SupervisorOptions {
   readonly workerScript: string;
   readonly count: number;
-  /** Passed to workers: the operator allowed uWS's JS fallback. */
-  readonly allowFallback: boolean;
+  /** The uWebSockets.js build the primary chose; every worker loads the same. */
+  readonly uws: UwsLoad;
 }
 
 export class Supervisor extends EventEmitter<SupervisorEvents> {
@@ -84,7 +85,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #config: Config;
   #port: number;
   #stopping = false;
-  readonly #allowFallback: boolean;
+  readonly #uws: UwsLoad;
   /** Workers killed for hanging, so a slow exit is not killed again. */
   readonly #killedHung = new WeakSet<Worker>();
   #watchdog: NodeJS.Timeout | undefined;
@@ -93,7 +94,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     super();
     this.#config = config;
     this.#port = port;
-    this.#allowFallback = options.allowFallback;
+    this.#uws = options.uws;
     cluster.setupPrimary({ exec: options.workerScript });
     this.#slots = Array.from({ length: options.count }, (_, index) => ({
       index,
@@ -195,7 +196,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             config,
             slot: slot.index,
             port,
-            allowFallback: this.#allowFallback,
+            uws: this.#uws,
             listenWhenConnected: strict,
           };
           worker.send(start);

@@ -3,6 +3,7 @@
  * limits. Unknown keys are errors (strict objects), like Fastify's `additionalProperties: false`.
  */
 import { z } from 'zod';
+import { UWS_BUILD_IDS } from './uws.js';
 
 const DEFAULT_STALL_MS = 2000;
 
@@ -163,6 +164,39 @@ const bindingDecl = z.strictObject({
   arguments: z.record(z.string(), z.unknown()).default({}),
 });
 
+const tlsSection = z
+  .strictObject({
+    /** PEM, the server certificate first, then its intermediates. Paths: tls-files.ts. */
+    certFile: z.string().min(1),
+    keyFile: z.string().min(1),
+    /** The CAs a client certificate must chain to (clientCert: request). */
+    caFile: z.string().min(1).optional(),
+    clientCert: z.enum(['none', 'request', 'require']).default('none'),
+  })
+  .superRefine((t, ctx) => {
+    if (t.clientCert === 'require')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['clientCert'],
+        message:
+          'require cannot be enforced by uWebSockets.js: it verifies a certificate a client presents, but cannot refuse a client that presents none. ' +
+          'Use request (certificates that do not chain to caFile are refused in the handshake), or terminate TLS in nginx with ssl_verify_client on (README: "TLS through a reverse proxy")',
+      });
+    if (t.clientCert === 'request' && t.caFile === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['caFile'],
+        message: 'is required with clientCert: request: the CAs client certificates must chain to',
+      });
+    if (t.clientCert === 'none' && t.caFile !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['caFile'],
+        message:
+          'is only used to verify client certificates; set clientCert: request, or remove caFile',
+      });
+  });
+
 export const configSchema = z
   .strictObject({
     listen: hostPort.default('0.0.0.0:8080'),
@@ -173,8 +207,12 @@ export const configSchema = z
     reloadTimeoutMs: int(1000, 600_000).default(30_000),
     /** A worker that sends no state for this long (stuck event loop, SIGSTOP) is killed and replaced; it reports every second. */
     workerHangMs: int(3000, 600_000).default(15_000),
-    /** Run on uWebSockets.js' pure-JS fallback when the native binary does not load. */
+    /** Run on uWebSockets.js' pure-JS fallback when no native binary loads. */
     allowUwsFallback: z.boolean().default(false),
+    /** Which uWebSockets.js build to load: auto = the newest whose binary loads on this host. */
+    uwsBuild: z.enum(['auto', ...UWS_BUILD_IDS]).default('auto'),
+    /** TLS on the partner port, served by uWebSockets.js itself (builds with SSL only). */
+    tls: tlsSection.optional(),
     amqp: z
       .strictObject({
         /** Entries may be `file:NAME` secret references; config.ts replaces them by the file's URL before this schema runs. */

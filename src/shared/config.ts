@@ -9,6 +9,8 @@ import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './config-schema.js';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { describeIssue, schemaKeys } from './config-messages.js';
+import { checkTlsFiles, tlsBaseDir } from './tls-files.js';
+import { UWS_BUILD_IDS, type UwsBuildId } from './uws.js';
 
 export { splitHostPort } from './host-port.js';
 
@@ -20,6 +22,7 @@ const ENV_OVERRIDES = {
   BRIDGE_ADMIN_LISTEN: ['admin'],
   BRIDGE_WORKERS: ['workers'],
   BRIDGE_AMQP_URLS: ['amqp', 'urls'],
+  BRIDGE_UWS_BUILD: ['uwsBuild'],
 } as const;
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -39,6 +42,12 @@ export function notifySocketFromEnv(env: Env = process.env): string | undefined 
 /** True when the operator asked to run on uWS's slow JS fallback through the environment. */
 export function fallbackAllowedByEnv(env: Env = process.env): boolean {
   return env['BRIDGE_ALLOW_UWS_FALLBACK'] === '1' || env['BRIDGE_ALLOW_UWS_FALLBACK'] === 'true';
+}
+
+/** The build `--version` reports: BRIDGE_UWS_BUILD when it names one, else auto. */
+export function uwsBuildFromEnv(env: Env = process.env): 'auto' | UwsBuildId {
+  const value = env['BRIDGE_UWS_BUILD'];
+  return UWS_BUILD_IDS.find((id) => id === value) ?? 'auto';
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -225,12 +234,16 @@ export function loadConfig(file: string, env: Env = process.env): Config {
   }
   const overridden = applyEnvOverrides(parseConfigText(text, file), env);
   const secrets = resolveSecretFiles(overridden.raw, env);
-  return validateConfig(
+  const config = validateConfig(
     secrets.raw,
     [...overridden.problems, ...secrets.problems],
     secrets.sources,
     overridden.origins,
   );
+  if (config.tls === undefined) return config;
+  const files = checkTlsFiles(config.tls, tlsBaseDir(file, env));
+  if (files.problems.length > 0) throw new ConfigError(files.problems);
+  return { ...config, tls: files.tls };
 }
 
 /** The worker count `workers: auto` resolves to on this machine. */

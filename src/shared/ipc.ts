@@ -2,6 +2,7 @@
  * The typed messages between primary and workers over node:cluster IPC, with type guards for
  * the receiving side (IPC payloads are `unknown` until narrowed).
  */
+import type { UwsLoad } from './uws.js';
 import type { Config } from './config-schema.js';
 
 /** Workers repeat their status this often, so the primary can tell a hung worker from a quiet one. */
@@ -26,8 +27,8 @@ export type PrimaryToWorker =
       readonly config: Config;
       readonly slot: number;
       readonly port: number;
-      /** The operator allowed uWS's JS fallback (config or environment). */
-      readonly allowFallback: boolean;
+      /** The uWebSockets.js build to load: the primary's choice (a native one, or the JS fallback the operator allowed). */
+      readonly uws: UwsLoad;
       /**
        * Listen only once the channel is open and the topology asserted, however long that takes
        * (a reload's replacement: the primary gives up on it instead). Otherwise a worker listens

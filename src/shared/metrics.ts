@@ -124,11 +124,17 @@ export const PRIMARY_METRICS = {
     kind: 'gauge',
     labelNames: [],
   },
+  certificateExpiry: {
+    name: 'bridge_tls_certificate_expiry_timestamp_seconds',
+    help: 'When the certificate the partner port presents expires (Unix seconds); absent without tls. Alert well before it.',
+    kind: 'gauge',
+    labelNames: ['subject'],
+  },
   buildInfo: {
     name: 'bridge_build_info',
-    help: 'Always 1: the bridge version, Node.js version and uWebSockets.js build that are running.',
+    help: 'Always 1: the bridge version, Node.js version and uWebSockets.js build (version, npm package, native TLS) that are running.',
     kind: 'gauge',
-    labelNames: ['version', 'node', 'uws'],
+    labelNames: ['version', 'node', 'uws', 'uws_package', 'tls'],
   },
 } as const satisfies Record<string, MetricDef>;
 

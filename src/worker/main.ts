@@ -14,7 +14,7 @@ import {
 } from '../shared/ipc.js';
 import { createLogger } from '../shared/log.js';
 import { redactUrl } from '../shared/redact.js';
-import { loadUws } from '../shared/uws.js';
+import { loadChosenUws, type UwsLoad } from '../shared/uws.js';
 import { withCeleryTopology } from './amqp/celery.js';
 import { BrokerLink } from './amqp/connection.js';
 import { Publisher } from './amqp/publisher.js';
@@ -45,18 +45,19 @@ async function start(
   config: Config,
   slot: number,
   port: number,
-  allowFallback: boolean,
+  uwsLoad: UwsLoad,
   listenWhenConnected: boolean,
 ): Promise<void> {
   log = createLogger({ role: 'worker', worker: slot }, config.logging.level);
-  const { uws, native } = loadUws();
-  if (!native && !allowFallback) {
+  const loaded = loadChosenUws(uwsLoad);
+  if (loaded === undefined) {
     send({
       type: 'bridge:fatal',
-      detail: 'uWebSockets.js native binary did not load (JS fallback refused)',
+      detail: `the uWebSockets.js build the primary chose (${uwsLoad}) did not load in the worker`,
     });
     process.exit(78);
   }
+  const { uws, native } = loaded;
 
   const link = new BrokerLink({
     amqp: config.amqp,
@@ -144,7 +145,7 @@ async function start(
           })
       : undefined,
   });
-  const server = new HttpServer(uws, pipeline.handle, (err) =>
+  const server = new HttpServer(uws, config.tls, pipeline.handle, (err) =>
     log.error('bug while handling a request', { err }),
   );
 
@@ -223,11 +224,9 @@ process.once('message', (msg: unknown) => {
     log.fatal('first IPC message was not bridge:start');
     process.exit(1);
   }
-  start(msg.config, msg.slot, msg.port, msg.allowFallback, msg.listenWhenConnected).catch(
-    (err: unknown) => {
-      log.fatal('worker failed to start', { err });
-      process.exit(1);
-    },
-  );
+  start(msg.config, msg.slot, msg.port, msg.uws, msg.listenWhenConnected).catch((err: unknown) => {
+    log.fatal('worker failed to start', { err });
+    process.exit(1);
+  });
 });
 send({ type: 'bridge:hello' });

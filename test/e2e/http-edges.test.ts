@@ -6,7 +6,13 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { AMQP_URL, baseConfig, startBridge, type RunningBridge } from '../helpers/bridge.js';
+import {
+  AMQP_URL,
+  baseConfig,
+  startBridge,
+  uwsBuildOf,
+  type RunningBridge,
+} from '../helpers/bridge.js';
 import { messageIds, openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { getReadyz, logAfter, waitForReadyz } from '../helpers/admin.js';
@@ -157,8 +163,11 @@ describe('ambiguous HTTP framing', { timeout: 60_000 }, () => {
         rawPost('/p', payload, [...headers, `Idempotency-Key: ${key}`]),
       );
       assert.deepEqual(statuses, [400]);
-      const problem = JSON.parse(conn.responses[0]?.body ?? '{}') as { type?: string };
-      assert.equal(problem.type, 'urn:xml-amqp-bridge:problem:bad-framing');
+      // 20.57 refuses two Hosts itself, with its own 400, before the bridge sees the request.
+      if (!(what === 'two Host headers' && uwsBuildOf(bridge) === '20.57')) {
+        const problem = JSON.parse(conn.responses[0]?.body ?? '{}') as { type?: string };
+        assert.equal(problem.type, 'urn:xml-amqp-bridge:problem:bad-framing');
+      }
       assert.equal(await broker.count(queue), 0);
     });
   }
@@ -175,9 +184,9 @@ describe('ambiguous HTTP framing', { timeout: 60_000 }, () => {
     }
   });
 
-  // Decided inside uWebSockets.js 20.30 before the bridge sees the request: the connection is
-  // closed without an answer (README, Limits). Held here so that a parser change is noticed,
-  // and so that none of them is ever published.
+  // Decided inside uWebSockets.js before the bridge sees the request: 20.30 closes the connection
+  // without an answer, 20.57 answers its own 400 and closes (README, Limits). Held here so that a
+  // parser change is noticed, and so that none of them is ever published.
   for (const [what, request] of [
     [
       'Content-Length with Transfer-Encoding',
@@ -195,7 +204,7 @@ describe('ambiguous HTTP framing', { timeout: 60_000 }, () => {
   ] as const) {
     it(`closes on ${what} without publishing (uWebSockets.js decides)`, async () => {
       const { statuses } = await exchange(request);
-      assert.deepEqual(statuses, []);
+      assert.deepEqual(statuses, uwsBuildOf(bridge) === '20.57' ? [400] : []);
       assert.equal(await broker.count(queue), 0);
     });
   }

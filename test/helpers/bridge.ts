@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startChild, type Child } from './child.js';
 import { waitUntil } from './poll.js';
+import { runtimeFromEnv, type Runtime } from './runtime.js';
 
 /** The project root (this file is compiled to dist/test/helpers/). */
 export const PROJECT_ROOT = path.resolve(
@@ -62,6 +63,8 @@ export function baseConfig(
 
 export interface StartOptions {
   readonly env?: Record<string, string>;
+  /** Where the bridge runs; default: BRIDGE_TEST_RUNTIME's runtime (the host's Node.js when unset). */
+  readonly runtime?: Runtime;
   /** Wait for this many workers to report the broker connected (via /readyz). Default true. */
   readonly waitReady?: boolean;
   readonly timeoutMs?: number;
@@ -86,7 +89,8 @@ export async function startBridge(
   const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
   let started: { child: Child<LogLine>; ready: LogLine };
   try {
-    started = await startChild(process.execPath, [MAIN, '--config', configFile], {
+    const runtime = options.runtime ?? (await runtimeFromEnv());
+    started = await startChild(runtime.command, [...runtime.prefix, MAIN, '--config', configFile], {
       name: 'bridge',
       env: { ...process.env, ...options.env },
       parse: parseLogLine,
@@ -119,6 +123,20 @@ export async function startBridge(
   };
   if (options.waitReady !== false) await waitUntilReady(bridge, options.timeoutMs ?? 20_000);
   return bridge;
+}
+
+/**
+ * The uWebSockets.js build a bridge runs (its start log line): `20.57`, `20.30` or `js-fallback`.
+ * Tests of behaviour uWS decides itself (framing, header limits) expect each build's own.
+ */
+export function uwsBuildOf(bridge: RunningBridge): string {
+  const line = bridge.logs.find((l) => l.msg === 'uWebSockets.js build');
+  const uws = line?.['uws'];
+  const pkg = typeof uws === 'string' ? uws : '';
+  if (line?.['native'] === false) return 'js-fallback';
+  if (pkg.endsWith('@20.57.0')) return '20.57';
+  if (pkg.includes('@20.30.0')) return '20.30';
+  throw new Error(`no uWebSockets.js build line in the bridge's log (${pkg})`);
 }
 
 /** Polls /readyz (the primary's aggregate of worker events) until it answers 200. */

@@ -1,12 +1,36 @@
 /**
  * The uWS app: one catch-all handler, listen and stop-listening.
  * Every worker listens on the same port with SO_REUSEPORT (uWS's default), so the kernel spreads
- * new connections over the workers.
+ * new connections over the workers. With `tls`, an SSLApp: uWS terminates TLS itself (builds with
+ * SSL only; the primary refuses `tls` on the others), and the handler sees the same requests.
  */
-import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type {
+  AppOptions,
+  HttpRequest,
+  HttpResponse,
+  TemplatedApp,
+  us_listen_socket,
+} from 'uWebSockets.js';
+import type { TlsSection } from '../../shared/tls-files.js';
 import { BridgeError } from '../../shared/errors.js';
 import { renderProblem, writeResponse } from './render.js';
 import type { Uws } from '../../shared/uws.js';
+
+/**
+ * uSockets loads the files itself (paths, not PEM text), so a renewed certificate is read by the
+ * workers a SIGHUP reload forks. A caFile makes it verify client certificates (SSL_VERIFY_PEER):
+ * one that does not chain to it fails the handshake; a client sending none is still served,
+ * which is why the schema refuses `clientCert: require`.
+ */
+function sslOptions(tls: TlsSection): AppOptions {
+  return {
+    cert_file_name: tls.certFile,
+    key_file_name: tls.keyFile,
+    ...(tls.clientCert === 'request' && tls.caFile !== undefined
+      ? { ca_file_name: tls.caFile }
+      : {}),
+  };
+}
 
 export class HttpServer {
   readonly #app: TemplatedApp;
@@ -15,11 +39,13 @@ export class HttpServer {
 
   constructor(
     uws: Uws,
+    tls: TlsSection | undefined,
     handler: (res: HttpResponse, req: HttpRequest) => void,
     onBug: (err: unknown) => void,
   ) {
     this.#uws = uws;
-    this.#app = uws.App().any('/*', (res, req) => {
+    const app = tls === undefined ? uws.App() : uws.SSLApp(sslOptions(tls));
+    this.#app = app.any('/*', (res, req) => {
       try {
         handler(res, req);
       } catch (err) {
