@@ -230,6 +230,10 @@ export interface BridgeStartOptions {
   readonly nofile?: number;
   /** Node.js options for the primary, which its workers inherit (bench/profile.ts: --cpu-prof). */
   readonly nodeArgs?: readonly string[];
+  /** Another Node.js to run it with: a command and its leading arguments (bench/uws-builds.ts). */
+  readonly node?: { readonly command: string; readonly prefix: readonly string[] };
+  /** Added to the bridge's environment (e.g. BRIDGE_UWS_BUILD). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** Starts the built bridge with `config` (listen/admin ports are forced to ephemeral loopback). */
@@ -240,13 +244,17 @@ export async function startBridge(
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-'));
   const file = path.join(dir, 'config.json');
   writeFileSync(file, JSON.stringify({ ...config, listen: '127.0.0.1:0', admin: '127.0.0.1:0' }));
-  const [cmd, args] = withNofile(options.nofile, process.execPath, [
+  const [cmd, args] = withNofile(options.nofile, options.node?.command ?? process.execPath, [
+    ...(options.node?.prefix ?? []),
     ...(options.nodeArgs ?? []),
     path.join(ROOT, 'dist/src/primary/main.js'),
     '--config',
     file,
   ]);
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(cmd, args, {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...options.env },
+  });
   const deadline = Date.now() + 30_000;
   const stop = async (): Promise<void> => {
     await stopChild(child, 15_000);

@@ -12,6 +12,7 @@ import {
   stopChild,
   withNofile,
   workerPids,
+  type BridgeStartOptions,
 } from './harness.js';
 import { SYSTEM_PYTHON } from './system.js';
 
@@ -194,7 +195,10 @@ export function bridgeRoute(ctx: Pick<StartContext, 'mode' | 'queue'>): Record<s
   }
 }
 
-export async function startBridgeStack(ctx: StartContext): Promise<HttpStack> {
+export async function startBridgeStack(
+  ctx: StartContext,
+  how: Omit<BridgeStartOptions, 'nofile'> = {},
+): Promise<HttpStack> {
   const args = ctx.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {};
   const queues =
     ctx.mode === 'publish' || ctx.mode === 'rpc'
@@ -202,7 +206,7 @@ export async function startBridgeStack(ctx: StartContext): Promise<HttpStack> {
       : [];
   const bridge = await startBridge(
     { workers: ctx.workers, topology: { queues }, routes: [bridgeRoute(ctx)] },
-    { nofile: ctx.nofile },
+    { ...how, nofile: ctx.nofile },
   );
   const workers = await workerPids(bridge.adminPort);
   return {
