@@ -22,7 +22,7 @@ the service, or, if it already runs an older release, switches to the new one wi
 (deploy/upgrade.sh --systemd). A release already running is left alone.
 
   --root DIR    lay the files out under DIR instead of / (packaging, tests); starts nothing
-  --node PATH   the Node.js 20 binary the units run (default: node on PATH)
+  --node PATH   the Node.js binary the units run: 20, 22 or 24 (default: node on PATH)
   --no-start    lay the files out, do not touch systemd or sysctl
   --uninstall   stop and disable the service, remove the units, the sysctl file and
                 /opt/xml-amqp-bridge; keeps /etc/xml-amqp-bridge unless --purge
@@ -101,11 +101,16 @@ preflight() {
   fi
   node_bin=${node_bin:-$(command -v node || true)}
   if [ -z "$node_bin" ] || [ ! -x "$node_bin" ]; then
-    missing+=("Node.js 20: no node on PATH (Debian 12's own nodejs package is 18; install Node.js 20, e.g. the nodejs 20.x deb from NodeSource, or give --node PATH)")
+    missing+=("Node.js: no node on PATH (Debian 12's own nodejs package is 18; install Node.js 20 on Debian 12, 22 or 24 on Debian 13, e.g. NodeSource's deb, or give --node PATH; README: Supported platforms)")
   else
     node_bin=$(readlink -f "$node_bin")
     ver=$("$node_bin" --version 2>/dev/null || echo unknown)
-    [[ $ver =~ ^v20\. ]] || missing+=("Node.js 20: $node_bin is $ver; the bridge needs 20.x (its uWebSockets.js native binary and package.json engines)")
+    [[ $ver =~ ^v(20|22|24)\. ]] || missing+=("Node.js: $node_bin is $ver; the bridge runs on 20, 22 or 24 (package.json engines; README: Supported platforms)")
+    # Whether a uWebSockets.js build loads with this Node.js on this glibc (README: Supported platforms).
+    if [ -f "$from/dist/src/primary/main.js" ] && [ -d "$from/node_modules" ]; then
+      t=$("$node_bin" "$from/dist/src/primary/main.js" --version 2>&1 || true)
+      [[ $t == *"none loads here"* ]] && missing+=("a uWebSockets.js build for $ver on this host: ${t#*none loads here: }")
+    fi
   fi
   [ -f "$from/dist/src/primary/main.js" ] ||
     missing+=("a built release: $from/dist/src/primary/main.js is missing (run 'npm ci && npm run build' in $from, or give --from DIR)")

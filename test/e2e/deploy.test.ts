@@ -29,6 +29,7 @@ import { runToExit, startChild, type Child, type Run } from '../helpers/child.js
 import { openBroker, uniqueName, messageIds } from '../helpers/broker.js';
 import { postXml, xmlBody } from '../helpers/load.js';
 import { waitUntil } from '../helpers/poll.js';
+import { debian13Root } from '../helpers/runtime.js';
 
 const DEPLOY = path.join(PROJECT_ROOT, 'deploy');
 const INSTALL_SH = path.join(DEPLOY, 'install.sh');
@@ -618,7 +619,7 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     );
   });
 
-  it('lists every missing prerequisite at once: Node.js other than 20, no built release', async (t) => {
+  it('lists every missing prerequisite at once: a Node.js outside engines, no built release', async (t) => {
     const dir = tempDir(t, 'missing');
     const bin = path.join(dir, 'bin');
     mkdirSync(bin);
@@ -630,12 +631,27 @@ describe('deploy/install.sh', { timeout: 100_000 }, () => {
     });
     assert.equal(out.code, 1, out.stderr);
     assert.match(out.stderr, /cannot install; missing:/);
-    assert.match(out.stderr, /- Node\.js 20: \S+\/node is v18\.19\.0; the bridge needs 20\.x/);
+    assert.match(
+      out.stderr,
+      /- Node\.js: \S+\/node is v18\.19\.0; the bridge runs on 20, 22 or 24/,
+    );
     assert.match(
       out.stderr,
       /- a built release: \S+\/dist\/src\/primary\/main\.js is missing \(run 'npm ci && npm run build'/,
     );
     assert.match(out.stderr, /- package\.json and package-lock\.json in /);
+    assert.equal(existsSync(path.join(dir, 'root')), false, 'something was laid out');
+  });
+
+  it('refuses a Node.js on which no uWebSockets.js build loads here, saying why (Node.js 24 on Debian 12)', async (t) => {
+    const dir = tempDir(t, 'no-build');
+    const node24 = path.join(await debian13Root(), 'opt', 'node-24', 'bin', 'node');
+    const out = await run([INSTALL_SH, '--root', path.join(dir, 'root'), '--node', node24]);
+    assert.equal(out.code, 1, out.stderr);
+    assert.match(
+      out.stderr,
+      /- a uWebSockets\.js build for v24\.\S+ on this host: 20\.57: its binary needs glibc 2\.38; this host has 2\.36; 20\.30: it has no binary for Node\.js 24/,
+    );
     assert.equal(existsSync(path.join(dir, 'root')), false, 'something was laid out');
   });
 

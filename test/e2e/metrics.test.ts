@@ -328,11 +328,17 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
     const pkg = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
       version: string;
     }; // our own package.json
-    assert.deepEqual(
-      { ...build[0]?.labels },
-      { version: pkg.version, node: process.version, uws: build[0]?.labels['uws'] },
+    const labels = { ...build[0]?.labels };
+    assert.deepEqual(Object.keys(labels).sort(), ['node', 'tls', 'uws', 'uws_package', 'version']);
+    assert.equal(labels['version'], pkg.version);
+    assert.equal(labels['node'], process.version);
+    assert.match(labels['uws'] ?? '', /^\d+\.\d+\.\d+\S* native$/);
+    // The package and its TLS go together: 20.57 has SSL, 20.30 has not.
+    assert.ok(
+      (labels['uws_package'] === '@btc-vision/uwebsockets.js' && labels['tls'] === 'native') ||
+        (labels['uws_package'] === '@trufflesuite/uws-js-unofficial' && labels['tls'] === 'none'),
+      JSON.stringify(labels),
     );
-    assert.match(build[0]?.labels['uws'] ?? '', /^\d+\.\d+\.\d+\S* native$/);
     assert.equal(build[0]?.value, 1);
     const bridgeSamples = scrape.samples.filter(
       (s) => s.name.startsWith('bridge_') && s.name !== 'bridge_build_info',
@@ -849,5 +855,30 @@ function alertCases(): unknown[] {
       [['3m', 'BridgeConfigReloadFailed', [{ ...job, severity: 'warning' }]]],
     ),
     test([[`bridge_config_reload_success{${I}}`, '1x5']], [['4m', 'BridgeConfigReloadFailed', []]]),
+    // promtool's clock starts at 0: 10 days left fires, 100 days does not.
+    test(
+      [
+        [
+          `bridge_tls_certificate_expiry_timestamp_seconds{${I}, subject="CN=partners"}`,
+          '864000x90',
+        ],
+      ],
+      [
+        [
+          '70m',
+          'BridgeTlsCertificateExpiresSoon',
+          [{ ...job, subject: 'CN=partners', severity: 'warning' }],
+        ],
+      ],
+    ),
+    test(
+      [
+        [
+          `bridge_tls_certificate_expiry_timestamp_seconds{${I}, subject="CN=partners"}`,
+          '8640000x90',
+        ],
+      ],
+      [['70m', 'BridgeTlsCertificateExpiresSoon', []]],
+    ),
   ];
 }
