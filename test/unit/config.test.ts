@@ -10,9 +10,10 @@ import {
   parseConfigText,
   validateConfig,
 } from '../../src/shared/config.js';
-import { ConfigError, type ConfigProblem } from '../../src/shared/errors.js';
+import type { ConfigProblem } from '../../src/shared/errors.js';
 import { PROJECT_ROOT } from '../helpers/bridge.js';
 import { MANY_PROBLEMS_PATHS } from '../fixtures/configs/many-problems.js';
+import { problemsOf } from '../helpers/config-problems.js';
 
 const FIXTURES = path.join(PROJECT_ROOT, 'test', 'fixtures', 'configs');
 const fixture = (name: string): string => path.join(FIXTURES, name);
@@ -21,17 +22,6 @@ const fixture = (name: string): string => path.join(FIXTURES, name);
 const NO_ENV: Readonly<Record<string, string | undefined>> = {};
 
 const PUBLISH = { path: '/a', mode: 'publish', routingKey: 'a' };
-
-/** The problems a ConfigError carries; fails the test when `fn` does not throw one. */
-function problemsOf(fn: () => unknown): readonly ConfigProblem[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 function pathsOf(problems: readonly ConfigProblem[]): string[] {
   return problems.map((p) => p.path);

@@ -5,23 +5,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig, uwsBuildFromEnv, validateConfig } from '../../src/shared/config.js';
-import { ConfigError, type ConfigProblem } from '../../src/shared/errors.js';
 import { checkTlsFiles, tlsBaseDir } from '../../src/shared/tls-files.js';
 import { reloadTlsRefusal, tlsRefusal, type Runtime } from '../../src/primary/runtime-choice.js';
 import { runToExit } from '../helpers/child.js';
 import { makeTestPki, type TestPki } from '../helpers/test-pki.js';
+import { problemsOf } from '../helpers/config-problems.js';
 
 const ROUTES = [{ path: '/a', mode: 'publish', routingKey: 'a' }];
-
-function problemsOf(fn: () => unknown): readonly ConfigProblem[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 const RUNTIME_2030: Runtime = {
   build: {
