@@ -198,6 +198,8 @@ export function bridgeRoute(ctx: Pick<StartContext, 'mode' | 'queue'>): Record<s
 export async function startBridgeStack(
   ctx: StartContext,
   how: Omit<BridgeStartOptions, 'nofile'> = {},
+  /** Served over HTTPS with these files (bench/uws-builds.ts; the 20.57 build only). */
+  tls?: { readonly certFile: string; readonly keyFile: string },
 ): Promise<HttpStack> {
   const args = ctx.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {};
   const queues =
@@ -205,12 +207,17 @@ export async function startBridgeStack(
       ? [{ name: ctx.queue, durable: true, arguments: args }]
       : [];
   const bridge = await startBridge(
-    { workers: ctx.workers, topology: { queues }, routes: [bridgeRoute(ctx)] },
+    {
+      workers: ctx.workers,
+      topology: { queues },
+      routes: [bridgeRoute(ctx)],
+      ...(tls === undefined ? {} : { tls }),
+    },
     { ...how, nofile: ctx.nofile },
   );
   const workers = await workerPids(bridge.adminPort);
   return {
-    url: `http://127.0.0.1:${bridge.port}${routePath(ctx.mode)}`,
+    url: `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${bridge.port}${routePath(ctx.mode)}`,
     rootPid: bridge.pid,
     servingPids: () => workers,
     statuses: async () => {

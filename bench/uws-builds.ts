@@ -4,7 +4,8 @@
  * root's Node.js; wrk, the broker and the rpc responder stay on this host, as in `npm run bench`.
  * Same machine, same broker, same load; the variants run one after the other in every round
  * (alternated rounds), and the table gives medians over rounds with ratios to the baseline
- * (20.30 on Node.js 20 in the same root). The host's own bridge (Debian 12) is measured too.
+ * (20.30 on Node.js 20 in the same root). The host's own bridge (Debian 12) is measured too, and
+ * 20.57 on Node.js 24 serving HTTPS itself, for what native TLS costs.
  *
  * Usage: node dist/bench/uws-builds.js [--seconds 10] [--rounds 3] [--conns 1000]
  *        [--scenarios publish,rpc] [--out bench/results]
@@ -20,6 +21,7 @@ import type { HttpStackSpec, Scenario } from './scenarios.js';
 import { startBridgeStack } from './stacks.js';
 import { brokerPid, ensureDebianPackages, raisableNofile } from './system.js';
 import { debian13Runtime, type RootNodeMajor } from '../test/helpers/runtime.js';
+import { makeTestPki, type TestPki } from '../test/helpers/test-pki.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,6 +42,8 @@ interface Variant {
   /** Undefined: the host's own Node.js (Debian 12). */
   readonly major: RootNodeMajor | undefined;
   readonly build: '20.30' | '20.57';
+  /** Served over HTTPS by the bridge itself (wrk speaks TLS; it does not verify the certificate). */
+  readonly tls?: boolean;
 }
 
 const BASELINE = 'd13-node20-uws20.30';
@@ -64,6 +68,13 @@ const VARIANTS: readonly Variant[] = [
     build: '20.57',
   },
   {
+    id: 'd13-node24-uws20.57-tls',
+    label: 'Debian 13, Node.js 24, uWS 20.57, HTTPS',
+    major: '24',
+    build: '20.57',
+    tls: true,
+  },
+  {
     id: 'd12-node20-uws20.30',
     label: 'Debian 12 (host), Node.js 20, uWS 20.30',
     major: undefined,
@@ -71,7 +82,7 @@ const VARIANTS: readonly Variant[] = [
   },
 ];
 
-async function stackOf(v: Variant): Promise<HttpStackSpec> {
+async function stackOf(v: Variant, pki: TestPki): Promise<HttpStackSpec> {
   const runtime = v.major === undefined ? undefined : await debian13Runtime(v.major);
   return {
     id: v.id,
@@ -80,18 +91,23 @@ async function stackOf(v: Variant): Promise<HttpStackSpec> {
     family: 'bridge',
     kind: 'http',
     start: (ctx) =>
-      startBridgeStack(ctx, {
-        env: { BRIDGE_UWS_BUILD: v.build },
-        ...(runtime === undefined
-          ? {}
-          : { node: { command: runtime.command, prefix: runtime.prefix } }),
-      }),
+      startBridgeStack(
+        ctx,
+        {
+          env: { BRIDGE_UWS_BUILD: v.build },
+          ...(runtime === undefined
+            ? {}
+            : { node: { command: runtime.command, prefix: runtime.prefix } }),
+        },
+        v.tls === true ? { certFile: pki.serverCert, keyFile: pki.serverKey } : undefined,
+      ),
   };
 }
 
 ensureDebianPackages(log);
 const conns = Number(values.conns);
-const stacks = await Promise.all(VARIANTS.map(stackOf));
+const pki = await makeTestPki();
+const stacks = await Promise.all(VARIANTS.map((v) => stackOf(v, pki)));
 const wanted = values.scenarios.split(',');
 const scenarios: Scenario[] = (
   [
@@ -128,6 +144,7 @@ try {
 } finally {
   for (const stop of live) await stop().catch(() => undefined);
   await admin.close();
+  pki.remove();
 }
 
 const fmt = (n: number, digits = 0): string =>
