@@ -8,6 +8,7 @@ import process from 'node:process';
 import {
   configPathFromEnv,
   fallbackAllowedByEnv,
+  fallbackForcedByEnv,
   loadConfig,
   uwsBuildFromEnv,
   notifySocketFromEnv,
@@ -72,7 +73,11 @@ async function checkConfig(file: string, broker: boolean): Promise<number> {
     printProblems(err, (line) => process.stderr.write(`  ${line}`));
     return 2;
   }
-  const choice = chooseRuntime(config, config.allowUwsFallback || fallbackAllowedByEnv());
+  const choice = chooseRuntime(
+    config,
+    config.allowUwsFallback || fallbackAllowedByEnv(),
+    fallbackForcedByEnv(),
+  );
   if (!choice.ok) process.stderr.write(`${file}: warning: ${choice.message}\n`);
   const cannotTls = choice.ok ? tlsRefusal(config, choice.runtime) : undefined;
   if (cannotTls !== undefined) {
@@ -116,7 +121,11 @@ async function run(file: string, takeover: boolean): Promise<void> {
   const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) =>
     log.warn('systemd-notify failed', { err }),
   );
-  const choice = chooseRuntime(config, config.allowUwsFallback || fallbackAllowedByEnv());
+  const choice = chooseRuntime(
+    config,
+    config.allowUwsFallback || fallbackAllowedByEnv(),
+    fallbackForcedByEnv(),
+  );
   if (!choice.ok) {
     log.fatal(choice.message, { node: process.version, abi: process.versions.modules });
     process.exit(1);

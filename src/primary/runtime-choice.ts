@@ -22,7 +22,23 @@ export type RuntimeChoice =
   | { readonly ok: true; readonly runtime: Runtime }
   | { readonly ok: false; readonly message: string };
 
-export function chooseRuntime(config: Config, allowFallback: boolean): RuntimeChoice {
+export function chooseRuntime(
+  config: Config,
+  allowFallback: boolean,
+  forceFallback = false,
+): RuntimeChoice {
+  if (forceFallback) {
+    if (!allowFallback)
+      return {
+        ok: false,
+        message:
+          'UWS_USE_FALLBACK asks for the JS fallback instead of a uWebSockets.js native binary; refusing it. ' +
+          'allowUwsFallback: true (or BRIDGE_ALLOW_UWS_FALLBACK=1) runs it anyway (development only)',
+      };
+    const fallback = loadChosenUws('js-fallback');
+    if (fallback === undefined) return { ok: false, message: 'the JS fallback did not load' };
+    return { ok: true, runtime: { build: fallback.build, refusals: [] } };
+  }
   const { loaded, refusals } = loadNativeUws(config.uwsBuild);
   if (loaded !== undefined) return { ok: true, runtime: { build: loaded.build, refusals } };
   const asked =

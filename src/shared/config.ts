@@ -44,6 +44,15 @@ export function fallbackAllowedByEnv(env: Env = process.env): boolean {
   return env['BRIDGE_ALLOW_UWS_FALLBACK'] === '1' || env['BRIDGE_ALLOW_UWS_FALLBACK'] === 'true';
 }
 
+/**
+ * True when UWS_USE_FALLBACK (the 20.30 package's own switch) asks for its JS fallback: the
+ * bridge then takes no native build, and refuses to start unless the fallback is allowed.
+ */
+export function fallbackForcedByEnv(env: Env = process.env): boolean {
+  const value = env['UWS_USE_FALLBACK'];
+  return value !== undefined && ['1', 'true'].includes(value.toLowerCase());
+}
+
 /** The build `--version` reports: BRIDGE_UWS_BUILD when it names one, else auto. */
 export function uwsBuildFromEnv(env: Env = process.env): 'auto' | UwsBuildId {
   const value = env['BRIDGE_UWS_BUILD'];

@@ -11,6 +11,7 @@ import {
   MAIN,
   parseLogLine,
   startBridge,
+  uwsBuildOf,
   workerPids,
   type LogLine,
 } from '../helpers/bridge.js';
@@ -139,6 +140,7 @@ describe('port guard', { timeout: 90_000 }, () => {
     });
     t.after(() => bridge.stop());
     assert.ok(!bridge.logs.some((l) => l.level === 'fatal'));
+    assert.equal(uwsBuildOf(bridge), 'js-fallback');
     const res = await fetch(`${bridge.url}/nope`);
     await res.arrayBuffer();
     assert.equal(res.status, 404, 'the fallback server answers HTTP');
