@@ -29,8 +29,13 @@ import { MetricsAggregator } from './metrics-aggregator.js';
 import { SystemdNotifier } from './systemd-notify.js';
 import { Registry } from 'prom-client';
 import { describeRefusals, loadNativeUws } from '../shared/uws.js';
-import { checkTlsFiles, type ServedCertificate, type TlsSection } from '../shared/tls-files.js';
-import { chooseRuntime, reloadTlsRefusal, tlsRefusal } from './runtime-choice.js';
+import { checkTlsFiles, type TlsSection } from '../shared/tls-files.js';
+import {
+  chooseRuntime,
+  reloadTlsRefusal,
+  tlsRefusal,
+  type RuntimeChoice,
+} from './runtime-choice.js';
 import { buildInfo, versionLine } from '../shared/build-info.js';
 
 let log = createLogger({ role: 'primary' });
@@ -38,13 +43,24 @@ let log = createLogger({ role: 'primary' });
 const METRICS_DEADLINE_MS = 2000;
 const WORKER_SCRIPT = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
-/** The certificate the partner port presents (the files were checked when the config loaded). */
-function servedCertificate(tls: TlsSection): ServedCertificate | undefined {
-  return checkTlsFiles(tls, '/').served;
+/** The uWebSockets.js build this config runs on here, or why none can (config and environment). */
+function runtimeFor(config: Config): RuntimeChoice {
+  return chooseRuntime(
+    config,
+    config.allowUwsFallback || fallbackAllowedByEnv(),
+    fallbackForcedByEnv(),
+  );
 }
 
-function logServedCertificate(tls: TlsSection): void {
-  const served = servedCertificate(tls);
+/**
+ * Logs the certificate the partner port presents and exports its expiry; without `tls` the
+ * expiry series goes (a reload that moved to plain HTTP on another port). The files were
+ * checked when the config loaded; this reads the certificate once more for its details.
+ */
+function announceCertificate(tls: TlsSection | undefined, aggregator: MetricsAggregator): void {
+  const served = tls === undefined ? undefined : checkTlsFiles(tls, '/').served;
+  aggregator.certificateExpiry(served);
+  if (tls === undefined) return;
   log.info('serving TLS', {
     certFile: tls.certFile,
     clientCert: tls.clientCert,
@@ -73,11 +89,7 @@ async function checkConfig(file: string, broker: boolean): Promise<number> {
     printProblems(err, (line) => process.stderr.write(`  ${line}`));
     return 2;
   }
-  const choice = chooseRuntime(
-    config,
-    config.allowUwsFallback || fallbackAllowedByEnv(),
-    fallbackForcedByEnv(),
-  );
+  const choice = runtimeFor(config);
   if (!choice.ok) process.stderr.write(`${file}: warning: ${choice.message}\n`);
   const cannotTls = choice.ok ? tlsRefusal(config, choice.runtime) : undefined;
   if (cannotTls !== undefined) {
@@ -121,11 +133,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
   const notifier = new SystemdNotifier(notifySocketFromEnv(), (err) =>
     log.warn('systemd-notify failed', { err }),
   );
-  const choice = chooseRuntime(
-    config,
-    config.allowUwsFallback || fallbackAllowedByEnv(),
-    fallbackForcedByEnv(),
-  );
+  const choice = runtimeFor(config);
   if (!choice.ok) {
     log.fatal(choice.message, { node: process.version, abi: process.versions.modules });
     process.exit(1);
@@ -144,7 +152,6 @@ async function run(file: string, takeover: boolean): Promise<void> {
     node: process.version,
     ...(runtime.refusals.length > 0 ? { notLoaded: describeRefusals(runtime.refusals) } : {}),
   });
-  if (config.tls !== undefined) logServedCertificate(config.tls);
 
   const { host, port: wantedPort } = splitHostPort(config.listen);
   let port = wantedPort;
@@ -176,7 +183,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
     () => supervisor.workers.length,
     buildInfo(runtime.build),
   );
-  if (config.tls !== undefined) aggregator.certificateExpiry(servedCertificate(config.tls));
+  announceCertificate(config.tls, aggregator);
   const admin = createAdminServer({
     readiness: () => readiness(supervisor.views),
     metrics: async (openMetrics) => {
@@ -280,10 +287,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
           config = next;
           port = nextPort;
           log.info('reloaded', { port });
-          if (next.tls !== undefined) {
-            logServedCertificate(next.tls);
-            aggregator.certificateExpiry(servedCertificate(next.tls));
-          }
+          announceCertificate(next.tls, aggregator);
         } else {
           log.error(
             'reload abandoned: the new workers were not ready; the running ones keep the previous config',
