@@ -343,6 +343,21 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   /** The shipped client_max_body_size, the bridge's maxBodyBytes too (the file says why). */
   let bodyLimit: number;
 
+  /** An XML POST through nginx with curl, trusting the test CA; `extra` (certificates, headers) goes first. */
+  const curlPost = (url: string, body: string, extra: readonly string[] = []): Promise<CurlRun> =>
+    curl(
+      pki.caCert,
+      [url],
+      [...extra, '-H', 'Content-Type: application/xml', '--data-binary', body],
+    );
+  /** The same, for a POST that must get exactly one answer. */
+  const postOne = async (
+    url: string,
+    body: string,
+    what: string,
+    extra: readonly string[] = [],
+  ): Promise<CurlTransfer> => only(await curlPost(url, body, extra), what);
+
   before(async () => {
     broker = await openBroker();
     queue = await broker.queue(uniqueName('rproxy'));
@@ -538,14 +553,7 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   });
 
   it('partners the bridge cannot serve itself are served through nginx: HTTP/1.0, and requests pipelined in one packet', async () => {
-    const old = only(
-      await curl(
-        pki.caCert,
-        [`${tls.url}/orders?v=1.0`],
-        ['--http1.0', '-H', 'Content-Type: application/xml', '--data-binary', '<old/>'],
-      ),
-      'HTTP/1.0',
-    );
+    const old = await postOne(`${tls.url}/orders?v=1.0`, '<old/>', 'HTTP/1.0', ['--http1.0']);
     assert.equal(old.status, 202, old.body);
 
     const socket = connect({ host: '127.0.0.1', port: tls.port, ca });
@@ -581,15 +589,8 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
     };
     const atLimit = body(bodyLimit, 'at-limit.xml');
     const over = body(bodyLimit + 1, 'over-limit.xml');
-    const post = async (file: string, extra: readonly string[], what: string) =>
-      only(
-        await curl(
-          pki.caCert,
-          [`${tls.url}/orders`],
-          ['-H', 'Content-Type: application/xml', ...extra, '--data-binary', `@${file}`],
-        ),
-        what,
-      );
+    const post = (file: string, extra: readonly string[], what: string): Promise<CurlTransfer> =>
+      postOne(`${tls.url}/orders`, `@${file}`, what, extra);
 
     const chunked = ['-H', 'Transfer-Encoding: chunked'];
     const ok = await post(atLimit, chunked, 'at the limit, chunked');
@@ -616,14 +617,7 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   });
 
   it('client certificates required (ssl_verify_client on): no certificate, 400 from nginx; nothing reaches the bridge', async () => {
-    const reply = only(
-      await curl(
-        pki.caCert,
-        [`${requireCert.url}/orders`],
-        ['-H', 'Content-Type: application/xml', '--data-binary', '<no-cert/>'],
-      ),
-      'no certificate',
-    );
+    const reply = await postOne(`${requireCert.url}/orders`, '<no-cert/>', 'no certificate');
     assert.equal(reply.status, 400, reply.body);
     assert.match(reply.body, /No required SSL certificate was sent/);
     assert.equal(reply.headers['x-request-id'], undefined, 'nginx answered, not the bridge');
@@ -658,25 +652,14 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   });
 
   it('client certificates required: the CA-signed certificate gets 202, and only its verified subject reaches the message', async () => {
-    const reply = only(
-      await curl(
-        pki.caCert,
-        [`${requireCert.url}/orders`],
-        [
-          '--cert',
-          pki.clientCert,
-          '--key',
-          pki.clientKey,
-          '-H',
-          'Content-Type: application/xml',
-          '-H',
-          'X-Client-Subject: CN=forged',
-          '--data-binary',
-          '<signed/>',
-        ],
-      ),
-      'CA-signed',
-    );
+    const reply = await postOne(`${requireCert.url}/orders`, '<signed/>', 'CA-signed', [
+      '--cert',
+      pki.clientCert,
+      '--key',
+      pki.clientKey,
+      '-H',
+      'X-Client-Subject: CN=forged',
+    ]);
     assert.equal(reply.status, 202, `${reply.body} ${requireCert.errors()}`);
     const [msg] = await takeExactly(1);
     assert.equal(msg?.properties.headers?.['x-client-subject'], 'CN=acme-gateway');
@@ -685,19 +668,7 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
 
   it('client certificates optional (ssl_verify_client optional, clientCert: request): none passes without a subject, a stranger is refused, the CA-signed one carries its subject', async () => {
     const post = (body: string, extra: readonly string[]): Promise<CurlRun> =>
-      curl(
-        pki.caCert,
-        [`${optionalCert.url}/orders`],
-        [
-          ...extra,
-          '-H',
-          'Content-Type: application/xml',
-          '-H',
-          'X-Client-Subject: CN=forged',
-          '--data-binary',
-          body,
-        ],
-      );
+      curlPost(`${optionalCert.url}/orders`, body, [...extra, '-H', 'X-Client-Subject: CN=forged']);
     const none = only(await post('<none/>', []), 'no certificate');
     assert.equal(none.status, 202, none.body);
     const [unverified] = await takeExactly(1, queue, 'no certificate');
@@ -730,24 +701,11 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   });
 
   it('a certificate let through unverified (optional_no_ca) never gives a subject: only SUCCESS maps to X-Client-Subject', async () => {
-    const reply = only(
-      await curl(
-        pki.caCert,
-        [`${unverifiedCert.url}/orders`],
-        [
-          '--cert',
-          pki.strangerCert,
-          '--key',
-          pki.strangerKey,
-          '-H',
-          'Content-Type: application/xml',
-          '-H',
-          'X-Client-Subject: CN=forged',
-          '--data-binary',
-          '<unverified/>',
-        ],
-      ),
+    const reply = await postOne(
+      `${unverifiedCert.url}/orders`,
+      '<unverified/>',
       'optional_no_ca, stranger',
+      ['--cert', pki.strangerCert, '--key', pki.strangerKey, '-H', 'X-Client-Subject: CN=forged'],
     );
     assert.equal(reply.status, 202, reply.body);
     const [msg] = await takeExactly(1);
@@ -817,14 +775,7 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   });
 
   it('a POST the bridge received is never sent again: its worker killed before answering gives 502 from nginx and one copy', async () => {
-    const warm = only(
-      await curl(
-        pki.caCert,
-        [`${tls.url}/orders`],
-        ['-H', 'Content-Type: application/xml', '--data-binary', '<warm/>'],
-      ),
-      'warm-up',
-    );
+    const warm = await postOne(`${tls.url}/orders`, '<warm/>', 'warm-up');
     assert.equal(warm.status, 202, warm.body);
     await takeExactly(1);
     // The rpc request is published at once and then waits for a reply that never comes, over
@@ -863,14 +814,7 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
   it('with the bridge stopped, nginx answers 502 at once and nothing is published', async () => {
     await bridge.stop();
     const started = Date.now();
-    const reply = only(
-      await curl(
-        pki.caCert,
-        [`${tls.url}/orders`],
-        ['-H', 'Content-Type: application/xml', '--data-binary', '<gone/>'],
-      ),
-      'bridge stopped',
-    );
+    const reply = await postOne(`${tls.url}/orders`, '<gone/>', 'bridge stopped');
     assert.equal(reply.status, 502, reply.body);
     assert.ok(Date.now() - started < 5000, 'not held until a timeout');
     await assertNothingPublished('bridge stopped');
