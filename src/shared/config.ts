@@ -7,7 +7,7 @@ import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { parseDocument } from 'yaml';
 import { configSchema, type Config } from './config-schema.js';
-import { ConfigError, type ConfigProblem } from './errors.js';
+import { ConfigError, errorReason, type ConfigProblem } from './errors.js';
 import { describeIssue, schemaKeys } from './config-messages.js';
 import { checkTlsFiles, tlsBaseDir } from './tls-files.js';
 import { UWS_BUILD_IDS, type UwsBuildId } from './uws.js';
@@ -132,12 +132,6 @@ const SECRET_FILE_PREFIX = 'file:';
 /** Where each secret came from, by config path (`amqp.urls[0]`): the file, or undefined if unreadable. */
 export type SecretSources = ReadonlyMap<string, string | undefined>;
 
-function errnoCode(err: unknown): string {
-  const code: unknown =
-    typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined; // Node fs errors carry a string code
-  return typeof code === 'string' ? code : String(err);
-}
-
 /**
  * Replaces the `file:` references of secret-bearing keys (every `amqp.urls` entry) by the content
  * of the file, so passwords stay out of the YAML: under systemd, `LoadCredential=NAME:/path`
@@ -179,7 +173,7 @@ export function resolveSecretFiles(
     try {
       value = readFileSync(file, 'utf8').trim();
     } catch (err) {
-      problems.push({ path: at, message: `cannot read secret file ${file} (${errnoCode(err)})` });
+      problems.push({ path: at, message: `cannot read secret file ${file} (${errorReason(err)})` });
       return;
     }
     if (value === '') problems.push({ path: at, message: `secret file ${file} is empty` });

@@ -130,3 +130,10 @@ export class ConfigError extends Error {
     this.problems = problems;
   }
 }
+
+/** For a problem message: a Node fs error's code (`ENOENT`), else the error's own message. */
+export function errorReason(err: unknown): string {
+  const code: unknown =
+    typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined; // Node fs errors carry a string code
+  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+}

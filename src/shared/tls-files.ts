@@ -7,7 +7,7 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
-import type { ConfigProblem } from './errors.js';
+import { errorReason, type ConfigProblem } from './errors.js';
 
 /** The `tls` section as the schema leaves it. */
 export interface TlsSection {
@@ -36,12 +36,6 @@ export function tlsBaseDir(configFile: string, env: Env): string {
     : dirname(resolvePath(configFile));
 }
 
-function errnoCode(err: unknown): string {
-  const code: unknown =
-    typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined; // Node fs errors carry a string code
-  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
-}
-
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /**
@@ -66,7 +60,7 @@ export function checkTlsFiles(
     try {
       return readFileSync(file, 'utf8');
     } catch (err) {
-      problems.push({ path: `tls.${key}`, message: `cannot read ${file} (${errnoCode(err)})` });
+      problems.push({ path: `tls.${key}`, message: `cannot read ${file} (${errorReason(err)})` });
       return undefined;
     }
   };
@@ -94,7 +88,7 @@ export function checkTlsFiles(
     } catch (err) {
       problems.push({
         path: 'tls.certFile',
-        message: `${resolved.certFile} is not a usable certificate (${errnoCode(err)})`,
+        message: `${resolved.certFile} is not a usable certificate (${errorReason(err)})`,
       });
     }
   }
@@ -110,7 +104,7 @@ export function checkTlsFiles(
         path: 'tls.keyFile',
         message: encrypted
           ? `${resolved.keyFile} is encrypted; give the bridge an unencrypted key readable only by its user (systemd LoadCredential= keeps it private)`
-          : `${resolved.keyFile} is not a PEM private key (${errnoCode(err)})`,
+          : `${resolved.keyFile} is not a PEM private key (${errorReason(err)})`,
       });
     }
   }
@@ -130,7 +124,7 @@ export function checkTlsFiles(
       } catch (err) {
         problems.push({
           path: 'tls.caFile',
-          message: `${resolved.caFile} is not a usable CA bundle (${errnoCode(err)})`,
+          message: `${resolved.caFile} is not a usable CA bundle (${errorReason(err)})`,
         });
       }
     }
