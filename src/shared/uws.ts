@@ -49,8 +49,6 @@ export interface UwsBuild {
 export interface LoadedUws {
   readonly uws: Uws;
   readonly build: UwsBuild;
-  /** Kept beside `build.native` for the many callers that only ask this. */
-  readonly native: boolean;
 }
 
 /** A build that did not load, and why, in words an operator can act on. */
@@ -116,7 +114,7 @@ function tryNative(spec: BuildSpec): { loaded: LoadedUws } | { refusal: UwsRefus
     ssl: spec.ssl,
     native: true,
   };
-  return { loaded: { uws, build, native: true } };
+  return { loaded: { uws, build } };
 }
 
 /**
@@ -150,7 +148,7 @@ function loadJsFallback(): LoadedUws {
     ssl: false,
     native: false,
   };
-  return { uws, build, native: false };
+  return { uws, build };
 }
 
 /** A worker loads what the primary chose; undefined when that build no longer loads. */

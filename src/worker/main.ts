@@ -57,7 +57,8 @@ async function start(
     });
     process.exit(78);
   }
-  const { uws, native } = loaded;
+  const { uws } = loaded;
+  const { native } = loaded.build;
 
   const link = new BrokerLink({
     amqp: config.amqp,
