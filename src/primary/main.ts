@@ -21,6 +21,7 @@ import { createLogger } from '../shared/log.js';
 import { redactUrl } from '../shared/redact.js';
 import { createAdminServer, listenAdmin } from './admin-server.js';
 import { parseArgs, USAGE } from './cli.js';
+import { partnerWarnings } from './partner-warnings.js';
 import { preflightPort } from './port-preflight.js';
 import { readiness } from './readiness.js';
 import { Supervisor } from './supervisor.js';
@@ -174,6 +175,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
   const count = native ? resolveWorkerCount(config) : 1;
   if (!native)
     log.warn('running on the uWebSockets.js JS fallback (development only): one worker, slow', {});
+  for (const w of partnerWarnings(config, count)) log.warn(w.msg, w.fields);
   const supervisor = new Supervisor(
     { workerScript: WORKER_SCRIPT, count, uws: runtime.build.id },
     config,
@@ -278,6 +280,7 @@ async function run(file: string, takeover: boolean): Promise<void> {
           log.warn('workers count changes need a restart; keeping the current count', { count });
         }
         if (next.admin !== config.admin) log.warn('admin address changes need a restart');
+        for (const w of partnerWarnings(next, count)) log.warn(w.msg, w.fields);
         log.info('reloading: new workers start beside the running ones', {
           file,
           reloadTimeoutMs: config.reloadTimeoutMs,

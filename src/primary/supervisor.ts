@@ -195,6 +195,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             type: 'bridge:start',
             config,
             slot: slot.index,
+            workers: this.#slots.length,
             port,
             uws: this.#uws,
             listenWhenConnected: strict,

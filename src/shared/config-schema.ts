@@ -3,6 +3,7 @@
  * limits. Unknown keys are errors (strict objects), like Fastify's `additionalProperties: false`.
  */
 import { z } from 'zod';
+import { parseCidr } from './cidr.js';
 import { UWS_BUILD_IDS } from './uws.js';
 
 const DEFAULT_STALL_MS = 2000;
@@ -17,6 +18,7 @@ const RESERVED_FORWARD_HEADERS = new Set([
   'x-remote-addr',
   'x-request-id',
   'x-xml-root',
+  'x-partner',
   'content-length',
   'transfer-encoding',
   'connection',
@@ -99,6 +101,8 @@ const routeCommon = {
     .regex(/^[A-Za-z0-9_./-]{1,64}$/)
     .optional(),
   forwardHeaders: z.array(forwardHeaderName).max(16).default([]),
+  /** Partner ids allowed to call the route; absent: the route is open. */
+  partners: z.array(z.string()).min(1).max(256).optional(),
 };
 
 const publishRoute = z.strictObject({
@@ -164,6 +168,97 @@ const bindingDecl = z.strictObject({
   arguments: z.record(z.string(), z.unknown()).default({}),
 });
 
+/** A network in CIDR notation; parseCidr says exactly what is wrong with one that is not. */
+const cidr = z.string().superRefine((text, ctx) => {
+  try {
+    parseCidr(text);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+/*
+ * Partner secrets arrive here already read from their `file:` references (config.ts refuses
+ * inline values before this schema runs), so their checks never quote them.
+ */
+const apiKeySecret = z.string().regex(/^[\x21-\x7e]{16,512}$/, {
+  message:
+    'must be 16 to 512 printable characters without spaces; generate one with: openssl rand -hex 32',
+});
+const webhookSecret = z
+  .string()
+  .regex(/^whsec_(?=.{8,})[A-Za-z0-9+/]+={0,2}$/, {
+    message:
+      'must be a Standard Webhooks secret: whsec_ followed by base64 (at least 8 characters)',
+  })
+  .refine((s) => {
+    const encoded = s.slice('whsec_'.length);
+    return Buffer.from(encoded, 'base64').toString('base64') === encoded;
+  }, 'is not canonical base64 after whsec_ (a stray or missing character?)');
+
+const partnerAuth = z
+  .strictObject({
+    apiKey: z
+      .strictObject({
+        header: headerName.default('x-api-key'),
+        /** Two keys while a rotation is under way. */
+        keys: z.array(apiKeySecret).min(1).max(2),
+      })
+      .optional(),
+    webhook: z
+      .strictObject({
+        secrets: z.array(webhookSecret).min(1).max(2),
+        toleranceSeconds: int(1, 86_400).default(300),
+      })
+      .optional(),
+    wechat: z
+      .strictObject({
+        // What WeChat's console accepts as a server token.
+        token: z.string().regex(/^[A-Za-z0-9]{3,32}$/, {
+          message: 'must be 3 to 32 letters or digits (what the WeChat console accepts)',
+        }),
+        toleranceSeconds: int(1, 86_400).default(300),
+      })
+      .optional(),
+    clientCert: z
+      .strictObject({
+        /** nginx's $ssl_client_s_dn (RFC 2253), e.g. CN=acme-gateway,O=Acme. */
+        subjects: z.array(z.string().min(1).max(1024)).min(1).max(64),
+      })
+      .optional(),
+  })
+  .superRefine((auth, ctx) => {
+    const given = Object.entries(auth)
+      .filter(([, v]) => v !== undefined)
+      .map(([k]) => k);
+    if (given.length !== 1)
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          given.length === 0
+            ? 'needs one verifier: apiKey, webhook, wechat or clientCert'
+            : `has ${given.join(' and ')}: give exactly one verifier per partner (a partner with two ways in is two partners)`,
+      });
+  });
+
+const partner = z.strictObject({
+  id: z.string().regex(/^[a-z0-9_-]{1,32}$/, {
+    message:
+      'must be 1 to 32 of a-z, 0-9, _ and - (it becomes the x-partner header and a metric label)',
+  }),
+  /** Allowed client addresses; absent: any. */
+  sources: z.array(cidr).min(1).max(1024).optional(),
+  auth: partnerAuth,
+  /** For the partner over all workers; each worker enforces its share (token-bucket.ts). */
+  rateLimit: z
+    .strictObject({
+      perSecond: int(1, 1_000_000),
+      burst: int(1, 10_000_000).optional(),
+    })
+    .transform((r) => ({ perSecond: r.perSecond, burst: r.burst ?? r.perSecond }))
+    .optional(),
+});
+
 const tlsSection = z
   .strictObject({
     /** PEM, the server certificate first, then its intermediates. Paths: tls-files.ts. */
@@ -213,6 +308,12 @@ export const configSchema = z
     uwsBuild: z.enum(['auto', ...UWS_BUILD_IDS]).default('auto'),
     /** TLS on the partner port, served by uWebSockets.js itself (builds with SSL only). */
     tls: tlsSection.optional(),
+    /**
+     * Reverse proxies whose X-Real-IP / X-Forwarded-For name the client, and whose
+     * X-Client-Verify / X-Client-Subject carry a verified client certificate.
+     */
+    trustedProxies: z.array(cidr).max(1024).default([]),
+    partners: z.array(partner).max(1024).default([]),
     amqp: z
       .strictObject({
         /** Entries may be `file:NAME` secret references; config.ts replaces them by the file's URL before this schema runs. */
@@ -315,7 +416,85 @@ export const configSchema = z
         ); // narrowed just above
       },
     },
-  );
+  )
+  .superRefine(checkPartners);
+
+/** Header names a partner's verifier reads: credentials that must never be copied onward. */
+export function verifierHeaders(auth: {
+  readonly apiKey?: { readonly header: string } | undefined;
+  readonly webhook?: unknown;
+  readonly clientCert?: unknown;
+}): readonly string[] {
+  if (auth.apiKey !== undefined) return [auth.apiKey.header];
+  if (auth.webhook !== undefined) return ['webhook-id', 'webhook-timestamp', 'webhook-signature'];
+  if (auth.clientCert !== undefined) return ['x-client-verify', 'x-client-subject'];
+  return [];
+}
+
+/** Cross-references: partner ids unique and known to routes, and what each verifier needs. */
+function checkPartners(
+  config: {
+    partners: ReadonlyArray<z.output<typeof partner>>;
+    trustedProxies: readonly string[];
+    routes: ReadonlyArray<{
+      partners?: readonly string[] | undefined;
+      forwardHeaders: readonly string[];
+    }>;
+  },
+  ctx: z.RefinementCtx,
+): void {
+  const ids = new Map<string, number>();
+  const credentialHeaders = new Map<string, string>();
+  config.partners.forEach((p, i) => {
+    const first = ids.get(p.id);
+    if (first !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['partners', i, 'id'],
+        message: `"${p.id}" is also the id of partners[${first}]`,
+      });
+    ids.set(p.id, i);
+    if (p.auth.clientCert !== undefined && config.trustedProxies.length === 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['partners', i, 'auth', 'clientCert'],
+        message:
+          'needs trustedProxies: uWebSockets.js exposes no client certificate to the bridge, so the subject comes from ' +
+          'the TLS-terminating proxy (nginx ssl_verify_client, X-Client-Verify / X-Client-Subject; README "Partners")',
+      });
+    for (const h of verifierHeaders(p.auth)) credentialHeaders.set(h, p.id);
+  });
+  config.routes.forEach((r, i) => {
+    const seen = new Set<string>();
+    r.partners?.forEach((id, j) => {
+      if (!ids.has(id))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'partners', j],
+          message:
+            ids.size === 0
+              ? `"${id}" is not a partner: no partners are configured`
+              : `"${id}" is not a partner; partners are: ${[...ids.keys()].join(', ')}`,
+        });
+      if (seen.has(id))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'partners', j],
+          message: `"${id}" is listed twice`,
+        });
+      seen.add(id);
+    });
+    r.forwardHeaders.forEach((h, j) => {
+      const owner = credentialHeaders.get(h);
+      if (owner !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'forwardHeaders', j],
+          message: `${h} carries partner ${owner}'s credentials; the bridge verifies them and never copies them into messages (x-partner names the partner)`,
+        });
+    });
+  });
+}
 
 export type ConfigInput = z.input<typeof configSchema>;
 type Parsed = z.output<typeof configSchema>;
@@ -331,3 +510,5 @@ export type RouteConfig = Config['routes'][number];
 export type PublishRouteConfig = Extract<RouteConfig, { mode: 'publish' }>;
 export type RpcRouteConfig = Extract<RouteConfig, { mode: 'rpc' }>;
 export type CeleryRouteConfig = Extract<RouteConfig, { mode: 'celery' }>;
+export type PartnerConfig = Config['partners'][number];
+export type PartnerAuthConfig = PartnerConfig['auth'];

@@ -132,12 +132,54 @@ const SECRET_FILE_PREFIX = 'file:';
 /** Where each secret came from, by config path (`amqp.urls[0]`): the file, or undefined if unreadable. */
 export type SecretSources = ReadonlyMap<string, string | undefined>;
 
+/** A place in the raw config that holds a secret, and whether it must come from a file. */
+interface SecretSlot {
+  readonly at: string;
+  readonly value: unknown;
+  readonly set: (value: string) => void;
+  /** Partner credentials are never inline; AMQP URLs may be (a password-less URL is common). */
+  readonly fileOnly: boolean;
+}
+
+/** Every secret-bearing key of a raw (cloned) config: `amqp.urls[]` and the partners' credentials. */
+function secretSlots(out: Record<string, unknown>): SecretSlot[] {
+  const slots: SecretSlot[] = [];
+  const listAt = (list: unknown, at: string, fileOnly: boolean): void => {
+    if (!Array.isArray(list)) return;
+    list.forEach((value, i) =>
+      slots.push({ at: `${at}[${i}]`, value, set: (v) => (list[i] = v), fileOnly }),
+    );
+  };
+  if (isRecord(out['amqp'])) listAt(out['amqp']['urls'], 'amqp.urls', false);
+  const partners = out['partners'];
+  if (Array.isArray(partners)) {
+    partners.forEach((p: unknown, i) => {
+      if (!isRecord(p) || !isRecord(p['auth'])) return;
+      const auth = p['auth'];
+      const at = `partners[${i}].auth`;
+      if (isRecord(auth['apiKey'])) listAt(auth['apiKey']['keys'], `${at}.apiKey.keys`, true);
+      if (isRecord(auth['webhook']))
+        listAt(auth['webhook']['secrets'], `${at}.webhook.secrets`, true);
+      const wechat = auth['wechat'];
+      if (isRecord(wechat))
+        slots.push({
+          at: `${at}.wechat.token`,
+          value: wechat['token'],
+          set: (v) => (wechat['token'] = v),
+          fileOnly: true,
+        });
+    });
+  }
+  return slots;
+}
+
 /**
- * Replaces the `file:` references of secret-bearing keys (every `amqp.urls` entry) by the content
- * of the file, so passwords stay out of the YAML: under systemd, `LoadCredential=NAME:/path`
- * hands the file to the service as $CREDENTIALS_DIRECTORY/NAME. A relative name is resolved in
- * $CREDENTIALS_DIRECTORY. Surrounding whitespace (the final newline) is dropped. Problems name the
- * file, never its content.
+ * Replaces the `file:` references of secret-bearing keys (`amqp.urls` entries, partner keys,
+ * webhook secrets and WeChat tokens) by the content of the file, so secrets stay out of the
+ * YAML: under systemd, `LoadCredential=NAME:/path` hands the file to the service as
+ * $CREDENTIALS_DIRECTORY/NAME. A relative name is resolved in $CREDENTIALS_DIRECTORY.
+ * Surrounding whitespace (the final newline) is dropped. Partner credentials written inline are
+ * refused. Problems name the file, never its content.
  */
 export function resolveSecretFiles(
   raw: unknown,
@@ -145,19 +187,28 @@ export function resolveSecretFiles(
 ): { raw: unknown; problems: ConfigProblem[]; sources: SecretSources } {
   const problems: ConfigProblem[] = [];
   const sources = new Map<string, string | undefined>();
-  if (!isRecord(raw) || !isRecord(raw['amqp']) || !Array.isArray(raw['amqp']['urls']))
-    return { raw, problems, sources };
+  if (!isRecord(raw)) return { raw, problems, sources };
   const out = structuredClone(raw);
-  const urls = (out['amqp'] as { urls: unknown[] }).urls; // checked on `raw` just above; a clone has the same shape
   const credentials = env['CREDENTIALS_DIRECTORY'];
-  urls.forEach((entry, i) => {
-    if (typeof entry !== 'string' || !entry.startsWith(SECRET_FILE_PREFIX)) return;
-    const at = `amqp.urls[${i}]`;
+  for (const { at, value: entry, set, fileOnly } of secretSlots(out)) {
+    if (typeof entry !== 'string') continue;
+    if (!entry.startsWith(SECRET_FILE_PREFIX)) {
+      if (fileOnly) {
+        sources.set(at, undefined);
+        problems.push({
+          path: at,
+          message:
+            'must be a file reference (file:NAME in $CREDENTIALS_DIRECTORY, or file:/absolute/path): ' +
+            'partner secrets are never written into the config',
+        });
+      }
+      continue;
+    }
     const ref = entry.slice(SECRET_FILE_PREFIX.length);
     sources.set(at, undefined);
     if (ref === '') {
       problems.push({ path: at, message: `"${SECRET_FILE_PREFIX}" names no file` });
-      return;
+      continue;
     }
     if (!isAbsolute(ref) && (credentials === undefined || credentials === '')) {
       problems.push({
@@ -166,7 +217,7 @@ export function resolveSecretFiles(
           `${entry} is relative to $CREDENTIALS_DIRECTORY, which is not set (systemd sets it for LoadCredential=); ` +
           'give an absolute path or set CREDENTIALS_DIRECTORY',
       });
-      return;
+      continue;
     }
     const file = isAbsolute(ref) ? ref : resolvePath(credentials ?? '', ref);
     let value: string;
@@ -174,7 +225,7 @@ export function resolveSecretFiles(
       value = readFileSync(file, 'utf8').trim();
     } catch (err) {
       problems.push({ path: at, message: `cannot read secret file ${file} (${errorReason(err)})` });
-      return;
+      continue;
     }
     if (value === '') problems.push({ path: at, message: `secret file ${file} is empty` });
     else if (/[\r\n]/.test(value))
@@ -183,10 +234,10 @@ export function resolveSecretFiles(
         message: `secret file ${file} must hold one value on a single line`,
       });
     else {
-      urls[i] = value;
+      set(value);
       sources.set(at, file);
     }
-  });
+  }
   return { raw: out, problems, sources };
 }
 

@@ -44,8 +44,14 @@ export const ERRORS = {
   BRIDGE_NOT_FOUND: spec(404, 'Not Found', undefined, 'no'),
   BRIDGE_METHOD_NOT_ALLOWED: spec(405, 'Method Not Allowed', undefined, 'no'),
   BRIDGE_UPLOAD_TIMEOUT: spec(408, 'Request Timeout', undefined, 'safe'),
+  /** No partner credentials, or ones that did not verify (also: a replayed webhook-id). */
+  BRIDGE_UNAUTHORIZED: spec(401, 'Unauthorized', undefined, 'no'),
+  /** A verified partner not allowed on the route, or calling from outside its sources. */
+  BRIDGE_FORBIDDEN: spec(403, 'Forbidden', undefined, 'no'),
   BRIDGE_BODY_TOO_LARGE: spec(413, 'Content Too Large', undefined, 'no'),
   BRIDGE_UNSUPPORTED_MEDIA_TYPE: spec(415, 'Unsupported Media Type', undefined, 'no'),
+  /** Nothing was read past the head and nothing published: retry after Retry-After. */
+  BRIDGE_RATE_LIMITED: spec(429, 'Too Many Requests', undefined, 'safe'),
   /** Not sent (the client is gone): the status of `bridge_http_requests_total` for such requests. */
   BRIDGE_CLIENT_GONE: spec(499, 'Client Closed Request', undefined, 'with-key'),
   BRIDGE_INTERNAL: spec(500, 'Internal Server Error', undefined, 'with-key'),

@@ -26,6 +26,8 @@ export type PrimaryToWorker =
       readonly type: 'bridge:start';
       readonly config: Config;
       readonly slot: number;
+      /** How many workers serve: each enforces its share of a partner's rate limit. */
+      readonly workers: number;
       readonly port: number;
       /** The uWebSockets.js build to load: the primary's choice (a native one, or the JS fallback the operator allowed). */
       readonly uws: UwsLoad;

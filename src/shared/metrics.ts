@@ -91,6 +91,24 @@ export const WORKER_METRICS = {
     kind: 'counter',
     labelNames: ['route', 'reason'],
   },
+  authFailures: {
+    name: 'bridge_auth_failures_total',
+    help: 'Requests refused by partner access control: 401 (missing, malformed, wrong, expired, replayed) and 403 (route, source).',
+    kind: 'counter',
+    labelNames: ['route', 'reason'],
+  },
+  rateLimited: {
+    name: 'bridge_rate_limited_total',
+    help: 'Requests answered 429 because the partner was over its rateLimit.',
+    kind: 'counter',
+    labelNames: ['partner'],
+  },
+  partnerRequests: {
+    name: 'bridge_partner_requests_total',
+    help: 'Requests whose partner credentials verified, by partner and HTTP status (their 403 and 429 included).',
+    kind: 'counter',
+    labelNames: ['partner', 'status'],
+  },
 } as const satisfies Record<string, MetricDef>;
 
 export const PRIMARY_METRICS = {

@@ -8,3 +8,7 @@ export type PublishOutcome =
 
 /** `outcome` label of bridge_rpc_replies_total (README, Metrics). */
 export type ReplyOutcome = 'ok' | 'timeout' | 'late';
+
+/** `reason` label of bridge_auth_failures_total: 401 (missing … replayed) and 403 (route, source). */
+export type AuthFailureReason =
+  'missing' | 'malformed' | 'wrong' | 'expired' | 'replayed' | 'route' | 'source';

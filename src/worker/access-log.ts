@@ -55,6 +55,7 @@ export function accessLog(log: Logger, options: AccessLogOptions): (r: RequestRe
       method: r.method,
       path: r.path,
       client: r.client,
+      ...(r.partner === undefined ? {} : { partner: r.partner }),
       ...(err === undefined
         ? {}
         : {

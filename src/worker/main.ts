@@ -26,6 +26,7 @@ import { HttpServer } from './http/server.js';
 import { WorkerMetrics } from './metrics.js';
 import { answerMetricsRequests, sendFinalSnapshot } from './metrics-ipc.js';
 import type { RecordObserver } from './request.js';
+import { PartnerGate } from './partners/gate.js';
 import { RouteTable } from './routes.js';
 import { drain } from './shutdown.js';
 
@@ -44,6 +45,7 @@ function send(msg: WorkerToPrimary): void {
 async function start(
   config: Config,
   slot: number,
+  workers: number,
   port: number,
   uwsLoad: UwsLoad,
   listenWhenConnected: boolean,
@@ -71,7 +73,7 @@ async function start(
     ...config.amqp,
     maxUploads: config.limits.maxUploads,
   });
-  const routes = new RouteTable(config);
+  const routes = new RouteTable(config, new PartnerGate(config, workers));
   const metrics = new WorkerMetrics({
     inFlight: () => admission.active,
     connected: () => link.ready,
@@ -79,6 +81,7 @@ async function start(
     stalled: () => publisher.stalled,
   });
   metrics.declareRoutes(routes.routes.map((r) => r.name));
+  metrics.declarePartners(config.partners.map((p) => p.id));
   replies.on('late', (route) => metrics.lateReply(route));
   let listening = false;
   let draining = false;
@@ -225,9 +228,11 @@ process.once('message', (msg: unknown) => {
     log.fatal('first IPC message was not bridge:start');
     process.exit(1);
   }
-  start(msg.config, msg.slot, msg.port, msg.uws, msg.listenWhenConnected).catch((err: unknown) => {
-    log.fatal('worker failed to start', { err });
-    process.exit(1);
-  });
+  start(msg.config, msg.slot, msg.workers, msg.port, msg.uws, msg.listenWhenConnected).catch(
+    (err: unknown) => {
+      log.fatal('worker failed to start', { err });
+      process.exit(1);
+    },
+  );
 });
 send({ type: 'bridge:hello' });

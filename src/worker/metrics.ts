@@ -157,6 +157,7 @@ class RouteCells {
   readonly #publishes = new Map<PublishOutcome, CounterCell>();
   readonly #replies = new Map<ReplyOutcome, CounterCell>();
   readonly #xml = new Map<string, CounterCell>();
+  readonly #auth = new Map<string, CounterCell>();
   readonly #route: string;
   readonly #m: WorkerMetrics;
 
@@ -197,6 +198,32 @@ class RouteCells {
       this.#m.tables.xmlRejected.cell({ route: this.#route, reason }),
     );
   }
+
+  authFailures(reason: string): CounterCell {
+    return cached(this.#auth, reason, () =>
+      this.#m.tables.authFailures.cell({ route: this.#route, reason }),
+    );
+  }
+}
+
+/** One partner's cells. */
+class PartnerCells {
+  readonly #requests = new Map<number, CounterCell>();
+  readonly rateLimited: CounterCell;
+  readonly #partner: string;
+  readonly #m: WorkerMetrics;
+
+  constructor(m: WorkerMetrics, partner: string) {
+    this.#m = m;
+    this.#partner = partner;
+    this.rateLimited = m.tables.rateLimited.cell({ partner });
+  }
+
+  requests(status: number): CounterCell {
+    return cached(this.#requests, status, () =>
+      this.#m.tables.partnerRequests.cell({ partner: this.#partner, status: String(status) }),
+    );
+  }
 }
 
 export class WorkerMetrics implements RecordObserver {
@@ -210,7 +237,11 @@ export class WorkerMetrics implements RecordObserver {
     confirm: new HistogramTable(WORKER_METRICS.confirmDuration),
     replies: new CounterTable(WORKER_METRICS.rpcReplies),
     xmlRejected: new CounterTable(WORKER_METRICS.xmlRejected),
+    authFailures: new CounterTable(WORKER_METRICS.authFailures),
+    rateLimited: new CounterTable(WORKER_METRICS.rateLimited),
+    partnerRequests: new CounterTable(WORKER_METRICS.partnerRequests),
   };
+  readonly #partners = new Map<string, PartnerCells>();
   readonly #confirm: HistogramCell;
   readonly #routes = new Map<string, RouteCells>();
   readonly #live: LiveGauges;
@@ -230,6 +261,11 @@ export class WorkerMetrics implements RecordObserver {
     for (const route of routes) this.#route(route).publishes('confirmed');
   }
 
+  /** Partners whose rate-limit counter should read 0 before anything happened. */
+  declarePartners(partners: readonly string[]): void {
+    for (const partner of partners) this.#partner(partner);
+  }
+
   /** Counts a request's publish once it settled (or was refused at admission). */
   published(r: RequestRecord): void {
     if (r.publish !== undefined) this.#route(r.route).publishes(r.publish).value += 1;
@@ -244,6 +280,12 @@ export class WorkerMetrics implements RecordObserver {
     if (r.bodyBytes > 0) route.bodyBytes.observe(r.bodyBytes);
     if (r.error instanceof XmlError) route.xmlRejected(r.error.reason).value += 1;
     if (r.reply !== undefined) route.replies(r.reply).value += 1;
+    if (r.authFailure !== undefined) route.authFailures(r.authFailure).value += 1;
+    if (r.partner !== undefined) {
+      const partner = this.#partner(r.partner);
+      partner.requests(r.status).value += 1;
+      if (r.error?.code === 'BRIDGE_RATE_LIMITED') partner.rateLimited.value += 1;
+    }
   }
 
   /** A reply arrived for a request that had stopped waiting (its route when still known). */
@@ -263,6 +305,9 @@ export class WorkerMetrics implements RecordObserver {
       t.confirm.json(),
       t.replies.json(),
       t.xmlRejected.json(),
+      t.authFailures.json(),
+      t.rateLimited.json(),
+      t.partnerRequests.json(),
       gaugeJson(WORKER_METRICS.inFlight, live.inFlight()),
       gaugeJson(WORKER_METRICS.connected, live.connected() ? 1 : 0),
       gaugeJson(WORKER_METRICS.blocked, live.blocked() ? 1 : 0),
@@ -273,5 +318,9 @@ export class WorkerMetrics implements RecordObserver {
 
   #route(route: string): RouteCells {
     return cached(this.#routes, route, () => new RouteCells(this, route));
+  }
+
+  #partner(partner: string): PartnerCells {
+    return cached(this.#partners, partner, () => new PartnerCells(this, partner));
   }
 }

@@ -6,6 +6,7 @@
  */
 import type { BridgeError } from '../shared/errors.js';
 import type { PublishOutcome, ReplyOutcome } from '../shared/types.js';
+import type { AuthFailureReason } from '../shared/types.js';
 import type { XmlSummary } from './xml/check.js';
 
 /** What the HTTP layer read from the request head, before the body. */
@@ -22,6 +23,8 @@ export interface RequestFacts {
   readonly forwarded: ReadonlyArray<string | undefined>;
   /** Every request header (lower-cased names, credentials left out), for celery routes only. */
   readonly allHeaders: Readonly<Record<string, string>> | undefined;
+  /** The verified partner (routes with partners); sent as `x-partner`. */
+  readonly partner: string | undefined;
 }
 
 export interface ReceivedBody {
@@ -79,6 +82,10 @@ export class RequestRecord {
   seconds = 0;
   bodyBytes = 0;
   error: BridgeError | undefined = undefined;
+  /** The partner whose credentials verified, if any (also for its 403 and 429 answers). */
+  partner: string | undefined = undefined;
+  /** Why access was refused (401/403), for `bridge_auth_failures_total`. */
+  authFailure: AuthFailureReason | undefined = undefined;
   /** Set when the request's publish settled, or when it was refused at admission. */
   publish: PublishOutcome | undefined = undefined;
   confirmSeconds: number | undefined = undefined;

@@ -5,6 +5,8 @@
  * of them.
  */
 import { hostname } from 'node:os';
+import { verifierHeaders } from '../shared/config-schema.js';
+import { CREDENTIAL_HEADERS } from '../shared/redact.js';
 import type {
   CeleryRouteConfig,
   Config,
@@ -15,6 +17,7 @@ import type {
 import { celeryDestination, celeryTemplate } from './amqp/celery.js';
 import type { PublishTemplate } from './amqp/frames.js';
 import { routeTemplate } from './amqp/message.js';
+import type { PartnerGate, RouteAccess } from './partners/gate.js';
 import type { HeaderList } from './request.js';
 import { compileTemplate, type CompiledTemplate } from './xml/extract.js';
 import { compilePaths, type CompiledPaths } from './xml/paths.js';
@@ -28,6 +31,8 @@ interface RouteBase {
   /** What the XML check extracts from the body (the routing key's placeholders). */
   readonly paths: CompiledPaths | undefined;
   readonly template: PublishTemplate;
+  /** Who may call; undefined: the route is open. */
+  readonly access: RouteAccess | undefined;
 }
 
 export interface CompiledPublishRoute extends RouteBase {
@@ -58,21 +63,15 @@ export type CompiledRoute = CompiledPublishRoute | CompiledRpcRoute | CompiledCe
 /** Celery's `origin` header: who sent the task (what send_task writes: gen<pid>@<host>). */
 const CELERY_ORIGIN = `gen${process.pid}@${hostname()}`;
 
-function base(
-  route: RouteConfig,
-  template: PublishTemplate,
-  extract: readonly string[],
-): RouteBase {
-  return {
+function compileRoute(route: RouteConfig, gate: PartnerGate): CompiledRoute {
+  const base = (template: PublishTemplate, extract: readonly string[]): RouteBase => ({
     name: route.name ?? route.path,
     path: route.path,
     forwardHeaders: route.forwardHeaders,
     paths: extract.length === 0 ? undefined : compilePaths(extract),
     template,
-  };
-}
-
-function compileRoute(route: RouteConfig): CompiledRoute {
+    access: gate.routeAccess(route),
+  });
   switch (route.mode) {
     case 'publish': {
       const routingKey = compileTemplate(route.routingKey);
@@ -80,7 +79,7 @@ function compileRoute(route: RouteConfig): CompiledRoute {
       if (route.response?.contentType !== undefined)
         headers.push(['Content-Type', route.response.contentType]);
       return {
-        ...base(route, routeTemplate(route), routingKey.paths),
+        ...base(routeTemplate(route), routingKey.paths),
         mode: 'publish',
         config: route,
         routingKey,
@@ -94,7 +93,7 @@ function compileRoute(route: RouteConfig): CompiledRoute {
     case 'rpc': {
       const routingKey = compileTemplate(route.routingKey);
       return {
-        ...base(route, routeTemplate(route), routingKey.paths),
+        ...base(routeTemplate(route), routingKey.paths),
         mode: 'rpc',
         config: route,
         routingKey,
@@ -102,7 +101,7 @@ function compileRoute(route: RouteConfig): CompiledRoute {
     }
     case 'celery':
       return {
-        ...base(route, celeryTemplate(route, CELERY_ORIGIN), []),
+        ...base(celeryTemplate(route, CELERY_ORIGIN), []),
         mode: 'celery',
         config: route,
         routingKey: celeryDestination(route).routingKey,
@@ -116,9 +115,17 @@ function compileRoute(route: RouteConfig): CompiledRoute {
 
 export class RouteTable {
   readonly #byPath: ReadonlyMap<string, CompiledRoute>;
+  readonly gate: PartnerGate;
+  /** Headers never copied into a Celery task's headers argument: every credential the bridge reads. */
+  readonly hiddenHeaders: ReadonlySet<string>;
 
-  constructor(config: Config) {
-    this.#byPath = new Map(config.routes.map((r) => [r.path, compileRoute(r)]));
+  constructor(config: Config, gate: PartnerGate) {
+    this.gate = gate;
+    this.hiddenHeaders = new Set([
+      ...CREDENTIAL_HEADERS,
+      ...config.partners.flatMap((p) => verifierHeaders(p.auth)),
+    ]);
+    this.#byPath = new Map(config.routes.map((r) => [r.path, compileRoute(r, gate)]));
   }
 
   match(path: string): CompiledRoute | undefined {

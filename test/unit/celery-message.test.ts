@@ -26,6 +26,7 @@ function task(over: Partial<CeleryTaskInput> = {}): CeleryTaskInput {
     messageId: 'msg-1',
     routingKey: 'celery',
     expires: '2030-01-01T00:00:05.000000+00:00',
+    partner: undefined,
     ...over,
   };
 }

@@ -49,6 +49,7 @@ function facts(over: Partial<RequestFacts> = {}): RequestFacts {
     contentType: 'text/xml; charset=utf-8',
     forwarded: [undefined, undefined],
     allHeaders: undefined,
+    partner: undefined,
     ...over,
   };
 }

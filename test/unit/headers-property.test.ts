@@ -70,6 +70,7 @@ describe('AMQP headers: properties', () => {
           contentType: undefined,
           forwarded,
           allHeaders: undefined,
+          partner: undefined,
         };
         const received: ReceivedBody = {
           body: Buffer.from('<x/>'),

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { BridgeError } from '../../src/shared/errors.js';
-import { XmlError } from '../../src/shared/errors.js';
+import { BridgeError, XmlError } from '../../src/shared/errors.js';
+import type { AuthFailureReason } from '../../src/shared/types.js';
 import { WORKER_METRICS } from '../../src/shared/metrics.js';
 import { WorkerMetrics } from '../../src/worker/metrics.js';
 import { RequestRecord } from '../../src/worker/request.js';
@@ -22,6 +22,9 @@ function reference(): {
   confirm: Histogram;
   replies: Counter;
   xml: Counter;
+  auth: Counter;
+  limited: Counter;
+  partners: Counter;
 } {
   const registry = new Registry();
   const registers = [registry];
@@ -54,6 +57,21 @@ function reference(): {
     }),
     replies: new Counter({ ...m.rpcReplies, labelNames: [...m.rpcReplies.labelNames], registers }),
     xml: new Counter({ ...m.xmlRejected, labelNames: [...m.xmlRejected.labelNames], registers }),
+    auth: new Counter({
+      ...m.authFailures,
+      labelNames: [...m.authFailures.labelNames],
+      registers,
+    }),
+    limited: new Counter({
+      ...m.rateLimited,
+      labelNames: [...m.rateLimited.labelNames],
+      registers,
+    }),
+    partners: new Counter({
+      ...m.partnerRequests,
+      labelNames: [...m.partnerRequests.labelNames],
+      registers,
+    }),
   };
   new Gauge({
     ...m.inFlight,
@@ -102,6 +120,9 @@ describe('worker metrics', { timeout: 10_000 }, () => {
     ours.declareRoutes(['a', 'b']);
     ref.publishes.inc({ route: 'a', outcome: 'confirmed' }, 0);
     ref.publishes.inc({ route: 'b', outcome: 'confirmed' }, 0);
+    ours.declarePartners(['acme', 'hooks']);
+    ref.limited.inc({ partner: 'acme' }, 0);
+    ref.limited.inc({ partner: 'hooks' }, 0);
 
     const cases: Array<{
       route: string;
@@ -112,6 +133,8 @@ describe('worker metrics', { timeout: 10_000 }, () => {
       confirm?: number;
       reply?: 'ok' | 'timeout';
       error?: BridgeError;
+      partner?: string;
+      auth?: AuthFailureReason;
     }> = [
       {
         route: 'a',
@@ -151,6 +174,18 @@ describe('worker metrics', { timeout: 10_000 }, () => {
       { route: 'a', status: 400, seconds: 0.001, bytes: 5, error: new XmlError('too-deep', 'x') },
       { route: 'unmatched', status: 404, seconds: 0, bytes: 0 },
       { route: 'a', status: 503, seconds: 0, bytes: 0, publish: 'overloaded' },
+      { route: 'a', status: 401, seconds: 0, bytes: 0, auth: 'missing' },
+      { route: 'a', status: 401, seconds: 0, bytes: 9, auth: 'replayed', partner: 'hooks' },
+      { route: 'b', status: 403, seconds: 0, bytes: 0, auth: 'source', partner: 'acme' },
+      { route: 'b', status: 202, seconds: 0.001, bytes: 9, publish: 'confirmed', partner: 'acme' },
+      {
+        route: 'b',
+        status: 429,
+        seconds: 0,
+        bytes: 0,
+        partner: 'acme',
+        error: new BridgeError('BRIDGE_RATE_LIMITED', 'x'),
+      },
     ];
     for (const c of cases) {
       const record = new RequestRecord(c.route, 'id', 0, ours);
@@ -159,6 +194,8 @@ describe('worker metrics', { timeout: 10_000 }, () => {
       record.bodyBytes = c.bytes;
       record.error = c.error;
       record.reply = c.reply;
+      record.partner = c.partner;
+      record.authFailure = c.auth;
       if (c.publish !== undefined) record.settlePublish(c.publish, c.confirm);
       record.end();
 
@@ -169,6 +206,11 @@ describe('worker metrics', { timeout: 10_000 }, () => {
       if (c.bytes > 0) ref.bodyBytes.observe({ route: c.route }, c.bytes);
       if (c.error instanceof XmlError) ref.xml.inc({ route: c.route, reason: c.error.reason });
       if (c.reply !== undefined) ref.replies.inc({ route: c.route, outcome: c.reply });
+      if (c.auth !== undefined) ref.auth.inc({ route: c.route, reason: c.auth });
+      if (c.partner !== undefined) {
+        ref.partners.inc({ partner: c.partner, status: String(c.status) });
+        if (c.status === 429) ref.limited.inc({ partner: c.partner });
+      }
     }
     ours.lateReply('b');
     ours.lateReply(undefined);

@@ -60,7 +60,10 @@ export function celeryTemplate(route: CeleryRouteConfig, origin: string): Publis
       origin,
       ignore_result: !route.wait,
     },
-    headerNames: route.wait ? CELERY_WAIT_HEADER_NAMES : CELERY_HEADER_NAMES,
+    headerNames: [
+      ...(route.wait ? CELERY_WAIT_HEADER_NAMES : CELERY_HEADER_NAMES),
+      ...(route.partners === undefined ? [] : ['x-partner']),
+    ],
   });
 }
 
@@ -74,6 +77,8 @@ export interface CeleryTaskInput {
   readonly routingKey: string;
   /** With `wait`: the ISO instant after which workers discard the task (Python isoformat). */
   readonly expires: string | undefined;
+  /** The verified partner, on routes with partners. */
+  readonly partner: string | undefined;
 }
 
 /**
@@ -85,6 +90,7 @@ export function celeryTaskFields(input: CeleryTaskInput): PublishFields {
   const argsrepr = argsJson.length > REPR_MAX ? `${argsJson.slice(0, REPR_MAX - 3)}...` : argsJson;
   const headerValues = [input.id, input.id, argsrepr, input.requestId];
   if (input.expires !== undefined) headerValues.push(input.expires);
+  if (input.partner !== undefined) headerValues.push(input.partner);
   return {
     routingKey: input.routingKey,
     contentType: 'application/json',

@@ -37,7 +37,11 @@ export function routeTemplate(route: PublishRouteConfig | RpcRouteConfig): Publi
     expiration: rpc ? String(route.timeoutMs) : undefined,
     // Only POST reaches a mode, and routes match their path exactly.
     constantHeaders: { 'x-http-method': 'POST', 'x-http-path': route.path },
-    headerNames: [...PER_REQUEST_HEADERS, ...route.forwardHeaders],
+    headerNames: [
+      ...PER_REQUEST_HEADERS,
+      ...route.forwardHeaders,
+      ...(route.partners === undefined ? [] : ['x-partner']),
+    ],
   });
 }
 
@@ -54,13 +58,23 @@ export function messageFields(
     messageId: facts.messageId,
     correlationId,
     timestampSeconds: Math.floor(Date.now() / 1000),
-    headerValues: [
-      facts.query,
-      facts.remoteAddr,
-      facts.requestId,
-      received.summary.root,
-      ...facts.forwarded,
-    ],
+    headerValues:
+      facts.partner === undefined
+        ? [
+            facts.query,
+            facts.remoteAddr,
+            facts.requestId,
+            received.summary.root,
+            ...facts.forwarded,
+          ]
+        : [
+            facts.query,
+            facts.remoteAddr,
+            facts.requestId,
+            received.summary.root,
+            ...facts.forwarded,
+            facts.partner,
+          ],
     body: received.body,
   };
 }

@@ -8,6 +8,7 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Config } from '../../shared/config-schema.js';
 import { BridgeError } from '../../shared/errors.js';
 import { CREDENTIAL_HEADERS } from '../../shared/redact.js';
+import type { AuthFailureReason } from '../../shared/types.js';
 import type { HeaderList, RequestFacts } from '../request.js';
 import type { CompiledRoute, RouteTable } from '../routes.js';
 import { parseContentType } from './content-type.js';
@@ -19,6 +20,15 @@ export interface AcceptedHead {
   readonly facts: RequestFacts;
   /** The Content-Type charset, a hint for the body's encoding. */
   readonly charset: string | undefined;
+  /** Values of the partner gate's headers by position (empty when the gate reads none). */
+  readonly gateHeaders: ReadonlyArray<string | undefined>;
+}
+
+/** A WeChat echostr GET: the callback URL check, answered without a body. */
+export interface HandshakeHead {
+  readonly route: CompiledRoute;
+  readonly handshake: URLSearchParams;
+  readonly requestId: string;
 }
 
 export interface RefusedHead {
@@ -28,6 +38,11 @@ export interface RefusedHead {
   readonly headers: HeaderList;
   /** Close after the answer: a body may follow that nobody reads. */
   readonly close: boolean;
+  /** The partner whose credentials verified, when access was refused after that. */
+  readonly partner?: string | undefined;
+  readonly authFailure?: AuthFailureReason | undefined;
+  /** The client's address when a trusted proxy named it (else the peer's is logged). */
+  readonly client?: string | undefined;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
@@ -74,9 +89,18 @@ class HeaderScan {
   forwarded: Array<string | undefined> = [];
   /** For celery routes: every header but the partner's credentials, repeated ones joined. */
   all: Record<string, string> | undefined;
+  /** Values of the partner gate's headers, by position; repeated ones joined. */
+  gate: Array<string | undefined> = [];
   #forwardIndex: ReadonlyMap<string, number> | undefined;
+  #gateIndex: ReadonlyMap<string, number> | undefined;
+  #hidden: ReadonlySet<string> = CREDENTIAL_HEADERS;
 
-  run(req: HttpRequest, route: CompiledRoute | undefined, native: boolean): void {
+  run(
+    req: HttpRequest,
+    route: CompiledRoute | undefined,
+    native: boolean,
+    routes: RouteTable,
+  ): void {
     this.contentType = '';
     this.contentEncoding = '';
     this.contentLength = '';
@@ -90,12 +114,20 @@ class HeaderScan {
         ? []
         : new Array<string | undefined>(this.#forwardIndex.size).fill(undefined);
     this.all = route?.mode === 'celery' ? {} : undefined;
+    const gate = routes.gate;
+    this.#gateIndex = gate.active ? gateIndexOf(gate.headerNames) : undefined;
+    this.gate = gate.active ? new Array<string | undefined>(gate.headerNames.length) : [];
+    this.#hidden = routes.hiddenHeaders;
     if (native) req.forEach(this.#visit);
-    else this.#visitByName(req, route);
+    else this.#visitByName(req, route, gate.active ? gate.headerNames : []);
   }
 
-  #visitByName(req: HttpRequest, route: CompiledRoute | undefined): void {
-    const names = [...FALLBACK_HEADERS, ...(route?.forwardHeaders ?? [])];
+  #visitByName(
+    req: HttpRequest,
+    route: CompiledRoute | undefined,
+    gateHeaders: readonly string[],
+  ): void {
+    const names = [...FALLBACK_HEADERS, ...(route?.forwardHeaders ?? []), ...gateHeaders];
     for (const name of new Set(names)) {
       const value = req.getHeader(name);
       if (value !== '') this.#visit(name, value);
@@ -131,8 +163,13 @@ class HeaderScan {
     const at = this.#forwardIndex?.get(name);
     if (at !== undefined && value !== '' && this.forwarded[at] === undefined)
       this.forwarded[at] = value;
+    const gateAt = this.#gateIndex?.get(name);
+    if (gateAt !== undefined) {
+      const before = this.gate[gateAt];
+      this.gate[gateAt] = before === undefined ? value : `${before}, ${value}`;
+    }
     const all = this.all;
-    if (all !== undefined && !CREDENTIAL_HEADERS.has(name))
+    if (all !== undefined && !this.#hidden.has(name))
       all[name] = name in all ? `${all[name]}, ${value}` : value;
   };
 }
@@ -154,6 +191,17 @@ function forwardIndexOf(route: CompiledRoute): ReadonlyMap<string, number> | und
   if (index === undefined) {
     index = new Map(route.forwardHeaders.map((name, i) => [name, i]));
     forwardIndexes.set(route, index);
+  }
+  return index;
+}
+
+const gateIndexes = new WeakMap<readonly string[], ReadonlyMap<string, number>>();
+
+function gateIndexOf(names: readonly string[]): ReadonlyMap<string, number> {
+  let index = gateIndexes.get(names);
+  if (index === undefined) {
+    index = new Map(names.map((name, i) => [name, i]));
+    gateIndexes.set(names, index);
   }
   return index;
 }
@@ -187,13 +235,13 @@ export function readHead(
   requestId: string,
   /** The native uWS build is serving (its JS fallback cannot list headers). */
   native: boolean,
-): AcceptedHead | RefusedHead {
+): AcceptedHead | HandshakeHead | RefusedHead {
   const url = req.getUrl();
   // Native uWS hands the path alone; its JS fallback includes the query string.
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const route = routes.match(path);
-  scan.run(req, route, native);
+  scan.run(req, route, native, routes);
   const framing = framingProblem(scan);
   if (framing !== undefined) {
     return refuse(
@@ -206,6 +254,10 @@ export function readHead(
     return refuse(undefined, new BridgeError('BRIDGE_NOT_FOUND', `no route for ${path}`), false);
   // getMethod is lower-case in the native build.
   const method = req.getMethod().toUpperCase();
+  if (method === 'GET' && route.access?.wechat === true) {
+    const query = new URLSearchParams(queryAt === -1 ? readQuery(req) : url.slice(queryAt + 1));
+    if (query.has('echostr')) return { route, handshake: query, requestId };
+  }
   if (method !== 'POST') {
     return refuse(
       route,
@@ -288,6 +340,8 @@ export function readHead(
       contentType: contentType === '' ? undefined : contentType,
       forwarded,
       allHeaders: scan.all,
+      partner: undefined,
     },
+    gateHeaders: scan.gate,
   };
 }

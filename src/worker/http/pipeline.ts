@@ -16,6 +16,7 @@ import { runMode } from '../modes/dispatch.js';
 import type { ModeDeps } from '../modes/mode.js';
 import {
   RequestRecord,
+  type HeaderList,
   type ReceivedBody,
   type RecordObserver,
   type RequestFacts,
@@ -24,7 +25,8 @@ import type { CompiledRoute, RouteTable } from '../routes.js';
 import { atTurnEnd } from '../turn-end.js';
 import { XmlChecker } from '../xml/check.js';
 import { HttpExchange, type BodySink } from './exchange.js';
-import { readHead, readRemoteAddress, type RefusedHead } from './head.js';
+import type { PendingWebhook, RouteAccess } from '../partners/gate.js';
+import { readHead, readRemoteAddress, type HandshakeHead, type RefusedHead } from './head.js';
 import { renderProblem, renderResult, writeResponse, type Rendered } from './render.js';
 
 export interface PipelineDeps {
@@ -67,13 +69,56 @@ export class RequestPipeline {
       this.#refuse(res, req, head, startedAt, requestId, false);
       return;
     }
+    if ('handshake' in head) {
+      this.#handshake(res, head, startedAt);
+      return;
+    }
+    let facts = head.facts;
+    let pending: PendingWebhook | undefined;
+    const gate = deps.routes.gate;
+    if (gate.active) {
+      const access = head.route.access;
+      if (access === undefined) {
+        const client = gate.clientAddress(facts.remoteAddr, head.gateHeaders);
+        if (client !== facts.remoteAddr) facts = { ...facts, remoteAddr: client };
+      } else {
+        const verdict = gate.checkHead(
+          access,
+          facts.remoteAddr,
+          head.gateHeaders,
+          gate.readsQuery ? new URLSearchParams(facts.query) : undefined,
+        );
+        if ('error' in verdict) {
+          // Nothing of the body is read: close, so its bytes are not taken for the next request.
+          this.#refuse(
+            res,
+            req,
+            {
+              route: head.route,
+              error: verdict.error,
+              headers: verdict.headers,
+              close: true,
+              partner: verdict.partner,
+              authFailure: verdict.reason,
+              client: gate.clientAddress(facts.remoteAddr, head.gateHeaders),
+            },
+            startedAt,
+            requestId,
+            false,
+          );
+          return;
+        }
+        facts = { ...facts, remoteAddr: verdict.client, partner: verdict.partner };
+        pending = verdict.webhook;
+      }
+    }
     const refused = deps.admission.admit();
     if (refused !== undefined) {
       // Nothing of the body is read: close, so its bytes are not taken for the next request.
       this.#refuse(
         res,
         req,
-        { route: head.route, error: refused, headers: [], close: true },
+        { route: head.route, error: refused, headers: [], close: true, partner: facts.partner },
         startedAt,
         requestId,
         true,
@@ -81,7 +126,7 @@ export class RequestPipeline {
       return;
     }
     const exchange = new HttpExchange(res, requestId, startedAt);
-    const flight = new InFlight(deps, head.route, head.facts, exchange);
+    const flight = new InFlight(deps, head.route, facts, pending, exchange);
     const { limits } = deps;
     const checker = new XmlChecker({
       maxDepth: limits.maxXmlDepth,
@@ -119,7 +164,9 @@ export class RequestPipeline {
     const url = req.getUrl();
     record.method = req.getMethod().toUpperCase();
     record.path = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
-    record.client = readRemoteAddress(res);
+    record.client = refusal.client ?? readRemoteAddress(res);
+    record.partner = refusal.partner;
+    record.authFailure = refusal.authFailure;
     writeResponse(
       res,
       renderProblem(error, requestId, headers),
@@ -134,11 +181,44 @@ export class RequestPipeline {
     record.end();
   }
 
+  /** WeChat's callback URL check: echo `echostr` when the signature verifies. */
+  #handshake(res: HttpResponse, head: HandshakeHead, startedAt: number): void {
+    const { route, handshake: query, requestId } = head;
+    const access = route.access as RouteAccess; // readHead sends handshakes for WeChat routes only
+    const record = new RequestRecord(route.name, requestId, startedAt, this.#deps.records);
+    record.method = 'GET';
+    record.path = route.path;
+    record.client = readRemoteAddress(res);
+    const gate = this.#deps.routes.gate;
+    let rendered: Rendered;
+    if (gate.checkHandshake(access, query)) {
+      rendered = { status: 200, headers: HANDSHAKE_HEADERS, body: query.get('echostr') ?? '' };
+    } else {
+      const error = new BridgeError(
+        'BRIDGE_UNAUTHORIZED',
+        "the echostr check's signature did not verify: signature must be sha1 of the sorted token, timestamp and nonce, with a current timestamp",
+      );
+      record.error = error;
+      record.authFailure = query.has('signature') ? 'wrong' : 'missing';
+      rendered = renderProblem(error, requestId);
+    }
+    writeResponse(res, rendered, requestId, undefined, this.#deps.isDraining());
+    record.status = rendered.status;
+    record.seconds = (performance.now() - startedAt) / 1000;
+    record.end();
+  }
+
   /** Stops the upload deadline timer (shutdown). */
   close(): void {
     this.#uploads.close();
   }
 }
+
+const HANDSHAKE_HEADERS: HeaderList = [
+  ['Content-Type', 'text/plain; charset=utf-8'],
+  // echostr comes from the query: never let a browser read it as anything but text.
+  ['X-Content-Type-Options', 'nosniff'],
+];
 
 /** Whether the route's answer is due once the broker confirmed (not when a reply comes). */
 function answersAtConfirm(route: CompiledRoute): boolean {
@@ -149,26 +229,33 @@ function answersAtConfirm(route: CompiledRoute): boolean {
 class InFlight implements BodySink, RecordObserver {
   readonly #deps: PipelineDeps;
   readonly #route: CompiledRoute;
-  readonly #facts: RequestFacts;
+  #facts: RequestFacts;
   readonly #exchange: HttpExchange;
   readonly #record: RequestRecord;
   #stage: AdmittedStage = 'upload';
   #received: ReceivedBody | undefined;
+  /** A Standard Webhooks signature still to verify over the body. */
+  readonly #pending: PendingWebhook | undefined;
+  /** The verified webhook's id is remembered; undone if the request does not succeed. */
+  #forgetReplay: (() => void) | undefined;
 
   constructor(
     deps: PipelineDeps,
     route: CompiledRoute,
     facts: RequestFacts,
+    pending: PendingWebhook | undefined,
     exchange: HttpExchange,
   ) {
     this.#deps = deps;
     this.#route = route;
     this.#facts = facts;
+    this.#pending = pending;
     this.#exchange = exchange;
     this.#record = new RequestRecord(route.name, facts.requestId, exchange.startedAt, this);
     this.#record.method = facts.method;
     this.#record.path = facts.path;
     this.#record.client = facts.remoteAddr;
+    this.#record.partner = facts.partner;
   }
 
   published(record: RequestRecord): void {
@@ -176,12 +263,15 @@ class InFlight implements BodySink, RecordObserver {
   }
 
   ended(record: RequestRecord): void {
+    if (this.#forgetReplay !== undefined && (record.status < 200 || record.status >= 300))
+      this.#forgetReplay();
     this.#deps.admission.release(this.#stage);
     this.#deps.records.ended(record);
   }
 
   body(received: ReceivedBody): void {
     this.#record.bodyBytes = received.body.byteLength;
+    if (this.#pending !== undefined && !this.#verifyWebhook(this.#pending, received.body)) return;
     const refused = this.#deps.admission.bodyIn();
     if (refused !== undefined) {
       this.#record.settlePublish(ERRORS[refused.code].publishOutcome, undefined);
@@ -194,6 +284,27 @@ class InFlight implements BodySink, RecordObserver {
     // for a pipelined request that follows, and then this one must not be published.
     this.#received = received;
     atTurnEnd(this.#dispatch);
+  }
+
+  /** The webhook signature over the body as received; false when the request was answered. */
+  #verifyWebhook(pending: PendingWebhook, body: Buffer): boolean {
+    const access = this.#route.access as RouteAccess; // pending only on routes with partners
+    const verdict = this.#deps.routes.gate.checkWebhook(
+      access,
+      this.#facts.remoteAddr,
+      pending,
+      body,
+    );
+    if ('error' in verdict) {
+      this.#record.partner = verdict.partner;
+      this.#record.authFailure = verdict.reason;
+      this.#answerError(verdict.error, false, verdict.headers);
+      return false;
+    }
+    this.#forgetReplay = verdict.forget;
+    this.#record.partner = verdict.partner;
+    this.#facts = { ...this.#facts, partner: verdict.partner, messageId: verdict.id };
+    return true;
   }
 
   readonly #dispatch = (): void => {
@@ -243,13 +354,13 @@ class InFlight implements BodySink, RecordObserver {
     this.#answer(rendered, false);
   }
 
-  #answerError(err: BridgeError, close: boolean): void {
+  #answerError(err: BridgeError, close: boolean, headers: HeaderList = []): void {
     this.#record.error = err;
     if (err instanceof ClientGoneError) {
       this.#answer(undefined, false);
       return;
     }
-    this.#answer(renderProblem(err, this.#facts.requestId), close);
+    this.#answer(renderProblem(err, this.#facts.requestId, headers), close);
   }
 
   #answer(rendered: Rendered | undefined, close: boolean): void {

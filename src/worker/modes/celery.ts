@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { TextDecoder } from 'node:util';
 import { celeryTaskFields, interpretCeleryResult, queryParams } from '../amqp/celery.js';
-import type { ModeResult, ReceivedBody } from '../request.js';
+import type { ModeResult, ReceivedBody, RequestFacts } from '../request.js';
 import type { CompiledCeleryRoute } from '../routes.js';
 import type { ModeDeps, ModeRequest } from './mode.js';
 import { requestReply } from './request-reply.js';
@@ -52,6 +52,15 @@ function resultResult(result: unknown): ModeResult {
   };
 }
 
+/**
+ * The task's headers argument: the request's, with the verified partner as `x-partner` (the
+ * bridge's word, replacing any the client sent), so a task written for the web stack sees it.
+ */
+function taskHeaders(facts: RequestFacts): Readonly<Record<string, string>> {
+  const headers = facts.allHeaders ?? {};
+  return facts.partner === undefined ? headers : { ...headers, 'x-partner': facts.partner };
+}
+
 export async function runCelery(
   req: ModeRequest<CompiledCeleryRoute>,
   deps: ModeDeps,
@@ -61,11 +70,12 @@ export async function runCelery(
   const id = randomUUID();
   const fields = celeryTaskFields({
     id,
-    args: [facts.allHeaders ?? {}, queryParams(facts.query), bodyText(body)],
+    args: [taskHeaders(facts), queryParams(facts.query), bodyText(body)],
     requestId: facts.requestId,
     messageId: facts.messageId,
     routingKey: route.routingKey,
     expires: cfg.wait ? pythonIsoformat(new Date(Date.now() + cfg.timeoutMs)) : undefined,
+    partner: facts.partner,
   });
   if (!cfg.wait) {
     await deps.publisher.publish(route.template, fields, facts.requestId, req.record);

@@ -52,6 +52,14 @@ export class ReplayGuard {
     return false;
   }
 
+  /**
+   * Lets `id` through again: its request failed before anything was published, and the sender
+   * will resend it under the same id (Standard Webhooks keeps the id across attempts).
+   */
+  forget(id: string): void {
+    this.#expiries.delete(id);
+  }
+
   get size(): number {
     return this.#expiries.size;
   }
