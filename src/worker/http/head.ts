@@ -49,6 +49,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,128}$/;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it looks for
 const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
 const NO_HEADERS: HeaderList = [];
+const NO_VALUES: Array<string | undefined> = [];
 const ALLOW: HeaderList = [['Allow', ALLOWED_METHODS]];
 const decoder = new TextDecoder();
 
@@ -90,7 +91,7 @@ class HeaderScan {
   /** For celery routes: every header but the partner's credentials, repeated ones joined. */
   all: Record<string, string> | undefined;
   /** Values of the partner gate's headers, by position; repeated ones joined. */
-  gate: Array<string | undefined> = [];
+  gate: Array<string | undefined> = NO_VALUES;
   #forwardIndex: ReadonlyMap<string, number> | undefined;
   #gateIndex: ReadonlyMap<string, number> | undefined;
   #hidden: ReadonlySet<string> = CREDENTIAL_HEADERS;
@@ -116,7 +117,7 @@ class HeaderScan {
     this.all = route?.mode === 'celery' ? {} : undefined;
     const gate = routes.gate;
     this.#gateIndex = gate.active ? gateIndexOf(gate.headerNames) : undefined;
-    this.gate = gate.active ? new Array<string | undefined>(gate.headerNames.length) : [];
+    this.gate = gate.active ? new Array<string | undefined>(gate.headerNames.length) : NO_VALUES;
     this.#hidden = routes.hiddenHeaders;
     if (native) req.forEach(this.#visit);
     else this.#visitByName(req, route, gate.active ? gate.headerNames : []);

@@ -121,6 +121,11 @@ export class PartnerGate {
   readonly #trusted: CidrSet | undefined;
   readonly #byId: ReadonlyMap<string, Partner>;
   readonly #clock: GateClock;
+  /**
+   * The widest tolerance of any webhook partner (0: none), for the head's freshness check: which
+   * partner signed is known only once the body is in.
+   */
+  readonly #webhookTolerance: number;
   /** Some partner uses the WeChat verifier: the query must be parsed for its signature. */
   readonly readsQuery: boolean;
 
@@ -151,6 +156,10 @@ export class PartnerGate {
       };
     });
     this.headerNames = names;
+    this.#webhookTolerance = Math.max(
+      0,
+      ...config.partners.map((p) => p.auth.webhook?.toleranceSeconds ?? 0),
+    );
     this.#trusted =
       config.trustedProxies.length === 0 ? undefined : new CidrSet(config.trustedProxies);
     this.#byId = new Map(this.#partners.map((p) => [p.id, p]));
@@ -264,11 +273,15 @@ export class PartnerGate {
     const id = headers[WEBHOOK_ID];
     const timestamp = headers[WEBHOOK_TS];
     const signature = headers[WEBHOOK_SIG];
+    const webhookHeaders =
+      (id === undefined ? 0 : 1) +
+      (timestamp === undefined ? 0 : 1) +
+      (signature === undefined ? 0 : 1);
     if (
       id !== undefined &&
       timestamp !== undefined &&
       signature !== undefined &&
-      this.#partners.some((p) => p.webhook !== undefined)
+      this.#webhookTolerance > 0
     ) {
       const early = this.#webhookHead(timestamp, nowMs, access);
       if (early !== undefined) return early;
@@ -276,12 +289,16 @@ export class PartnerGate {
     }
     if (expired !== undefined)
       return unauthorized(`${expired}; sign with the current time`, 'expired', access);
-    if (offered || id !== undefined || timestamp !== undefined || signature !== undefined)
+    if (offered || webhookHeaders === 3)
       return unauthorized(
         `the credentials did not verify: this route takes ${access.how}`,
-        id !== undefined || timestamp !== undefined || signature !== undefined
-          ? 'malformed'
-          : 'wrong',
+        'wrong',
+        access,
+      );
+    if (webhookHeaders > 0)
+      return unauthorized(
+        'a Standard Webhooks request needs all of webhook-id, webhook-timestamp and webhook-signature',
+        'malformed',
         access,
       );
     return unauthorized(`this route needs partner credentials: ${access.how}`, 'missing', access);
@@ -295,10 +312,7 @@ export class PartnerGate {
         'malformed',
         access,
       );
-    // The widest tolerance of any webhook partner: which one signed is known only from the body.
-    let tolerance = 0;
-    for (const p of this.#partners)
-      tolerance = Math.max(tolerance, p.config.auth.webhook?.toleranceSeconds ?? 0);
+    const tolerance = this.#webhookTolerance;
     const skew = Math.abs(nowMs / 1000 - Number(timestamp));
     if (skew > tolerance)
       return unauthorized(
