@@ -25,6 +25,7 @@ import {
 import { messageIds, openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { asText, runToExit, spawnChild, type Child } from '../helpers/child.js';
 import { freePort } from '../helpers/free-port.js';
+import { metricValue } from '../helpers/metrics.js';
 import { waitUntil } from '../helpers/poll.js';
 import {
   assertProblem,
@@ -808,6 +809,98 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
       `one attempt, not a second one to the reforked worker: ${line}`,
     );
     await waitUntilReady(bridge);
+  });
+
+  it('a clientCert partner through nginx (ssl_verify_client optional, trustedProxies 127.0.0.1/32): its certificate gets 2xx with x-partner; none, a forged header or another subject from the same CA gets 401', async (t) => {
+    const SUBJECT = 'CN=acme-gateway,O=Acme';
+    const ROUTE = 'gateway-orders';
+    const partnerQueue = await broker.queue(uniqueName('rproxy-partner'));
+    // nginx's $ssl_client_s_dn is RFC 2253: the last RDN of the certificate's subject first.
+    const [right, other] = await Promise.all([
+      pki.issueClient('/O=Acme/CN=acme-gateway'),
+      pki.issueClient('/O=Acme/CN=other-gateway'),
+    ]);
+    const gated = await startBridge(
+      baseConfig(
+        [
+          {
+            name: ROUTE,
+            path: '/gateway/orders',
+            mode: 'publish',
+            exchange: '',
+            routingKey: partnerQueue,
+            partners: ['acme-gateway'],
+          },
+        ],
+        {
+          workers: 1,
+          trustedProxies: ['127.0.0.1/32'],
+          partners: [{ id: 'acme-gateway', auth: { clientCert: { subjects: [SUBJECT] } } }],
+        },
+      ),
+    );
+    t.after(() => gated.stop());
+    const proxy = await startNginx(gated.port, pki, 'optional');
+    t.after(() => proxy.stop());
+    const url = `${proxy.url}/gateway/orders`;
+    const failures = (reason: string): Promise<number | undefined> =>
+      metricValue(gated.adminUrl, 'bridge_auth_failures_total', { route: ROUTE, reason });
+    const assertUnauthorized = (reply: CurlTransfer, what: string): void => {
+      assert.equal(reply.status, 401, `${what}: ${reply.body} ${proxy.errors()}`);
+      assert.ok(reply.headers['x-request-id'] !== undefined, `${what}: the bridge answered`);
+      assert.equal(
+        (JSON.parse(reply.body) as { code?: string }).code, // the bridge's problem+json
+        'BRIDGE_UNAUTHORIZED',
+        what,
+      );
+      assert.equal(reply.headers['www-authenticate'], undefined, `${what}: no Bearer challenge`);
+    };
+
+    const signed = await postOne(url, '<signed/>', 'the partner certificate', [
+      '--cert',
+      right.cert,
+      '--key',
+      right.key,
+    ]);
+    assert.equal(signed.status, 202, `${signed.body} ${proxy.errors()}`);
+    const [msg] = await takeExactly(1, partnerQueue, 'the partner certificate');
+    const h = { ...msg?.properties.headers };
+    assert.equal(h['x-partner'], 'acme-gateway');
+    assert.equal(h['x-remote-addr'], '127.0.0.1', "nginx's X-Real-IP: curl's address");
+    assert.equal(h['x-client-subject'], undefined, 'credentials are not copied into the message');
+    assert.equal(h['x-client-verify'], undefined, 'credentials are not copied into the message');
+
+    const none = await postOne(url, '<none/>', 'no certificate');
+    assertUnauthorized(none, 'no certificate');
+    // What a client may claim itself: nginx replaces both headers (NONE, no subject).
+    const forged = await postOne(url, '<forged/>', 'forged headers', [
+      '-H',
+      'X-Client-Verify: SUCCESS',
+      '-H',
+      `X-Client-Subject: ${SUBJECT}`,
+    ]);
+    assertUnauthorized(forged, 'forged headers without a certificate');
+    // Verified by nginx (same CA), but not the partner's subject: one with another CN, and the
+    // suite's CN=acme-gateway, which lacks the O= of the configured subject (exact match only).
+    for (const [cert, key, what] of [
+      [other.cert, other.key, 'CN=other-gateway,O=Acme'],
+      [pki.clientCert, pki.clientKey, 'CN=acme-gateway'],
+    ] as const) {
+      const reply = await postOne(url, '<other/>', what, ['--cert', cert, '--key', key]);
+      assertUnauthorized(reply, what);
+    }
+    assert.equal(await broker.count(partnerQueue), 0, '401: nothing published');
+    await waitUntil(
+      'bridge_auth_failures_total for the refusals',
+      async () => ({ missing: await failures('missing'), wrong: await failures('wrong') }),
+      (m) => m.missing === 2 && m.wrong === 2,
+      { timeoutMs: 10_000 },
+    );
+    const line = await accessLine(
+      proxy,
+      (l) => l.includes('client_verify=SUCCESS') && / 401 /.test(l),
+    );
+    assert.match(line, new RegExp(` upstream=127\\.0\\.0\\.1:${gated.port} `), line);
   });
 
   // Last: it stops the bridge.

@@ -22,6 +22,8 @@ export interface TestPki {
   readonly strangerKey: string;
   /** A second server certificate from the same CA, with a different serial (a "renewal"). */
   renewServer(): Promise<{ cert: string; key: string }>;
+  /** Another client certificate signed by the test CA, e.g. subject `/O=Acme/CN=acme-gateway`. */
+  issueClient(subject: string): Promise<{ cert: string; key: string }>;
   remove(): void;
 }
 
@@ -89,6 +91,7 @@ export async function makeTestPki(parent: string = tmpdir()): Promise<TestPki> {
       dir,
     );
     let renewals = 0;
+    let issued = 0;
     return {
       dir,
       caCert: path.join(dir, 'ca.crt'),
@@ -99,6 +102,7 @@ export async function makeTestPki(parent: string = tmpdir()): Promise<TestPki> {
       strangerCert: path.join(dir, 'stranger.crt'),
       strangerKey: path.join(dir, 'stranger.key'),
       renewServer: () => signed(dir, `server-renewed-${++renewals}`, '/CN=localhost', SERVER_EXT),
+      issueClient: (subject) => signed(dir, `client-issued-${++issued}`, subject, CLIENT_EXT),
       remove: () => rmSync(dir, { recursive: true, force: true }),
     };
   } catch (err) {
