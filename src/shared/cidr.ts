@@ -147,6 +147,19 @@ function parseClient(address: string): { family: 4 | 6; value: bigint } | undefi
 }
 
 /**
+ * A client address as an operator writes it: uWebSockets.js reports clients of an IPv6 listener
+ * as eight full groups (`0000:…:ffff:cb00:7105`); this gives `203.0.113.5` for IPv4-mapped ones
+ * and RFC 5952 text for the rest. IPv4 text (the common case) and anything that does not parse
+ * come back unchanged.
+ */
+export function canonicalAddress(address: string): string {
+  if (!address.includes(':')) return address;
+  const client = parseClient(address);
+  if (client === undefined) return address;
+  return client.family === 4 ? formatIPv4(client.value) : formatIPv6(client.value);
+}
+
+/**
  * The allowed client networks of one partner. An IPv4 network matches IPv4 clients, including
  * those a dual-stack socket reports as `::ffff:a.b.c.d`; an IPv6 network matches only clients
  * that are not IPv4-mapped, so `::/0` admits every IPv6 client but no IPv4 one: allowing

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { CidrSet, parseCidr } from '../../src/shared/cidr.js';
+import { canonicalAddress, CidrSet, parseCidr } from '../../src/shared/cidr.js';
 import { TokenBucket } from '../../src/worker/partners/token-bucket.js';
 
 const V4_ALL = 0xffffffffn;
@@ -461,5 +461,20 @@ describe('TokenBucket', { timeout: 10_000 }, () => {
     ] as const) {
       assert.throws(() => new TokenBucket(limit, workers), RangeError);
     }
+  });
+});
+
+describe('canonicalAddress', { timeout: 10_000 }, () => {
+  it('writes uWebSockets.js full-group IPv6 text the way an operator does', () => {
+    const cases: Array<[string, string]> = [
+      ['0000:0000:0000:0000:0000:ffff:cb00:7105', '203.0.113.5'],
+      ['2001:0db8:0000:0000:0000:0000:0000:0005', '2001:db8::5'],
+      ['0000:0000:0000:0000:0000:0000:0000:0001', '::1'],
+      ['2001:0db8:0000:0001:0000:0000:0000:0009', '2001:db8:0:1::9'],
+      ['203.0.113.5', '203.0.113.5'],
+      ['not an address', 'not an address'],
+      ['', ''],
+    ];
+    for (const [raw, expected] of cases) assert.equal(canonicalAddress(raw), expected, raw);
   });
 });
