@@ -191,8 +191,10 @@ export function resolveSecretFiles(
   const out = structuredClone(raw);
   const credentials = env['CREDENTIALS_DIRECTORY'];
   for (const { at, value: entry, set, fileOnly } of secretSlots(out)) {
-    if (typeof entry !== 'string') continue;
-    if (!entry.startsWith(SECRET_FILE_PREFIX)) {
+    if (entry === undefined || (typeof entry !== 'string' && !fileOnly)) continue;
+    // A number or list where a partner secret belongs is an inline secret too (YAML reads
+    // `token: 20250101` as a number): refused here, so the schema never quotes it.
+    if (typeof entry !== 'string' || !entry.startsWith(SECRET_FILE_PREFIX)) {
       if (fileOnly) {
         sources.set(at, undefined);
         problems.push({

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Config } from '../../shared/config-schema.js';
+import { canonicalAddress } from '../../shared/cidr.js';
 import { BridgeError } from '../../shared/errors.js';
 import { CREDENTIAL_HEADERS } from '../../shared/redact.js';
 import type { AuthFailureReason } from '../../shared/types.js';
@@ -22,6 +23,8 @@ export interface AcceptedHead {
   readonly charset: string | undefined;
   /** Values of the partner gate's headers by position (empty when the gate reads none). */
   readonly gateHeaders: ReadonlyArray<string | undefined>;
+  /** The body is chunked: its length is unknown until it ends. */
+  readonly chunked: boolean;
 }
 
 /** A WeChat echostr GET: the callback URL check, answered without a body. */
@@ -65,7 +68,7 @@ function readQuery(req: HttpRequest): string {
 /** The client's address; uWS's JS fallback does not implement it. */
 export function readRemoteAddress(res: HttpResponse): string {
   try {
-    return decoder.decode(res.getRemoteAddressAsText());
+    return canonicalAddress(decoder.decode(res.getRemoteAddressAsText()));
   } catch {
     return '';
   }
@@ -344,5 +347,6 @@ export function readHead(
       partner: undefined,
     },
     gateHeaders: scan.gate,
+    chunked: scan.transferEncoding !== '',
   };
 }

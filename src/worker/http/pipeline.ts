@@ -89,7 +89,11 @@ export class RequestPipeline {
           gate.readsQuery ? new URLSearchParams(facts.query) : undefined,
         );
         if ('error' in verdict) {
-          // Nothing of the body is read: close, so its bytes are not taken for the next request.
+          // The connection stays open for the partner's next request: native uWS's parser skips
+          // the unread body by its Content-Length (at most maxBodyBytes, checked above), and a
+          // proxy still sending it is not cut off (nginx turns that into a 502 that hides the
+          // 401/429). A chunked body could go on forever, and the JS fallback may take its
+          // bytes for the next request: those close.
           this.#refuse(
             res,
             req,
@@ -97,7 +101,7 @@ export class RequestPipeline {
               route: head.route,
               error: verdict.error,
               headers: verdict.headers,
-              close: true,
+              close: head.chunked || !deps.nativeUws,
               partner: verdict.partner,
               authFailure: verdict.reason,
               client: gate.clientAddress(facts.remoteAddr, head.gateHeaders),

@@ -239,10 +239,9 @@ export class PartnerGate {
       if (p.apiKeys !== undefined) {
         let value = headers[p.apiKeyAt];
         if (value === undefined) continue;
-        if (auth.apiKey?.header === 'authorization') {
-          if (!/^bearer /i.test(value)) continue;
+        // Partners send a key in Authorization as `Bearer <key>` (RFC 6750) or bare.
+        if (auth.apiKey?.header === 'authorization' && /^bearer /i.test(value))
           value = value.slice(7).trim();
-        }
         offered = true;
         if (constantTimeIncludes(p.apiKeys, value)) return this.#admit(p, access, client);
       } else if (auth.wechat !== undefined && query !== undefined) {
