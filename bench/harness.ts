@@ -160,9 +160,14 @@ export interface WrkOptions {
   /** Raise `ulimit -n` for wrk to this. */
   readonly nofile?: number;
   readonly script?: string;
+  /** Passed to the script's init(args) (bench/partner-auth.lua). */
+  readonly scriptArgs?: readonly string[];
   /** Stops wrk early; the run then rejects. */
   readonly signal?: AbortSignal;
 }
+
+/** wrk's threads (`-t`): a script that splits work by thread (bench/partner-auth.lua) needs it. */
+export const WRK_THREADS = 2;
 
 /** Runs wrk with the 1 KiB WeChat-style body script against `url`. */
 export async function wrk(
@@ -173,7 +178,7 @@ export async function wrk(
 ): Promise<WrkResult> {
   const script = options.script ?? path.join(ROOT, 'bench/wechat-1k.lua');
   const argv = [
-    '-t2',
+    `-t${WRK_THREADS}`,
     `-c${connections}`,
     `-d${seconds}s`,
     '--latency',
@@ -182,6 +187,7 @@ export async function wrk(
     '-s',
     script,
     url,
+    ...(options.scriptArgs ?? []),
   ];
   const [cmd, args] = withNofile(options.nofile, 'wrk', argv);
   const out = await run(cmd, args, options.signal);

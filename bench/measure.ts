@@ -212,6 +212,9 @@ export interface HttpRunOptions {
   readonly idleRssMb: number;
   /** Checked while wrk runs: a reason to stop the run at once (the run then fails with it). */
   readonly guard?: () => string | undefined;
+  /** Another wrk script than bench/wechat-1k.lua, and its arguments (bench/partner-auth.ts). */
+  readonly script?: string;
+  readonly scriptArgs?: readonly string[];
 }
 
 /** Thrown when `guard` stopped a run: the stack under test must be stopped too. */
@@ -257,6 +260,8 @@ export async function measureHttp(
       timeoutSeconds: options.timeoutSeconds,
       nofile: options.nofile,
       signal,
+      ...(options.script === undefined ? {} : { script: options.script }),
+      ...(options.scriptArgs === undefined ? {} : { scriptArgs: options.scriptArgs }),
     });
   } catch (err) {
     if (tripped !== undefined) throw new GuardTripped(`stopped: ${tripped}`);

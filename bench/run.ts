@@ -1,18 +1,28 @@
 /**
  * `npm run bench`: every scenario × stack of the benchmark on 127.0.0.1, bounded in time, every
  * process started and stopped by PID; writes bench/results/<date>-<host>.md, .svg and .json.
+ * Then the "partner-auth" section (bench/partner-auth.ts): what partner verification costs, per
+ * verification and end to end; `--scenarios partner-auth` runs it alone, and a --scenarios list
+ * without it leaves it out.
  *
  * Usage: node dist/bench/run.js [--quick | --full] [--seconds N] [--rounds N] [--workers N]
  *        [--timeout S] [--warmup S] [--scenarios a,b] [--stacks a,b] [--conns 100,1000]
  *        [--out DIR] [--no-readme] [--render FILE.json] [--dry-run]
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ROOT } from './harness.js';
 import type { Measured } from './measure.js';
 import { QueueAdmin } from './measure.js';
+import {
+  PARTNER_AUTH_ID,
+  partnerAuthMarkdown,
+  partnerAuthSeconds,
+  runPartnerAuth,
+  type PartnerAuthResult,
+} from './partner-auth.js';
 import { renderReport, updateReadme, type RunInfo } from './render.js';
 import { runScenario, runSeconds, type Live } from './run-scenario.js';
 import { buildScenarios } from './scenarios.js';
@@ -44,15 +54,23 @@ const list = (s: string | undefined): string[] | undefined =>
     ?.split(',')
     .map((x) => x.trim())
     .filter((x) => x !== '');
+/** The partner-auth section, appended to the report (its own heading, subsections below it). */
+const partnerAuthSection = (result: PartnerAuthResult): string =>
+  `\n## Partner access control (issue #13): what verification costs\n\n` +
+  `Run by \`bench/partner-auth.ts\` (alone: \`node dist/bench/partner-auth.js\`).\n\n` +
+  partnerAuthMarkdown(result, '###');
 
 if (values.render !== undefined) {
   // Re-render a saved run (report layout changes need no new measurements).
   const saved = JSON.parse(readFileSync(values.render, 'utf8')) as {
     info: RunInfo;
     runs: Measured[];
+    partnerAuth?: PartnerAuthResult;
   }; // written by this script below
   const base = values.render.replace(/\.json$/, '');
   const { counts } = renderReport(saved.info, saved.runs, base);
+  if (saved.partnerAuth !== undefined)
+    appendFileSync(`${base}.md`, partnerAuthSection(saved.partnerAuth));
   log(`bench: rendered ${base}.md and ${base}.svg\n${counts}`);
   process.exit(0);
 }
@@ -103,6 +121,19 @@ const scenarios = buildScenarios(size)
   }))
   .filter((s) => s.stacks.length > 0 && s.conns.length > 0);
 
+const partnerAuth =
+  onlyScenarios === undefined || onlyScenarios.includes(PARTNER_AUTH_ID)
+    ? {
+        seconds: info0.seconds,
+        // Its ratios are the point: never fewer than 3 alternated rounds, even in a quick run.
+        rounds: Math.max(3, info0.rounds),
+        conns: onlyConns?.[0] ?? 100,
+        warmupSeconds: info0.warmupSeconds,
+        microRounds: size === 'full' ? 9 : 5,
+        e2e: true,
+      }
+    : undefined;
+
 const plan = scenarios.flatMap((s) =>
   s.conns.flatMap((c) =>
     s.stacks.filter((st) => st.conns === undefined || st.conns.includes(c)).map(() => c),
@@ -112,15 +143,21 @@ const runCount = plan.length * info0.rounds;
 const startCount = scenarios.reduce((n, s) => n + s.stacks.length, 0);
 const estimate =
   info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) +
-  startCount * (info0.warmupSeconds + 5.5); // + idle RSS: quiet, then 2 s of samples
+  startCount * (info0.warmupSeconds + 5.5) + // + idle RSS: quiet, then 2 s of samples
+  (partnerAuth === undefined ? 0 : partnerAuthSeconds(partnerAuth));
 log(
-  `bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s); about ${Math.round(estimate / 60)} min`,
+  `bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s)` +
+    `${partnerAuth === undefined ? '' : `, then ${PARTNER_AUTH_ID} (${partnerAuth.rounds} rounds × 3 routes at ${partnerAuth.conns} connections)`}; about ${Math.round(estimate / 60)} min`,
 );
 log(`bench: ${machine.lines.join('\n       ')}`);
 if (values['dry-run']) {
   for (const s of scenarios)
     log(
       `  ${s.id}: connections ${s.conns.join(', ')}; stacks ${s.stacks.map((st) => `${st.id}${st.conns === undefined ? '' : ` (at ${st.conns.join(', ')})`}`).join(', ')}`,
+    );
+  if (partnerAuth !== undefined)
+    log(
+      `  ${PARTNER_AUTH_ID}: verifier costs (${partnerAuth.microRounds} rounds); routes open, apikey, webhook at ${partnerAuth.conns} connections, ${partnerAuth.rounds} rounds`,
     );
   await admin.close();
   process.exit(0);
@@ -161,6 +198,29 @@ for (const scenario of scenarios) {
     })),
   );
 }
+let partnerAuthResult: PartnerAuthResult | undefined;
+let partnerAuthError: string | undefined;
+if (partnerAuth !== undefined) {
+  try {
+    partnerAuthResult = await runPartnerAuth({
+      ...partnerAuth,
+      tag,
+      workers: info0.workers,
+      nofile,
+      timeoutSeconds: info0.timeoutSeconds,
+      brokerPid: beam,
+      admin,
+      live,
+      log: (line) =>
+        log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)}s] ${line}`),
+    });
+  } catch (err) {
+    // The scenarios' results are still worth their report.
+    partnerAuthError = err instanceof Error ? err.message : String(err);
+    log(`bench: ${PARTNER_AUTH_ID} failed: ${partnerAuthError}`);
+    process.exitCode = 1;
+  }
+}
 await admin.close();
 
 const date = new Date().toISOString().slice(0, 10);
@@ -181,9 +241,20 @@ const info: RunInfo = {
   minutes: (Date.now() - started) / 60_000,
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
 };
-writeFileSync(`${base}.json`, `${JSON.stringify({ info, runs }, null, 1)}\n`);
+writeFileSync(
+  `${base}.json`,
+  `${JSON.stringify({ info, runs, ...(partnerAuthResult === undefined ? {} : { partnerAuth: partnerAuthResult }) }, null, 1)}\n`,
+);
 const { summary } = renderReport(info, runs, base);
+if (partnerAuthResult !== undefined)
+  appendFileSync(`${base}.md`, partnerAuthSection(partnerAuthResult));
+if (partnerAuthError !== undefined)
+  appendFileSync(
+    `${base}.md`,
+    `\n## Partner access control (issue #13)\n\nFailed: ${partnerAuthError}\n`,
+  );
 log(`\n${summary}\n`);
+if (partnerAuthResult !== undefined) log(`${partnerAuthMarkdown(partnerAuthResult)}\n`);
 log(`bench: done in ${info.minutes.toFixed(1)} min: ${base}.md, ${base}.svg, ${base}.json`);
 if (size === 'full' && !values['no-readme'] && values.out === undefined) {
   log(

@@ -220,18 +220,21 @@ export async function startBridgeStack(
     url: `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${bridge.port}${routePath(ctx.mode)}`,
     rootPid: bridge.pid,
     servingPids: () => workers,
-    statuses: async () => {
-      const text = await (await fetch(`http://127.0.0.1:${bridge.adminPort}/metrics`)).text();
-      const out = new Map<string, number>();
-      for (const m of text.matchAll(
-        /^bridge_http_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$/gm,
-      )) {
-        out.set(m[1] ?? '', (out.get(m[1] ?? '') ?? 0) + Number(m[2]));
-      }
-      return out;
-    },
+    statuses: () => bridgeStatuses(bridge.adminPort),
     stop: () => bridge.stop(),
   };
+}
+
+/** The bridge's answers so far by HTTP status, all routes together (bridge_http_requests_total). */
+export async function bridgeStatuses(adminPort: number): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(
+    /^bridge_http_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$/gm,
+  )) {
+    out.set(m[1] ?? '', (out.get(m[1] ?? '') ?? 0) + Number(m[2]));
+  }
+  return out;
 }
 
 /** A Node peer that prints `{"ready":true,"port":N}` once all its processes listen. */

@@ -33,9 +33,15 @@ function debianVersion(pkg: string): string | undefined {
   return r.ok && status === 'install ok installed' ? version : undefined;
 }
 
-/** Installs the missing Debian packages with apt-get, saying what it does; throws if it cannot. */
-export function ensureDebianPackages(log: (line: string) => void): void {
-  const missing = DEBIAN_PACKAGES.filter((p) => debianVersion(p) === undefined);
+/**
+ * Installs the missing Debian packages (all the bench uses, or `only` those) with apt-get, saying
+ * what it does; throws if it cannot.
+ */
+export function ensureDebianPackages(
+  log: (line: string) => void,
+  only: ReadonlyArray<(typeof DEBIAN_PACKAGES)[number]> = DEBIAN_PACKAGES,
+): void {
+  const missing = only.filter((p) => debianVersion(p) === undefined);
   if (missing.length === 0) return;
   log(`bench: installing missing Debian packages: ${missing.join(' ')} (apt-get install -y)`);
   if (process.getuid?.() !== 0) {
