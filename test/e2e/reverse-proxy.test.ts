@@ -34,7 +34,7 @@ import {
   header,
   type Reply,
 } from '../helpers/publish-http.js';
-import { rawPost } from '../helpers/raw-http.js';
+import { openRaw, rawPost } from '../helpers/raw-http.js';
 import { makeTestPki, type TestPki } from '../helpers/test-pki.js';
 
 const NGINX = '/usr/sbin/nginx';
@@ -901,6 +901,89 @@ describe('TLS through nginx (deploy/nginx/xml-amqp-bridge.conf)', { timeout: 120
       (l) => l.includes('client_verify=SUCCESS') && / 401 /.test(l),
     );
     assert.match(line, new RegExp(` upstream=127\\.0\\.0\\.1:${gated.port} `), line);
+  });
+
+  it('partner refusals decided at the head reach the partner through nginx while it still streams a large body: 401 and 429 with Retry-After, never 502, over kept-alive connections', async (t) => {
+    const partnerQueue = await broker.queue(uniqueName('rproxy-refused'));
+    const keyFile = path.join(scratch, 'refused.key');
+    const KEY = 'refused-partner-key-0123456789';
+    writeFileSync(keyFile, `${KEY}\n`);
+    const gated = await startBridge(
+      baseConfig(
+        [
+          {
+            path: '/limited',
+            mode: 'publish',
+            exchange: '',
+            routingKey: partnerQueue,
+            partners: ['limited'],
+          },
+        ],
+        {
+          workers: 1,
+          trustedProxies: ['127.0.0.1/32'],
+          partners: [
+            {
+              id: 'limited',
+              auth: { apiKey: { keys: [`file:${keyFile}`] } },
+              rateLimit: { perSecond: 1, burst: 1 },
+            },
+          ],
+        },
+      ),
+    );
+    t.after(() => gated.stop());
+    const proxy = await startNginx(gated.port, pki, 'off');
+    t.after(() => proxy.stop());
+    // 900 KB: far more than the socket buffers hold, so nginx is still writing the body when
+    // the bridge answers from the head.
+    const bigFile = path.join(scratch, 'big.xml');
+    writeFileSync(bigFile, `<big>${'x'.repeat(900_000)}</big>`);
+    const url = `${proxy.url}/limited`;
+    const urls = Array.from({ length: 12 }, () => url);
+    const run = (key: string): Promise<CurlRun> =>
+      curl(pki.caCert, urls, [
+        '-H',
+        'Content-Type: application/xml',
+        '-H',
+        `X-Api-Key: ${key}`,
+        '--data-binary',
+        `@${bigFile}`,
+      ]);
+
+    const wrong = await run('not-the-key-0123456789abcdef');
+    assert.equal(wrong.transfers.length, urls.length, wrong.stderr);
+    for (const r of wrong.transfers) {
+      assert.equal(r.status, 401, `wrong key: ${r.body} ${proxy.errors()}`);
+      assert.equal((JSON.parse(r.body) as { code?: string }).code, 'BRIDGE_UNAUTHORIZED'); // the bridge's problem+json
+    }
+    const limited = await run(KEY);
+    const statuses = limited.transfers.map((r) => r.status);
+    assert.equal(statuses.length, urls.length, limited.stderr);
+    assert.ok(!statuses.includes(502), `no 502: ${statuses.join(' ')} ${proxy.errors()}`);
+    const accepted = statuses.filter((s) => s === 202).length;
+    assert.ok(accepted >= 1, `the burst token is served: ${statuses.join(' ')}`);
+    const refused = limited.transfers.filter((r) => r.status === 429);
+    assert.equal(accepted + refused.length, urls.length, statuses.join(' '));
+    for (const r of refused) assert.match(r.headers['retry-after']?.[0] ?? '', /^[1-9]\d*$/);
+    assert.equal(await broker.count(partnerQueue), accepted, 'exactly the 202s were published');
+    // Straight to the bridge, a refused request keeps the connection (curl itself closes one
+    // whose upload it cut short, so this writes raw HTTP): uWS skips the unread body by its
+    // Content-Length, and the next request on the connection, sent right behind it, is served.
+    const raw = await openRaw(gated.port);
+    t.after(() => raw.destroy());
+    const big = readFileSync(bigFile, 'utf8');
+    await raw.write(rawPost('/limited', big, ['X-Api-Key: not-the-key-0123456789abcdef']));
+    await raw.write(rawPost('/limited', big, ['X-Api-Key: not-the-key-0123456789abcdef']));
+    const answers = await raw.responsesArrived(2, 20_000);
+    assert.deepEqual(
+      answers.map((r) => [r.status, r.headers['connection']]),
+      [
+        [401, undefined],
+        [401, undefined],
+      ],
+      'both answered on the one connection, neither closing it',
+    );
   });
 
   // Last: it stops the bridge.
