@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 root=$(bash test/platforms/debian13-root.sh) || exit 1
 echo "== Debian 13 root: $root"
 files=()
-for name in publish-statuses rpc tls http-edges robustness lifecycle readiness logs corpus; do
+for name in publish-statuses rpc tls http-edges robustness lifecycle readiness logs corpus partners; do
   files+=("dist/test/e2e/$name.test.js")
 done
 runtimes=${PLATFORM_RUNTIMES:-"debian13-node20 debian13-node22 debian13-node24"}
