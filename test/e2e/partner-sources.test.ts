@@ -22,7 +22,7 @@ import {
   type RunningBridge,
 } from '../helpers/bridge.js';
 import { messageIds, openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
-import { metricValue, parseExposition, type Sample } from '../helpers/metrics.js';
+import { metricValue, parseExposition, sampleValue, type Sample } from '../helpers/metrics.js';
 import { startNetns, type Netns } from '../helpers/netns.js';
 import { waitUntil } from '../helpers/poll.js';
 import { runtimeFromEnv } from '../helpers/runtime.js';
@@ -224,13 +224,6 @@ describe(
       assert.equal(run.code, 0, run.stderr);
       return parseExposition(run.stdout);
     }
-    const value = (all: readonly Sample[], name: string, labels: Record<string, string>): number =>
-      all.find(
-        (s) =>
-          s.name === name &&
-          Object.keys(s.labels).length === Object.keys(labels).length &&
-          Object.entries(labels).every(([k, v]) => s.labels[k] === v),
-      )?.value ?? 0;
 
     /** The metrics catch up with what the test did (workers report to the primary about once a second). */
     async function assertCounted(): Promise<void> {
@@ -244,9 +237,9 @@ describe(
         async () => {
           const all = await samples();
           return {
-            source: value(all, AUTH_FAILURES, { route: ROUTE, reason: 'source' }),
-            forbidden: value(all, PARTNER_REQUESTS, { partner: 'acme', status: '403' }),
-            accepted: value(all, PARTNER_REQUESTS, { partner: 'acme', status: '202' }),
+            source: sampleValue(all, AUTH_FAILURES, { route: ROUTE, reason: 'source' }),
+            forbidden: sampleValue(all, PARTNER_REQUESTS, { partner: 'acme', status: '403' }),
+            accepted: sampleValue(all, PARTNER_REQUESTS, { partner: 'acme', status: '202' }),
           };
         },
         (seen) => JSON.stringify(seen) === JSON.stringify(expected),

@@ -25,7 +25,7 @@ import {
 } from '../helpers/bridge.js';
 import { messageIds, openBroker, uniqueName, type TestBroker } from '../helpers/broker.js';
 import { runToExit, type Run } from '../helpers/child.js';
-import { parseExposition, waitForMetric, type Sample } from '../helpers/metrics.js';
+import { parseExposition, sampleValue, waitForMetric, type Sample } from '../helpers/metrics.js';
 import {
   assertProblem,
   header,
@@ -710,17 +710,6 @@ describe('partner access control', { timeout: 120_000 }, () => {
       assert.equal(res.status, 200);
       return parseExposition(await res.text());
     };
-    const valueIn = (
-      all: readonly Sample[],
-      name: string,
-      labels: Record<string, string>,
-    ): number =>
-      all.find(
-        (s) =>
-          s.name === name &&
-          Object.keys(s.labels).length === Object.keys(labels).length &&
-          Object.entries(labels).every(([k, v]) => s.labels[k] === v),
-      )?.value ?? 0;
     const failuresOnM = (all: readonly Sample[]): number =>
       all
         .filter((s) => s.name === 'bridge_auth_failures_total' && s.labels['route'] === 'm')
@@ -779,7 +768,8 @@ describe('partner access control', { timeout: 120_000 }, () => {
 
     for (const reason of reasons) {
       const labels = { route: 'm', reason };
-      const want = valueIn(base, 'bridge_auth_failures_total', labels) + (expected[reason] ?? 0);
+      const want =
+        sampleValue(base, 'bridge_auth_failures_total', labels) + (expected[reason] ?? 0);
       await waitForMetric(
         bridge.adminUrl,
         'bridge_auth_failures_total',
@@ -795,7 +785,7 @@ describe('partner access control', { timeout: 120_000 }, () => {
     };
     for (const labels of partnerSeries) {
       const want =
-        valueIn(base, 'bridge_partner_requests_total', labels) +
+        sampleValue(base, 'bridge_partner_requests_total', labels) +
         (partnerDelta[labels.partner] ?? 0);
       await waitForMetric(
         bridge.adminUrl,

@@ -112,6 +112,15 @@ function findSample(
   return found[0];
 }
 
+/** A counter's value in parsed samples: 0 when the series does not exist (never incremented). */
+export function sampleValue(
+  samples: readonly Sample[],
+  name: string,
+  labels: Readonly<Record<string, string>> = {},
+): number {
+  return findSample(samples, name, labels)?.value ?? 0;
+}
+
 /** GET /metrics on the admin URL and parse it. */
 async function scrape(adminUrl: string): Promise<Sample[]> {
   const res = await fetch(`${adminUrl}/metrics`);
