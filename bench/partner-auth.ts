@@ -113,7 +113,13 @@ export interface OtherLoad {
   readonly cores: number;
   /** How long the run waited for the machine to go quiet first (bounded). */
   readonly waitedSeconds: number;
+  /** Runs made for this one: more than 1 when other processes disturbed the first. */
+  readonly attempts: number;
 }
+
+/** Other processes' CPU (cores) above which a run counts as disturbed and is measured again. */
+const DISTURBED_CORES = 0.25;
+const MAX_ATTEMPTS = 3;
 
 /** CPU seconds the whole machine has been busy (all cores; /proc/stat, USER_HZ 100). */
 function machineBusySeconds(): number {
@@ -408,52 +414,68 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
       for (let k = 0; k < ROUTES.length; k++) {
         const r = ROUTES[(round + k) % ROUTES.length] as (typeof ROUTES)[number]; // index in range
         const key: RunKey = { scenario: PARTNER_AUTH_ID, stack: r.id, conns: o.conns, round };
-        let m: Measured;
-        const waitedSeconds = await quietMachine();
-        if (waitedSeconds >= 180)
-          o.log(`${PARTNER_AUTH_ID}: the machine stayed busy for 180 s; measuring anyway`);
-        const tree = processTree(running.pid);
-        const ours = (): number =>
-          tree.reduce((t, pid) => t + (cpuSeconds(pid) || 0), 0) +
-          (o.brokerPid === undefined ? 0 : cpuSeconds(o.brokerPid) || 0) +
-          ownSeconds();
-        const busy0 = machineBusySeconds();
-        const ours0 = ours();
-        const wall0 = Date.now();
-        try {
-          m = await measureHttp(key, stackOf(r.id), {
-            seconds: o.seconds,
-            timeoutSeconds: o.timeoutSeconds,
-            nofile: o.nofile,
-            brokerPid: o.brokerPid,
-            backendPids: [],
-            countQueue: queue(r.id),
-            drainQueue: undefined,
-            admin: o.admin,
-            idleRssMb: NaN,
-            script: SCRIPT,
-            scriptArgs: loadFor(r.id, o.seconds),
-          });
-          fastest = Math.max(fastest, m.rps);
-        } catch (err) {
-          m = failedRun(key, err instanceof Error ? err.message : String(err));
-        } finally {
-          cleanRun();
+        // A run disturbed by other processes (this machine is shared) is measured again, twice
+        // at most; the least disturbed attempt counts.
+        let best: { m: Measured; load: OtherLoad } | undefined;
+        for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+          const waitedSeconds = await quietMachine();
+          if (waitedSeconds >= 180)
+            o.log(`${PARTNER_AUTH_ID}: the machine stayed busy for 180 s; measuring anyway`);
+          const tree = processTree(running.pid);
+          const ours = (): number =>
+            tree.reduce((t, pid) => t + (cpuSeconds(pid) || 0), 0) +
+            (o.brokerPid === undefined ? 0 : cpuSeconds(o.brokerPid) || 0) +
+            ownSeconds();
+          const busy0 = machineBusySeconds();
+          const ours0 = ours();
+          const wall0 = Date.now();
+          let m: Measured;
+          try {
+            m = await measureHttp(key, stackOf(r.id), {
+              seconds: o.seconds,
+              timeoutSeconds: o.timeoutSeconds,
+              nofile: o.nofile,
+              brokerPid: o.brokerPid,
+              backendPids: [],
+              countQueue: queue(r.id),
+              drainQueue: undefined,
+              admin: o.admin,
+              idleRssMb: NaN,
+              script: SCRIPT,
+              scriptArgs: loadFor(r.id, o.seconds),
+            });
+            fastest = Math.max(fastest, m.rps);
+          } catch (err) {
+            m = failedRun(key, err instanceof Error ? err.message : String(err));
+          } finally {
+            cleanRun();
+          }
+          const cores = Math.max(
+            0,
+            (machineBusySeconds() - busy0 - (ours() - ours0)) / ((Date.now() - wall0) / 1000),
+          );
+          o.log(
+            `${PARTNER_AUTH_ID} c${o.conns} ${r.id} (round ${round + 1}, attempt ${attempt}): ` +
+              (m.error === ''
+                ? `${fmtInt(m.rps)}/s, CPU ${(m.cpuPer10k * 100).toFixed(1)} µs/request, ` +
+                  `non-2xx ${fmtInt(m.non2xx)}${m.statuses === '' ? '' : ` (${m.statuses})`}, ` +
+                  `2xx/in queue ${fmtInt(m.requests - m.non2xx)}/${fmtInt(m.inQueue)}`
+                : `FAILED: ${m.error}`) +
+              `; other processes ${cores.toFixed(2)} cores` +
+              (waitedSeconds > 1.5 ? ` (waited ${Math.round(waitedSeconds)} s for quiet)` : ''),
+          );
+          if (best === undefined || cores < best.load.cores)
+            best = { m, load: { stack: r.id, round, cores, waitedSeconds, attempts: attempt } };
+          else best = { ...best, load: { ...best.load, attempts: attempt } };
+          if (m.error !== '' || cores <= DISTURBED_CORES) break;
         }
-        const otherCores =
-          (machineBusySeconds() - busy0 - (ours() - ours0)) / ((Date.now() - wall0) / 1000);
-        others.push({ stack: r.id, round, cores: Math.max(0, otherCores), waitedSeconds });
-        runs.push(m);
-        o.log(
-          `${PARTNER_AUTH_ID} c${o.conns} ${r.id} (round ${round + 1}): ` +
-            (m.error === ''
-              ? `${fmtInt(m.rps)}/s, CPU ${(m.cpuPer10k * 100).toFixed(1)} µs/request, ` +
-                `non-2xx ${fmtInt(m.non2xx)}${m.statuses === '' ? '' : ` (${m.statuses})`}, ` +
-                `2xx/in queue ${fmtInt(m.requests - m.non2xx)}/${fmtInt(m.inQueue)}`
-              : `FAILED: ${m.error}`) +
-            `; other processes ${otherCores.toFixed(2)} cores` +
-            (waitedSeconds > 1.5 ? ` (waited ${Math.round(waitedSeconds)} s for quiet)` : ''),
-        );
+        if (best === undefined) continue; // MAX_ATTEMPTS >= 1: never
+        others.push(best.load);
+        runs.push(best.m);
+        if (best.load.attempts > 1)
+          o.log(
+            `${PARTNER_AUTH_ID}: ${r.id} round ${round + 1}: kept the least disturbed of ${best.load.attempts} attempts (${best.load.cores.toFixed(2)} cores of other processes)`,
+          );
       }
     }
   } finally {
@@ -485,7 +507,8 @@ export function partnerAuthMarkdown(r: PartnerAuthResult, heading = '##'): strin
       '',
       `µs per call, median of ${rounds} rounds; each round (started once the machine is quiet, ` +
         'waiting at most 60 s) runs every variant in a fresh process ' +
-        '(rotated order), 60 ms warm-up then about 250 ms timed. Bodies: the ~1 KB WeChat Pay ' +
+        '(rotated order), 60 ms warm-up then a loop of about 250 ms whose CPU time (user + ' +
+        'system, process.cpuUsage) is divided by its calls. Bodies: the ~1 KB WeChat Pay ' +
         `notification of bench/wechat-1k.lua (${fmt(wechatBody().length)} bytes) and a 64 KiB cXML ` +
         `OrderRequest (${fmt(cxmlBody().length)} bytes). A webhook secret that does not match costs ` +
         'a full HMAC, so two secrets and no match (what a forged or misconfigured sender costs) is ' +
@@ -505,6 +528,7 @@ export function partnerAuthMarkdown(r: PartnerAuthResult, heading = '##'): strin
   const otherOf = (m: Measured): number =>
     r.others.find((x) => x.stack === m.stack && x.round === m.round)?.cores ?? NaN;
   const waited = r.others.filter((x) => x.waitedSeconds > 1.5);
+  const repeated = r.others.filter((x) => x.attempts > 1);
   const openRps = median(of('open').map(okRate));
   const openCpu = median(of('open').map((m) => m.cpuPer10k * 100));
   out.push(
@@ -524,9 +548,12 @@ export function partnerAuthMarkdown(r: PartnerAuthResult, heading = '##'): strin
       'the HMAC over the body, the header checks, and the replay guard remembering every id (per ' +
       'worker, up to 100,000; at these rates it is full after a few seconds, and from then on each ' +
       'new id also evicts the oldest). The machine is shared: before each run the bench waits ' +
-      '(at most 180 s) until it uses under a quarter of a core, and the last column gives, per run, ' +
-      'the CPU that processes other than the bridge, the broker and the bench used during it ' +
-      `(machine busy time from /proc/stat minus theirs)${waited.length === 0 ? '' : `; ${waited.length} run(s) waited for quiet first, up to ${fmt(Math.max(...waited.map((x) => x.waitedSeconds)))} s`}.`,
+      '(at most 180 s) until it uses under a quarter of a core; the CPU that processes other than ' +
+      'the bridge, the broker and the bench (wrk included) used during a run is machine busy time ' +
+      `from /proc/stat minus theirs, and a run where it exceeds ${DISTURBED_CORES} cores is measured ` +
+      `again (${MAX_ATTEMPTS} attempts at most; the least disturbed counts). The last column gives ` +
+      `it per run${waited.length === 0 ? '' : `; ${waited.length} run(s) waited for quiet first, up to ${fmt(Math.max(...waited.map((x) => x.waitedSeconds)))} s`}` +
+      `${repeated.length === 0 ? '' : `; ${repeated.length} run(s) were measured again (${repeated.reduce((n, x) => n + x.attempts - 1, 0)} extra attempts)`}.`,
     '',
     '| route | req/s | × open | CPU µs/request | × open | Δ µs/request | p99 ms | non-2xx | 2xx / in queue | rounds: req/s (CPU µs/request; other processes, cores) |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
