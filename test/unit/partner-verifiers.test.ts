@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { ReplayGuard } from '../../src/worker/partners/replay-guard.js';
 import {
   signStandardWebhook,
@@ -219,6 +220,89 @@ describe('ReplayGuard', { timeout: 10_000 }, () => {
     assert.equal(guard.seen('a', 1002), false, 'a was the oldest and was dropped');
     assert.equal(guard.seen('c', 1002), true);
     assert.equal(guard.seen('d', 1002), true);
+  });
+
+  it('answers like a plain map of expiries under any mix of sightings, forgets and passing time, across queue compactions', () => {
+    const tolerance = 5;
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('seen' as const),
+        id: fc.integer({ min: 0, max: 12 }),
+        dt: fc.integer({ min: 0, max: 4 }),
+      }),
+      fc.record({
+        kind: fc.constant('forget' as const),
+        id: fc.integer({ min: 0, max: 12 }),
+        dt: fc.constant(0),
+      }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const guard = new ReplayGuard(tolerance);
+        const model = new Map<string, number>();
+        // 1,500 ids that expire before the ops start: dropping them compacts the queue.
+        for (let i = 0; i < 1500; i++) guard.seen(`warm-${i}`, 0);
+        let now = 2 * tolerance + 1;
+        for (const { kind, id, dt } of ops) {
+          now += dt;
+          const key = `id-${id}`;
+          if (kind === 'forget') {
+            guard.forget(key);
+            model.delete(key);
+            continue;
+          }
+          const until = model.get(key);
+          const expected = until !== undefined && until >= now;
+          if (!expected) model.set(key, now + 2 * tolerance);
+          assert.equal(guard.seen(key, now), expected, `${key} at ${now}`);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('when full, always lets go of the id inserted longest ago, whatever was forgotten before', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 9 }), fc.boolean()), { maxLength: 200 }),
+        (ops) => {
+          const max = 3;
+          const guard = new ReplayGuard(1000, { maxEntries: max });
+          let live: string[] = []; // insertion order, oldest first
+          for (const [id, forget] of ops) {
+            const key = `id-${id}`;
+            if (forget) {
+              guard.forget(key);
+              live = live.filter((k) => k !== key);
+              continue;
+            }
+            const expected = live.includes(key);
+            assert.equal(guard.seen(key, 1), expected, key);
+            if (!expected) {
+              if (live.length >= max) live.shift();
+              live.push(key);
+            }
+            assert.equal(guard.size, live.length);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('ids forgotten in a loop (failed deliveries) never push out a remembered one, before or after their entries are swept', () => {
+    for (const cycles of [5, 5000]) {
+      const guard = new ReplayGuard(TOLERANCE, { maxEntries: 3 });
+      guard.seen('kept', 1000);
+      for (let i = 0; i < cycles; i++) {
+        assert.equal(guard.seen(`failed-${i}`, 1000), false);
+        guard.forget(`failed-${i}`);
+      }
+      guard.seen('next', 1000);
+      assert.equal(guard.seen('kept', 1000), true, `${cycles} cycles: kept is still refused`);
+      assert.equal(guard.seen(`failed-${cycles - 1}`, 1000), false, 'a forgotten id passes');
+      assert.equal(guard.size, 3);
+    }
   });
 
   it('refuses impossible options', () => {
