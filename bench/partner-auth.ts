@@ -104,7 +104,15 @@ export interface PartnerAuthResult {
   readonly checks: readonly string[];
   /** Per run: CPU that other processes of the machine used meanwhile, and the wait for quiet. */
   readonly others: readonly OtherLoad[];
+  /**
+   * Webhook ids each worker's replay guard held after each webhook run, estimated as the
+   * webhooks accepted so far (warm-up and repeated attempts included) ÷ workers.
+   */
+  readonly guardIds: ReadonlyArray<{ readonly round: number; readonly perWorker: number }>;
 }
+
+/** ReplayGuard's default cap (src/worker/partners/replay-guard.ts). */
+const GUARD_CAP = 100_000;
 
 export interface OtherLoad {
   readonly stack: string;
@@ -237,7 +245,7 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
     o.log(`${PARTNER_AUTH_ID}: verifier costs, ${o.microRounds} rounds`);
     costs = await measureVerifierCosts(o.microRounds, o.log, () => quietMachine(0.25, 60));
   }
-  if (!o.e2e) return { ...base, costs, runs: [], checks: [], others: [] };
+  if (!o.e2e) return { ...base, costs, runs: [], checks: [], others: [], guardIds: [] };
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-partner-auth-'));
   const queues = new Map<RouteId, string>(
@@ -247,6 +255,8 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
   const runs: Measured[] = [];
   const checks: string[] = [];
   const others: OtherLoad[] = [];
+  const guardIds: Array<{ round: number; perWorker: number }> = [];
+  let acceptedWebhooks = 0;
   let bridge: BenchBridge | undefined;
   const stopBridge = async (): Promise<void> => {
     await bridge?.stop();
@@ -404,6 +414,7 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
       });
       cleanRun();
       fastest = Math.max(fastest, w.rps);
+      if (r.id === 'webhook') acceptedWebhooks += w.requests - w.non2xx;
       o.log(`${PARTNER_AUTH_ID}: warm-up ${r.id}: ${fmtInt(w.rps)}/s, non-2xx ${fmtInt(w.non2xx)}`);
       await settledCount(o.admin, queue(r.id));
       await o.admin.purge(queue(r.id));
@@ -445,6 +456,7 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
               scriptArgs: loadFor(r.id, o.seconds),
             });
             fastest = Math.max(fastest, m.rps);
+            if (r.id === 'webhook') acceptedWebhooks += m.requests - m.non2xx;
           } catch (err) {
             m = failedRun(key, err instanceof Error ? err.message : String(err));
           } finally {
@@ -471,6 +483,8 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
         }
         if (best === undefined) continue; // MAX_ATTEMPTS >= 1: never
         others.push(best.load);
+        if (r.id === 'webhook')
+          guardIds.push({ round, perWorker: Math.min(GUARD_CAP, acceptedWebhooks / o.workers) });
         runs.push(best.m);
         if (best.load.attempts > 1)
           o.log(
@@ -486,7 +500,7 @@ export async function runPartnerAuth(o: PartnerAuthOptions): Promise<PartnerAuth
     for (const q of declared) await o.admin.remove(q);
     rmSync(dir, { recursive: true, force: true });
   }
-  return { ...base, costs, runs, checks, others };
+  return { ...base, costs, runs, checks, others, guardIds };
 }
 
 const fmt = (n: number, digits = 0): string =>
@@ -529,8 +543,24 @@ export function partnerAuthMarkdown(r: PartnerAuthResult, heading = '##'): strin
     r.others.find((x) => x.stack === m.stack && x.round === m.round)?.cores ?? NaN;
   const waited = r.others.filter((x) => x.waitedSeconds > 1.5);
   const repeated = r.others.filter((x) => x.attempts > 1);
+  const full = r.guardIds.find((g) => g.perWorker >= GUARD_CAP);
+  const guardText =
+    r.guardIds.length === 0
+      ? ''
+      : `Here the guard held about ${r.guardIds.map((g) => `${fmt(g.perWorker / 1000)}k`).join(', ')} ` +
+        'ids per worker after the webhook run of each round (accepted webhooks so far ÷ workers), ' +
+        (full === undefined
+          ? 'below its cap throughout.'
+          : `so it was full from round ${full.round + 1} on (partly during that round).`);
   const openRps = median(of('open').map(okRate));
   const openCpu = median(of('open').map((m) => m.cpuPer10k * 100));
+  const pairedDelta = (id: RouteId): number =>
+    median(
+      of(id).flatMap((m) => {
+        const open = of('open').find((x) => x.round === m.round);
+        return open === undefined ? [] : [(m.cpuPer10k - open.cpuPer10k) * 100];
+      }),
+    );
   out.push(
     `${heading} End to end: the same publish route open, to an apiKey partner, to a webhook partner`,
     '',
@@ -540,14 +570,16 @@ export function partnerAuthMarkdown(r: PartnerAuthResult, heading = '##'): strin
       `body to every route, ${r.seconds} s per run, ${r.rounds} rounds, the routes in rotated ` +
       `order in each round (each first warmed up ${r.warmupSeconds} s); medians over rounds. ` +
       'req/s = 2xx answers per second; CPU = user + system time of all the bridge\u2019s processes ' +
-      '(/proc) over the run ÷ requests answered; Δ = CPU per request minus the open route\u2019s. ' +
+      '(/proc) over the run ÷ requests answered; Δ = the median over rounds of the route\u2019s CPU ' +
+      'per request minus the open route\u2019s in the same round. ' +
       'Webhook requests are signed before each run (one file per wrk thread, a unique webhook-id ' +
       'per request, timestamped when signed; wrk\u2019s LuaJIT has no HMAC, and signing in the ' +
       'generator would take CPU from the bridge on the same cores): the generator only sets three ' +
       'headers per request, so nothing is subtracted. The webhook route\u2019s CPU therefore includes ' +
-      'the HMAC over the body, the header checks, and the replay guard remembering every id (per ' +
-      'worker, up to 100,000; at these rates it is full after a few seconds, and from then on each ' +
-      'new id also evicts the oldest). The machine is shared: before each run the bench waits ' +
+      'the HMAC over the body, the header checks, holding the body until it is verified, and the ' +
+      `replay guard remembering every id (per worker, up to ${fmt(GUARD_CAP)}; once full, each new ` +
+      `id also evicts the oldest, which costs more: see the replay-guard row above). ${guardText} ` +
+      'The machine is shared: before each run the bench waits ' +
       '(at most 180 s) until it uses under a quarter of a core; the CPU that processes other than ' +
       'the bridge, the broker and the bench (wrk included) used during a run is machine busy time ' +
       `from /proc/stat minus theirs, and a run where it exceeds ${DISTURBED_CORES} cores is measured ` +
@@ -570,7 +602,7 @@ export function partnerAuthMarkdown(r: PartnerAuthResult, heading = '##'): strin
       .join('; ');
     out.push(
       `| ${route.label} | ${fmt(rps)} | ${fmt(rps / openRps, 2)} | ${fmt(cpu, 1)} | ` +
-        `${fmt(cpu / openCpu, 2)} | ${route.id === 'open' ? '—' : fmt(cpu - openCpu, 1)} | ` +
+        `${fmt(cpu / openCpu, 2)} | ${route.id === 'open' ? '—' : fmt(pairedDelta(route.id), 1)} | ` +
         `${fmt(median(runs.map((m) => m.p99)), 1)} | ` +
         `${fmt(runs.reduce((n, m) => n + m.non2xx, 0))}${statuses === '' ? '' : ` (${statuses})`} | ` +
         `${fmt(ok)} / ${fmt(inQueue)}${inQueue < ok ? ' **LOSS**' : ''} | ` +
