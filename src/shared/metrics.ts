@@ -73,6 +73,18 @@ export const WORKER_METRICS = {
     kind: 'gauge',
     labelNames: [],
   },
+  connections: {
+    name: 'bridge_amqp_connections',
+    help: 'Workers connected to each broker node (host:port of the amqp.urls entry in use).',
+    kind: 'gauge',
+    labelNames: ['node'],
+  },
+  reconnects: {
+    name: 'bridge_amqp_reconnects_total',
+    help: 'Broker connections made again after one was lost (failover to another node or the same one back), summed over workers.',
+    kind: 'counter',
+    labelNames: [],
+  },
   stalled: {
     name: 'bridge_amqp_stalled',
     help: 'Workers whose broker has confirmed nothing for amqp.stallMs while publishes wait (frozen node, stuck disk).',

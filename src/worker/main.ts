@@ -66,6 +66,7 @@ async function start(
     amqp: config.amqp,
     topology: withCeleryTopology(config.topology, config.routes),
     connectionName: `xml-amqp-bridge worker ${slot} pid ${process.pid}`,
+    firstUrl: slot,
   });
   const publisher = new Publisher(link, config.amqp);
   const replies = new ReplyRouter(link);
@@ -79,6 +80,7 @@ async function start(
     connected: () => link.ready,
     blocked: () => link.state === 'blocked',
     stalled: () => publisher.stalled,
+    node: () => link.node,
   });
   metrics.declareRoutes(routes.routes.map((r) => r.name));
   metrics.declarePartners(config.partners.map((p) => p.id));
@@ -97,6 +99,10 @@ async function start(
     };
     send({ type: 'bridge:status', status });
   };
+  link.on('connected', (node, reconnect) => {
+    log.info('broker connected', { node, reconnect });
+    if (reconnect) metrics.reconnected();
+  });
   link.on('state', (state) => {
     log.info('broker state', { state });
     report();

@@ -24,6 +24,8 @@ export interface LiveGauges {
   readonly connected: () => boolean;
   readonly blocked: () => boolean;
   readonly stalled: () => boolean;
+  /** The broker node the worker is connected to, if any. */
+  readonly node: () => string | undefined;
 }
 
 /** One metric as prom-client's getMetricsAsJSON() lists it (what the primary aggregates). */
@@ -140,6 +142,18 @@ function gaugeJson(def: MetricDef, value: number): MetricJson {
   };
 }
 
+/** 1 for the node the worker is connected to; no series while it is connected to none. */
+function nodeGaugeJson(node: string | undefined): MetricJson {
+  const def = WORKER_METRICS.connections;
+  return {
+    help: def.help,
+    name: def.name,
+    type: 'gauge',
+    values: node === undefined ? [] : [{ value: 1, labels: { node } }],
+    aggregator: 'sum',
+  };
+}
+
 function cached<K, V>(cache: Map<K, V>, key: K, make: () => V): V {
   let value = cache.get(key);
   if (value === undefined) {
@@ -240,7 +254,9 @@ export class WorkerMetrics implements RecordObserver {
     authFailures: new CounterTable(WORKER_METRICS.authFailures),
     rateLimited: new CounterTable(WORKER_METRICS.rateLimited),
     partnerRequests: new CounterTable(WORKER_METRICS.partnerRequests),
+    reconnects: new CounterTable(WORKER_METRICS.reconnects),
   };
+  readonly #reconnects: CounterCell;
   readonly #partners = new Map<string, PartnerCells>();
   readonly #confirm: HistogramCell;
   readonly #routes = new Map<string, RouteCells>();
@@ -249,6 +265,7 @@ export class WorkerMetrics implements RecordObserver {
   constructor(live: LiveGauges) {
     this.#live = live;
     this.#confirm = this.tables.confirm.cell({});
+    this.#reconnects = this.tables.reconnects.cell({});
     collectDefaultMetrics({
       register: this.registry,
       eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS,
@@ -288,6 +305,11 @@ export class WorkerMetrics implements RecordObserver {
     }
   }
 
+  /** The broker connection came back after it was lost. */
+  reconnected(): void {
+    this.#reconnects.value += 1;
+  }
+
   /** A reply arrived for a request that had stopped waiting (its route when still known). */
   lateReply(route: string | undefined): void {
     this.#route(route ?? UNMATCHED_ROUTE).replies('late').value += 1;
@@ -308,6 +330,8 @@ export class WorkerMetrics implements RecordObserver {
       t.authFailures.json(),
       t.rateLimited.json(),
       t.partnerRequests.json(),
+      t.reconnects.json(),
+      nodeGaugeJson(live.node()),
       gaugeJson(WORKER_METRICS.inFlight, live.inFlight()),
       gaugeJson(WORKER_METRICS.connected, live.connected() ? 1 : 0),
       gaugeJson(WORKER_METRICS.blocked, live.blocked() ? 1 : 0),

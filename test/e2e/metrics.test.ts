@@ -321,6 +321,8 @@ describe('metrics over two workers', { timeout: 110_000 }, () => {
         'late',
       ]),
       reason: new Set(['malformed', 'too-deep', 'doctype', 'encoding', 'routing-key', 'empty']),
+      // host:port of the config's amqp.urls entry, never its credentials.
+      node: new Set([new URL(AMQP_URL).host]),
     };
     // bridge_build_info: the one metric whose labels describe the build, not traffic.
     const build = scrape.samples.filter((s) => s.name === 'bridge_build_info');

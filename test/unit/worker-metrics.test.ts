@@ -25,6 +25,7 @@ function reference(): {
   auth: Counter;
   limited: Counter;
   partners: Counter;
+  reconnects: Counter;
 } {
   const registry = new Registry();
   const registers = [registry];
@@ -72,7 +73,16 @@ function reference(): {
       labelNames: [...m.partnerRequests.labelNames],
       registers,
     }),
+    reconnects: new Counter({ ...m.reconnects, labelNames: [], registers }),
   };
+  new Gauge({
+    ...m.connections,
+    labelNames: [...m.connections.labelNames],
+    registers,
+    collect() {
+      this.set({ node: 'rabbit-b:5672' }, 1);
+    },
+  });
   new Gauge({
     ...m.inFlight,
     labelNames: [],
@@ -115,6 +125,7 @@ describe('worker metrics', { timeout: 10_000 }, () => {
       connected: () => true,
       blocked: () => false,
       stalled: () => false,
+      node: () => 'rabbit-b:5672',
     });
     const ref = reference();
     ours.declareRoutes(['a', 'b']);
@@ -212,6 +223,9 @@ describe('worker metrics', { timeout: 10_000 }, () => {
         if (c.status === 429) ref.limited.inc({ partner: c.partner });
       }
     }
+    ours.reconnected();
+    ours.reconnected();
+    ref.reconnects.inc(2);
     ours.lateReply('b');
     ours.lateReply(undefined);
     ref.replies.inc({ route: 'b', outcome: 'late' });

@@ -18,6 +18,11 @@ export interface BrokerLinkOptions {
   readonly topology: Config['topology'];
   /** Shown in the management UI's connection list. */
   readonly connectionName: string;
+  /**
+   * Which of `amqp.urls` to try first (the worker's slot, modulo their count), so that the
+   * workers of a bridge spread over a cluster's nodes instead of all taking the first URL.
+   */
+  readonly firstUrl?: number;
 }
 
 /** Server-side reason a channel was closed: AMQP reply code (e.g. 404 NOT_FOUND) and the method that caused it. */
@@ -49,12 +54,25 @@ export interface LinkProblem {
  */
 export interface BrokerLinkEvents {
   state: [state: AmqpState];
+  /** Connected to a broker node (`host:port`); `reconnect` when the link had been up before. */
+  connected: [node: string, reconnect: boolean];
   /** A fresh confirm channel is open and the topology asserted on it. */
   channel: [channel: ConfirmChannel];
   'channel-closed': [info: ChannelCloseInfo | undefined];
   /** The topology was declared again after the broker returned a publish as unroutable. */
   'topology-reasserted': [];
   problem: [problem: LinkProblem];
+}
+
+/** `host:port` of a broker URL, never its credentials: the label of the node a worker is on. */
+function nodeOf(url: unknown): string {
+  const text = typeof url === 'string' ? url : '';
+  try {
+    const parsed = new URL(text);
+    return `${parsed.hostname}:${parsed.port === '' ? (parsed.protocol === 'amqps:' ? '5671' : '5672') : parsed.port}`;
+  } catch {
+    return 'unknown';
+  }
 }
 
 export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
@@ -71,6 +89,8 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   readonly #closeInfo = new WeakMap<ConfirmChannel, ChannelCloseInfo>();
   readonly #setups: Array<(channel: ConfirmChannel) => Promise<void>> = [];
   readonly #options: BrokerLinkOptions;
+  #node: string | undefined;
+  #everConnected = false;
 
   constructor(options: BrokerLinkOptions) {
     super();
@@ -79,6 +99,11 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
 
   get state(): AmqpState {
     return this.#state;
+  }
+
+  /** The node the connection is up to (`host:port`), undefined while there is none. */
+  get node(): string | undefined {
+    return this.#node;
   }
 
   /** The open confirm channel, or undefined while there is none (then: answer 503). */
@@ -141,8 +166,12 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   }
 
   start(): void {
-    const { amqp: opts, connectionName } = this.#options;
-    const manager = amqp.connect([...opts.urls], {
+    const { amqp: opts, connectionName, firstUrl = 0 } = this.#options;
+    const first = firstUrl % opts.urls.length;
+    // amqp-connection-manager tries the list in order from its start, and moves on to the next
+    // entry after each failure, so the rotation only decides where each worker begins.
+    const urls = [...opts.urls.slice(first), ...opts.urls.slice(0, first)];
+    const manager = amqp.connect(urls, {
       heartbeatIntervalInSeconds: opts.heartbeatSeconds,
       reconnectTimeInSeconds: opts.reconnectSeconds,
       connectionOptions: {
@@ -152,14 +181,18 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
       },
     });
     this.#manager = manager;
-    manager.on('connect', ({ connection }) => {
+    manager.on('connect', ({ connection, url }) => {
       // ACM types the connection as amqplib's Connection; at runtime it is the ChannelModel.
       this.#model = connection as unknown as ChannelModel;
       this.#reopenAttempts = 0;
+      this.#node = nodeOf(url);
+      this.emit('connected', this.#node, this.#everConnected);
+      this.#everConnected = true;
       void this.#openChannel(this.#model);
     });
     manager.on('disconnect', ({ err }) => {
       this.#model = undefined;
+      this.#node = undefined;
       if (this.#reopenTimer !== undefined) clearTimeout(this.#reopenTimer);
       this.#reopenTimer = undefined;
       this.#dropChannel(undefined);
