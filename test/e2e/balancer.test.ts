@@ -6,7 +6,8 @@
  * key until 2xx. The ledger: every key in the queue, duplicates only for keys whose first attempt
  * failed (a bridge died after publishing, before answering), never for a key whose client sent it
  * once (HAProxy never resent it); the health check took the dead bridge out and the survivor
- * served the rest.
+ * served the rest. HAProxy 2.6 hands a request that was in flight on the dying bridge to the
+ * client as a closed connection (ECONNRESET), with no log line: the clients retry those too.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
