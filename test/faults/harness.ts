@@ -87,6 +87,15 @@ export interface FaultCase {
   readonly bridgeExits?: boolean;
   /** The load is the fault (overload): it stops at `heal`, and the probe alone checks recovery. */
   readonly loadEndsWithFault?: boolean;
+  /**
+   * Sees every answer of the case before the ledger is asserted (the cluster suite times its
+   * failovers from them); `faultFrom` and `healedAt` are performance.now() of the fault's start
+   * and end. What it returns goes to the notes.
+   */
+  account?(
+    answers: readonly KeyedAnswer[],
+    window: { readonly faultFrom: number; readonly healedAt: number },
+  ): string[];
 }
 
 /** Every message_id in `queue` on the node at `url` (and those of messages not persistent, into `transient`); the queue is left empty. */
@@ -155,6 +164,10 @@ export interface FaultSuite {
   readonly node: PrivateBroker;
   readonly rows: LedgerRow[];
   readonly startedAt: string;
+  /** Where the rows are written (default: ledgerPath()). */
+  readonly ledgerFile?: string;
+  /** The broker the queue is drained from at the end of a case (default: `node`'s URL). */
+  drainUrl?(): string;
 }
 
 /** Runs one case and asserts its ledger: no 2xx missing, nothing foreign, the bridge answering 2xx again. */
@@ -246,6 +259,7 @@ export async function runCase(
     }
   };
   load.setPhase('fault');
+  const faultFrom = performance.now();
   const faulted =
     (await step('inject', () => spec.inject(ctx))) &&
     (await step('hold', () => sleep(spec.holdMs))) && // the fault's duration, not a wait for state
@@ -274,9 +288,10 @@ export async function runCase(
   const answers = [...(await load.stop()), ...extraAnswers];
   await bridge.stop(); // outstanding confirms settle before the queue is read
   const transient: string[] = [];
-  ctx.addQueued(await drainIds(suite.node.url, queue, transient));
+  ctx.addQueued(await drainIds(suite.drainUrl?.() ?? suite.node.url, queue, transient));
   const faultOk = answers.filter((a) => a.phase === 'fault' && is2xx(a)).length;
   notes.unshift(`2xx during the fault: ${faultOk}`);
+  if (spec.account !== undefined) notes.push(...spec.account(answers, { faultFrom, healedAt }));
   const row = computeLedger({
     case: spec.name,
     queueType,
@@ -289,12 +304,15 @@ export async function runCase(
     ...(deleteWindow === undefined ? {} : { deleteWindow }),
   });
   suite.rows.push(row);
-  writeLedger(ledgerPath(), suite.startedAt, SCALE, suite.rows);
+  writeLedger(suite.ledgerFile ?? ledgerPath(), suite.startedAt, SCALE, suite.rows);
   t.diagnostic(markdownRow(row));
 
   if (row.missing2xx > 0) {
     // The node's directory goes with it at the end of the file: keep its log for the report.
-    const kept = path.join(path.dirname(ledgerPath()), `faults-node-log-${slug(spec.name)}`);
+    const kept = path.join(
+      path.dirname(suite.ledgerFile ?? ledgerPath()),
+      `faults-node-log-${slug(spec.name)}`,
+    );
     cpSync(suite.node.logDir, kept, { recursive: true });
     notes.push(`node log kept in ${kept}`);
   }

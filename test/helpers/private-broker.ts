@@ -3,6 +3,7 @@
  * broker: its own node name, ports, data directory and Erlang cookie, started from Debian's
  * rabbitmq-server package and stopped by its PID. The shared broker on 5672 is never touched.
  * Needs the rabbitmq-server package (.ci/run installs it) and takes about 4 s to boot.
+ * cluster.ts starts three of them with one cookie and joins them.
  */
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,18 +36,36 @@ export interface PrivateBroker {
    * `kill -9` of `pid`); resolves once it is up, with its new PID. Rejects if the old VM still runs.
    */
   restart(): Promise<number>;
+  /**
+   * Stops the node by PID (SIGTERM: RabbitMQ shuts down gracefully; SIGKILL after 20 s) and keeps
+   * its directory, for `restart()`; resolves true when it went by itself.
+   */
+  halt(): Promise<boolean>;
   /** Stops it by PID (SIGTERM, SIGKILL after 20 s) and deletes its directory; idempotent. */
   stop(): Promise<void>;
 }
 
-export async function startPrivateBroker(label: string): Promise<PrivateBroker> {
+export interface PrivateBrokerOptions {
+  /** The Erlang cookie (default: one of its own); nodes that form a cluster share one. */
+  readonly cookie?: string;
+}
+
+/** A fresh Erlang cookie. */
+export function newCookie(): string {
+  return `BRIDGETEST${randomUUID().replaceAll('-', '').toUpperCase()}`;
+}
+
+export async function startPrivateBroker(
+  label: string,
+  options: PrivateBrokerOptions = {},
+): Promise<PrivateBroker> {
   if (!existsSync(path.join(RABBITMQ_BIN, 'rabbitmq-server')))
     throw new Error(`no ${RABBITMQ_BIN}/rabbitmq-server: install the rabbitmq-server package`);
   const dir = mkdtempSync(path.join(tmpdir(), `private-broker-${label}-`));
   const node = `bridgetest-${randomUUID().slice(0, 8)}@localhost`;
   const [port, distPort] = [await freePort(), await freePort()];
   const cookie = path.join(dir, '.erlang.cookie');
-  writeFileSync(cookie, `BRIDGETEST${randomUUID().replaceAll('-', '').toUpperCase()}`);
+  writeFileSync(cookie, options.cookie ?? newCookie());
   chmodSync(cookie, 0o400);
   writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
   writeFileSync(
@@ -128,6 +147,13 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     pid = await boot();
     return pid;
   };
+  const halt = async (): Promise<boolean> => {
+    if (stopped !== undefined) throw new Error(`private node ${node} was stopped`);
+    // The Erlang VM treats SIGTERM as init:stop(): RabbitMQ's own orderly shutdown.
+    const byItself = await stopPid(pid, 20_000);
+    if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
+    return byItself;
+  };
   return {
     node,
     port,
@@ -138,6 +164,7 @@ export async function startPrivateBroker(label: string): Promise<PrivateBroker> 
     },
     ctl,
     restart,
+    halt,
     stop,
   };
 }

@@ -1,0 +1,335 @@
+/**
+ * The cluster faults (issue #14), as fault-ledger cases (test/faults/harness.ts) against a bridge
+ * whose `amqp.urls` are the three nodes of a private cluster (test/helpers/cluster.ts) and whose
+ * queue is a quorum queue: kill -9 of the node the workers are on, a graceful stop of the quorum
+ * queue's leader, a rolling restart of all three nodes. Each case also times its failover from the
+ * answers (`account`), into a `ClusterStats` the runner prints as the cluster table.
+ */
+import assert from 'node:assert/strict';
+import { scrapeText, seriesOf, valueOf } from '../helpers/admin.js';
+import { workerPids } from '../helpers/bridge.js';
+import { waitForQuorum, type Cluster, type ClusterNode } from '../helpers/cluster.js';
+import { is2xx, type KeyedAnswer } from '../helpers/keyed-load.js';
+import { scaledMs, type FaultCase, type FaultContext } from '../faults/harness.js';
+import { CLUSTER_SCALE } from './scale.js';
+
+/** What a case's answers say about its failover (times in ms from the fault's start). */
+export interface ClusterStats {
+  readonly case: string;
+  /** Requests issued from the fault's start on (fault and after phases, probes included). */
+  readonly requests: number;
+  readonly ok: number;
+  /** Answers that were not 2xx (any status, or no answer). */
+  readonly failures: number;
+  readonly status503: number;
+  /** First and last 503 (answer time), from the fault's start; undefined without any. */
+  readonly window503: readonly [number, number] | undefined;
+  /** First and last failure of any kind, from the fault's start. */
+  readonly failureWindow: readonly [number, number] | undefined;
+  /** From the first failure to the first 2xx of a request issued after it. */
+  readonly failoverMs: number | undefined;
+  /** The longest time without any 2xx answer, from the fault's start to the end of the load. */
+  readonly longestGapMs: number;
+  /** How long the fault itself lasted (inject to heal), for reading the windows. */
+  readonly faultMs: number;
+  /** Lines for the report: where the workers were, leader moves, metrics. */
+  readonly facts: string[];
+}
+
+/** Failover figures from a case's answers. */
+function failoverStats(
+  name: string,
+  answers: readonly KeyedAnswer[],
+  faultFrom: number,
+  healedAt: number,
+  facts: string[],
+): ClusterStats {
+  const since = answers.filter((a) => a.endedAt >= faultFrom);
+  const failed = since.filter((a) => !is2xx(a)).sort((a, b) => a.endedAt - b.endedAt);
+  const s503 = since.filter((a) => a.status === 503).sort((a, b) => a.endedAt - b.endedAt);
+  const oks = since
+    .filter(is2xx)
+    .map((a) => a.endedAt)
+    .sort((a, b) => a - b);
+  const rel = (t: number): number => Math.round(t - faultFrom);
+  const span = (xs: readonly KeyedAnswer[]): readonly [number, number] | undefined =>
+    xs.length === 0 ? undefined : [rel(xs[0]?.endedAt ?? 0), rel(xs[xs.length - 1]?.endedAt ?? 0)];
+  const first = failed[0];
+  let failoverMs: number | undefined;
+  if (first !== undefined) {
+    const back = since
+      .filter((a) => is2xx(a) && a.startedAt >= first.endedAt)
+      .reduce((min, a) => Math.min(min, a.endedAt), Infinity);
+    if (back !== Infinity) failoverMs = Math.round(back - first.endedAt);
+  }
+  let longestGapMs = 0;
+  let previous = faultFrom;
+  for (const t of oks) {
+    longestGapMs = Math.max(longestGapMs, t - previous);
+    previous = t;
+  }
+  return {
+    case: name,
+    requests: since.length,
+    ok: oks.length,
+    failures: failed.length,
+    status503: s503.length,
+    window503: span(s503),
+    failureWindow: span(failed),
+    failoverMs,
+    longestGapMs: Math.round(longestGapMs),
+    faultMs: Math.round(healedAt - faultFrom),
+    facts,
+  };
+}
+
+/** Where the bridge's workers are connected, from the broker's side: `worker N pid P` → node. */
+async function workerNodes(
+  cluster: Cluster,
+  ctx: FaultContext,
+): Promise<Array<{ worker: string; node: ClusterNode | undefined }>> {
+  const pids = await workerPids(ctx.bridge);
+  const connections = await cluster.connections();
+  return connections
+    .filter((c) => pids.some((p) => c.name.endsWith(` pid ${p}`)))
+    .map((c) => ({ worker: c.name.replace(/^xml-amqp-bridge /, ''), node: c.node }))
+    .sort((a, b) => a.worker.localeCompare(b.worker));
+}
+
+const describeNodes = (placed: Array<{ worker: string; node: ClusterNode | undefined }>): string =>
+  placed.map((p) => `${p.worker} on n${p.node?.index ?? '?'}`).join(', ') || 'no connection';
+
+/** Both workers connected again, as the broker lists them (after a failover). */
+async function waitForWorkers(
+  cluster: Cluster,
+  ctx: FaultContext,
+  accept: (placed: Array<{ node: ClusterNode | undefined }>) => boolean,
+  timeoutMs = 30_000,
+): Promise<Array<{ worker: string; node: ClusterNode | undefined }>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const placed = await workerNodes(cluster, ctx).catch(() => []);
+    if ((placed.length === 2 && accept(placed)) || Date.now() > deadline) return placed;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/** The bridge's placement metrics, when this build has them (bridge_amqp_connections{node}, bridge_amqp_reconnects_total). */
+async function placementMetrics(
+  ctx: FaultContext,
+): Promise<{ nodes: Map<string, number>; reconnects: number } | undefined> {
+  const scrape = await scrapeText(ctx.bridge.adminUrl);
+  if (!scrape.types.has('bridge_amqp_reconnects_total')) return undefined;
+  return {
+    nodes: seriesOf(scrape, 'bridge_amqp_connections'),
+    reconnects: valueOf(scrape, 'bridge_amqp_reconnects_total'),
+  };
+}
+
+const listMetricNodes = (nodes: Map<string, number>): string =>
+  [...nodes].map(([labels, v]) => `${labels}=${v}`).join(' ');
+
+/** Every node up and in the cluster, the case's queue with all three members and a live leader. */
+async function clusterWhole(cluster: Cluster, ctx: FaultContext): Promise<string> {
+  await cluster.waitFormed(60_000);
+  const q = await waitForQuorum(cluster, ctx.queue, 3, 30_000).catch((err: unknown) => {
+    // Not the bridge's doing: say so in the notes and let the case go on with what there is.
+    ctx.note(`quorum not whole again: ${err instanceof Error ? err.message : String(err)}`);
+    return undefined;
+  });
+  return q === undefined ? '?' : `n${cluster.nodeNamed(q.leader)?.index ?? '?'}`;
+}
+
+export interface ClusterCaseSet {
+  readonly cases: readonly FaultCase[];
+  readonly stats: ClusterStats[];
+}
+
+export function clusterCases(cluster: Cluster): ClusterCaseSet {
+  const stats: ClusterStats[] = [];
+  const facts = new Map<string, string[]>();
+  const fact = (name: string, text: string): void => {
+    const list = facts.get(name) ?? [];
+    list.push(text);
+    facts.set(name, list);
+  };
+
+  const base = (name: string): Pick<FaultCase, 'name' | 'queueType' | 'amqp' | 'account'> => ({
+    name,
+    queueType: 'quorum',
+    amqp: { urls: [...cluster.urls], reconnectSeconds: 0.5, heartbeatSeconds: 5 },
+    account: (answers, { faultFrom, healedAt }) => {
+      const row = failoverStats(name, answers, faultFrom, healedAt, facts.get(name) ?? []);
+      stats.push(row);
+      return [
+        `failover ${row.failoverMs === undefined ? '—' : `${row.failoverMs} ms`}`,
+        `503s ${row.status503}${row.window503 === undefined ? '' : ` at +${row.window503[0]}…+${row.window503[1]} ms`}`,
+        ...row.facts,
+      ];
+    },
+  });
+
+  /** Notes where the workers and the leader are before the fault; checks placement when the metrics exist. */
+  const before = async (name: string, ctx: FaultContext): Promise<void> => {
+    const placed = await waitForWorkers(cluster, ctx, () => true);
+    const leader = await cluster.quorumStatus(ctx.queue);
+    fact(
+      name,
+      `before: ${describeNodes(placed)}, leader n${cluster.nodeNamed(leader.leader)?.index ?? '?'}`,
+    );
+    const metrics = await placementMetrics(ctx);
+    if (metrics === undefined) {
+      fact(name, 'placement metrics: not in this build');
+      return;
+    }
+    fact(name, `metrics before: ${listMetricNodes(metrics.nodes)}`);
+    const distinct = new Set(placed.map((p) => p.node?.index));
+    assert.equal(distinct.size, 2, `workers spread over two nodes: ${describeNodes(placed)}`);
+    assert.equal(
+      [...metrics.nodes.values()].filter((v) => v > 0).length,
+      2,
+      `bridge_amqp_connections names two nodes: ${listMetricNodes(metrics.nodes)}`,
+    );
+  };
+  const reconnectsCounted = async (name: string, ctx: FaultContext, min: number): Promise<void> => {
+    const metrics = await placementMetrics(ctx);
+    if (metrics === undefined) return;
+    fact(
+      name,
+      `metrics after: reconnects ${metrics.reconnects}, ${listMetricNodes(metrics.nodes)}`,
+    );
+    assert.ok(
+      metrics.reconnects >= min,
+      `bridge_amqp_reconnects_total ${metrics.reconnects}, at least ${min} expected`,
+    );
+  };
+
+  const killName = 'cluster: kill -9 the node the workers are on, restart it';
+  let killed: ClusterNode | undefined;
+  const killConnected: FaultCase = {
+    ...base(killName),
+    holdMs: scaledMs(3000, 15_000),
+    inject: async (ctx) => {
+      await before(killName, ctx);
+      const placed = await workerNodes(cluster, ctx);
+      // The node with the most of the bridge's workers; on a tie, the first worker's.
+      const counts = new Map<ClusterNode, number>();
+      for (const p of placed) if (p.node) counts.set(p.node, (counts.get(p.node) ?? 0) + 1);
+      const victim = [...counts].sort((a, b) => b[1] - a[1])[0]?.[0];
+      assert.ok(victim !== undefined, `no worker connection found: ${describeNodes(placed)}`);
+      killed = victim;
+      // As in the single-node suite (cases.ts brokerKill): the flush a long-lived queue would
+      // have had, so the restarted member still knows the queue declared seconds ago.
+      await victim.ctl('eval', 'mnesia:sync_log(), [dets:sync(T) || T <- dets:all()].');
+      await victim.kill();
+      fact(killName, `killed n${victim.index}`);
+      const moved = await waitForWorkers(cluster, ctx, (ps) => ps.every((p) => p.node !== victim));
+      fact(killName, `during: ${describeNodes(moved)}`);
+    },
+    heal: async (ctx) => {
+      assert.ok(killed !== undefined);
+      const t0 = performance.now();
+      await killed.start();
+      const leader = await clusterWhole(cluster, ctx);
+      fact(
+        killName,
+        `n${killed.index} back in ${((performance.now() - t0) / 1000).toFixed(1)} s, leader ${leader}`,
+      );
+      await reconnectsCounted(killName, ctx, 1);
+    },
+  };
+
+  const leaderName = 'cluster: stop the quorum leader (graceful), start it';
+  let stoppedLeader: ClusterNode | undefined;
+  const stopLeader: FaultCase = {
+    ...base(leaderName),
+    holdMs: scaledMs(3000, 15_000),
+    inject: async (ctx) => {
+      await before(leaderName, ctx);
+      const q = await waitForQuorum(cluster, ctx.queue, 3);
+      const leader = cluster.nodeNamed(q.leader);
+      assert.ok(leader !== undefined, `leader ${q.leader} is not a node of the cluster`);
+      stoppedLeader = leader;
+      const t0 = performance.now();
+      await leader.stop();
+      const next = await waitForQuorum(cluster, ctx.queue, 2);
+      fact(
+        leaderName,
+        `stopped leader n${leader.index} in ${((performance.now() - t0) / 1000).toFixed(1)} s; new leader n${cluster.nodeNamed(next.leader)?.index ?? '?'}`,
+      );
+      const moved = await waitForWorkers(cluster, ctx, (ps) => ps.every((p) => p.node !== leader));
+      fact(leaderName, `during: ${describeNodes(moved)}`);
+    },
+    heal: async (ctx) => {
+      assert.ok(stoppedLeader !== undefined);
+      await stoppedLeader.start();
+      const leader = await clusterWhole(cluster, ctx);
+      fact(leaderName, `n${stoppedLeader.index} back, leader ${leader}`);
+    },
+  };
+
+  const rollingName = 'cluster: rolling restart of all three nodes';
+  const rounds = Math.max(1, Math.floor(CLUSTER_SCALE / 5) + 1);
+  const rolling: FaultCase = {
+    ...base(rollingName),
+    holdMs: 0,
+    inject: async (ctx) => {
+      await before(rollingName, ctx);
+      const steps: string[] = [];
+      for (let round = 0; round < rounds; round += 1)
+        for (const node of cluster.nodes) {
+          // An operator's rolling restart: one node at a time, the next only once the cluster
+          // and the queue's quorum are whole again.
+          const t0 = performance.now();
+          await node.restart();
+          const leader = await clusterWhole(cluster, ctx);
+          steps.push(`n${node.index} ${((performance.now() - t0) / 1000).toFixed(1)} s→${leader}`);
+        }
+      fact(rollingName, `restarts (time, then leader): ${steps.join(', ')}`);
+      const placed = await waitForWorkers(cluster, ctx, () => true);
+      fact(rollingName, `after: ${describeNodes(placed)}`);
+    },
+    heal: async (ctx) => {
+      await reconnectsCounted(rollingName, ctx, 2);
+    },
+  };
+
+  return { cases: [killConnected, stopLeader, rolling], stats };
+}
+
+const ms = (v: number | undefined): string => (v === undefined ? '—' : `${v} ms`);
+const win = (w: readonly [number, number] | undefined): string =>
+  w === undefined ? '—' : `+${w[0]} … +${w[1]} ms`;
+
+/** The cluster table: one row per case. */
+export function clusterTable(
+  rows: ReadonlyArray<{
+    stats: ClusterStats | undefined;
+    requests: number;
+    ok: number;
+    lost: number;
+    s503: number;
+  }>,
+): string {
+  const header = [
+    '| case | requests | 2xx | **lost 2xx** | 503 | 503 window (from the fault) | failures (any) | failure window | failover | longest gap without 2xx | fault lasted | facts |',
+    '| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |',
+  ];
+  const body = rows.map(({ stats, requests, ok, lost, s503 }) =>
+    [
+      stats?.case ?? '?',
+      String(requests),
+      String(ok),
+      lost === 0 ? '0' : `**${lost}**`,
+      String(s503),
+      win(stats?.window503),
+      String(stats?.failures ?? '—'),
+      win(stats?.failureWindow),
+      ms(stats?.failoverMs),
+      ms(stats?.longestGapMs),
+      ms(stats?.faultMs),
+      (stats?.facts ?? []).join('; ').replaceAll('|', '\\|') || '—',
+    ].join(' | '),
+  );
+  return [...header, ...body.map((b) => `| ${b} |`)].join('\n');
+}
