@@ -7,8 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { scrapeText, seriesOf, valueOf } from '../helpers/admin.js';
-import { workerPids } from '../helpers/bridge.js';
+import { workerPids, type LogLine, type RunningBridge } from '../helpers/bridge.js';
 import { waitForQuorum, type Cluster, type ClusterNode } from '../helpers/cluster.js';
+import { waitUntil } from '../helpers/poll.js';
 import { is2xx, type KeyedAnswer } from '../helpers/keyed-load.js';
 import { scaledMs, type FaultCase, type FaultContext } from '../faults/harness.js';
 import { CLUSTER_SCALE } from './scale.js';
@@ -32,6 +33,13 @@ export interface ClusterStats {
   readonly longestGapMs: number;
   /** How long the fault itself lasted (inject to heal), for reading the windows. */
   readonly faultMs: number;
+  /** Answers that were not 2xx before the fault started (must be 0). */
+  readonly failuresBefore: number;
+  /**
+   * Each broker disconnection of a worker from the fault's start on, from the bridge's log
+   * (`broker state` disconnected → connected): worker slot and ms without a connection.
+   */
+  readonly outages: ReadonlyArray<{ readonly worker: string; readonly ms: number | undefined }>;
   /** Lines for the report: where the workers were, leader moves, metrics. */
   readonly facts: string[];
 }
@@ -43,6 +51,7 @@ function failoverStats(
   faultFrom: number,
   healedAt: number,
   facts: string[],
+  logs: readonly LogLine[],
 ): ClusterStats {
   const since = answers.filter((a) => a.endedAt >= faultFrom);
   const failed = since.filter((a) => !is2xx(a)).sort((a, b) => a.endedAt - b.endedAt);
@@ -79,8 +88,39 @@ function failoverStats(
     failoverMs,
     longestGapMs: Math.round(longestGapMs),
     faultMs: Math.round(healedAt - faultFrom),
+    failuresBefore: answers.filter((a) => a.endedAt < faultFrom && !is2xx(a)).length,
+    outages: outagesFromLog(
+      logs,
+      performance.timeOrigin + faultFrom,
+      // The bridge is stopped before the ledger is read: its shutdown is no outage.
+      performance.timeOrigin + answers.reduce((max, a) => Math.max(max, a.endedAt), healedAt),
+    ),
     facts,
   };
+}
+
+/** Worker disconnections between `from` and `until` (epoch ms) and how long each lasted, from `broker state` lines. */
+function outagesFromLog(
+  logs: readonly LogLine[],
+  from: number,
+  until: number,
+): Array<{ worker: string; ms: number | undefined }> {
+  const down = new Map<string, number>();
+  const out: Array<{ worker: string; ms: number | undefined }> = [];
+  for (const line of logs) {
+    const time = Number(line['time']);
+    if (line.msg !== 'broker state' || !(time >= from)) continue;
+    if (time > until && !down.has(String(line['worker']))) continue;
+    const worker = String(line['worker']);
+    const state = line['state'];
+    if (state === 'disconnected' && !down.has(worker)) down.set(worker, time);
+    else if (state === 'connected' && down.has(worker)) {
+      out.push({ worker, ms: time - (down.get(worker) ?? time) });
+      down.delete(worker);
+    }
+  }
+  for (const worker of down.keys()) out.push({ worker, ms: undefined });
+  return out;
 }
 
 /** Where the bridge's workers are connected, from the broker's side: `worker N pid P` → node. */
@@ -140,6 +180,24 @@ async function clusterWhole(cluster: Cluster, ctx: FaultContext): Promise<string
   return q === undefined ? '?' : `n${cluster.nodeNamed(q.leader)?.index ?? '?'}`;
 }
 
+/** Asks the queue's Ra leader to hand leadership to `target` (RabbitMQ 3.10 has no CLI command for one queue). */
+async function transferLeadership(
+  cluster: Cluster,
+  queue: string,
+  target: ClusterNode,
+): Promise<void> {
+  const name = queue.replaceAll('"', '');
+  const out = await cluster
+    .anyUp()
+    .ctl(
+      'eval',
+      `{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"${name}">>)), ` +
+        `{RaName, Leader} = amqqueue:get_pid(Q), ` +
+        `ra:transfer_leadership({RaName, Leader}, {RaName, '${target.name}'}).`,
+    );
+  assert.match(out.trim(), /^(ok|already_leader)$/, `transfer_leadership: ${out.trim()}`);
+}
+
 export interface ClusterCaseSet {
   readonly cases: readonly FaultCase[];
   readonly stats: ClusterStats[];
@@ -148,18 +206,31 @@ export interface ClusterCaseSet {
 export function clusterCases(cluster: Cluster): ClusterCaseSet {
   const stats: ClusterStats[] = [];
   const facts = new Map<string, string[]>();
+  const bridges = new Map<string, RunningBridge>();
   const fact = (name: string, text: string): void => {
     const list = facts.get(name) ?? [];
     list.push(text);
     facts.set(name, list);
   };
 
-  const base = (name: string): Pick<FaultCase, 'name' | 'queueType' | 'amqp' | 'account'> => ({
+  const base = (
+    name: string,
+  ): Pick<FaultCase, 'name' | 'queueType' | 'amqp' | 'account' | 'ratePerSecond'> => ({
     name,
     queueType: 'quorum',
     amqp: { urls: [...cluster.urls], reconnectSeconds: 0.5, heartbeatSeconds: 5 },
+    // A quarter of the fault suite's rate (half in the longer run): three nodes, the bridge and
+    // the load share 2 cores, and a node's boot under 400 req/s takes 25 s instead of 7.
+    ratePerSecond: CLUSTER_SCALE > 1 ? 400 : 200,
     account: (answers, { faultFrom, healedAt }) => {
-      const row = failoverStats(name, answers, faultFrom, healedAt, facts.get(name) ?? []);
+      const row = failoverStats(
+        name,
+        answers,
+        faultFrom,
+        healedAt,
+        facts.get(name) ?? [],
+        bridges.get(name)?.logs ?? [],
+      );
       stats.push(row);
       return [
         `failover ${row.failoverMs === undefined ? '—' : `${row.failoverMs} ms`}`,
@@ -170,7 +241,11 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
   });
 
   /** Notes where the workers and the leader are before the fault; checks placement when the metrics exist. */
-  const before = async (name: string, ctx: FaultContext): Promise<void> => {
+  const before = async (
+    name: string,
+    ctx: FaultContext,
+  ): Promise<Array<{ worker: string; node: ClusterNode | undefined }>> => {
+    bridges.set(name, ctx.bridge);
     const placed = await waitForWorkers(cluster, ctx, () => true);
     const leader = await cluster.quorumStatus(ctx.queue);
     fact(
@@ -180,7 +255,7 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
     const metrics = await placementMetrics(ctx);
     if (metrics === undefined) {
       fact(name, 'placement metrics: not in this build');
-      return;
+      return placed;
     }
     fact(name, `metrics before: ${listMetricNodes(metrics.nodes)}`);
     const distinct = new Set(placed.map((p) => p.node?.index));
@@ -190,6 +265,7 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
       2,
       `bridge_amqp_connections names two nodes: ${listMetricNodes(metrics.nodes)}`,
     );
+    return placed;
   };
   const reconnectsCounted = async (name: string, ctx: FaultContext, min: number): Promise<void> => {
     const metrics = await placementMetrics(ctx);
@@ -210,8 +286,7 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
     ...base(killName),
     holdMs: scaledMs(3000, 15_000),
     inject: async (ctx) => {
-      await before(killName, ctx);
-      const placed = await workerNodes(cluster, ctx);
+      const placed = await before(killName, ctx);
       // The node with the most of the bridge's workers; on a tie, the first worker's.
       const counts = new Map<ClusterNode, number>();
       for (const p of placed) if (p.node) counts.set(p.node, (counts.get(p.node) ?? 0) + 1);
@@ -245,8 +320,21 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
     ...base(leaderName),
     holdMs: scaledMs(3000, 15_000),
     inject: async (ctx) => {
-      await before(leaderName, ctx);
-      const q = await waitForQuorum(cluster, ctx.queue, 3);
+      const placed = await before(leaderName, ctx);
+      let q = await waitForQuorum(cluster, ctx.queue, 3);
+      // The queue's leader is where it was declared: on a worker's node. To stop a leader and
+      // nothing else, it moves first to a node no worker is connected to, if there is one.
+      const spare = cluster.nodes.find((n) => placed.every((p) => p.node !== n));
+      if (spare !== undefined && spare.name !== q.leader) {
+        await transferLeadership(cluster, ctx.queue, spare);
+        q = await waitUntil(
+          `the leader of ${ctx.queue} to move to n${spare.index}`,
+          () => cluster.quorumStatus(ctx.queue),
+          (s) => s.leader === spare.name,
+          { timeoutMs: 20_000, intervalMs: 250 },
+        );
+        fact(leaderName, `leader moved to n${spare.index}, where no worker is`);
+      }
       const leader = cluster.nodeNamed(q.leader);
       assert.ok(leader !== undefined, `leader ${q.leader} is not a node of the cluster`);
       stoppedLeader = leader;
@@ -312,8 +400,8 @@ export function clusterTable(
   }>,
 ): string {
   const header = [
-    '| case | requests | 2xx | **lost 2xx** | 503 | 503 window (from the fault) | failures (any) | failure window | failover | longest gap without 2xx | fault lasted | facts |',
-    '| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | --- |',
+    '| case | requests | 2xx | **lost 2xx** | 503 | 503 window (from the fault) | failures (any) | failure window | failover | longest gap without 2xx | worker outages (log) | fault lasted | facts |',
+    '| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | --- | ---: | --- |',
   ];
   const body = rows.map(({ stats, requests, ok, lost, s503 }) =>
     [
@@ -327,6 +415,7 @@ export function clusterTable(
       win(stats?.failureWindow),
       ms(stats?.failoverMs),
       ms(stats?.longestGapMs),
+      (stats?.outages ?? []).map((o) => `w${o.worker} ${ms(o.ms)}`).join(', ') || 'none',
       ms(stats?.faultMs),
       (stats?.facts ?? []).join('; ').replaceAll('|', '\\|') || '—',
     ].join(' | '),

@@ -10,6 +10,7 @@ import './scale.js'; // first: hands CLUSTER_SCALE to the harness before harness
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { runCase, SCALE, type FaultSuite } from '../faults/harness.js';
@@ -79,16 +80,35 @@ describe('cluster suite: failover under load loses no 2xx', { timeout: 300_000 *
     process.stderr.write(`\n${text}\n`);
   });
 
-  for (const name of ['kill', 'leader', 'rolling'] as const)
+  const names = [
+    "kill -9 of the workers' node, restart",
+    'graceful stop of the quorum leader, start',
+    'rolling restart of the three nodes',
+  ];
+  for (const [i, name] of names.entries())
     it(name, async (t) => {
       if (cluster === undefined || suite === undefined || set === undefined)
         throw new Error('the cluster did not start');
       // A case that failed half-way may have left a node down: every case starts whole.
       for (const node of cluster.nodes) if (!node.up) await node.start();
       await cluster.waitFormed();
-      const spec = set.cases[['kill', 'leader', 'rolling'].indexOf(name)];
+      const spec = set.cases[i];
       if (spec === undefined) throw new Error(`no case ${name}`);
       t.diagnostic(spec.name);
       await runCase(suite, spec, t);
+      // 503s (and any other failure) only while a node was going away, not before and not
+      // long after: within the fault and the 5 s after it ended.
+      const stats = set.stats.find((s) => s.case === spec.name);
+      assert.ok(stats !== undefined, 'the case accounted for its answers');
+      assert.equal(stats.failuresBefore, 0, 'no failure before the fault');
+      if (stats.failureWindow !== undefined)
+        assert.ok(
+          stats.failureWindow[1] <= stats.faultMs + 5000,
+          `failures until +${stats.failureWindow[1]} ms, the fault ended at +${stats.faultMs} ms`,
+        );
+      assert.ok(
+        stats.outages.every((o) => o.ms !== undefined),
+        `every worker connected again: ${JSON.stringify(stats.outages)}`,
+      );
     });
 });
