@@ -112,14 +112,17 @@ class HeaderScan {
     this.idempotencyKey = '';
     this.hosts = 0;
     this.lengthsDiffer = false;
-    this.#forwardIndex = route === undefined ? undefined : forwardIndexOf(route);
+    this.#forwardIndex =
+      route === undefined || route.forwardHeaders.length === 0
+        ? undefined
+        : positionsOf(route.forwardHeaders);
     this.forwarded =
       this.#forwardIndex === undefined
         ? []
         : new Array<string | undefined>(this.#forwardIndex.size).fill(undefined);
     this.all = route?.mode === 'celery' ? {} : undefined;
     const gate = routes.gate;
-    this.#gateIndex = gate.active ? gateIndexOf(gate.headerNames) : undefined;
+    this.#gateIndex = gate.active ? positionsOf(gate.headerNames) : undefined;
     this.gate = gate.active ? new Array<string | undefined>(gate.headerNames.length) : NO_VALUES;
     this.#hidden = routes.hiddenHeaders;
     if (native) req.forEach(this.#visit);
@@ -187,25 +190,14 @@ const FALLBACK_HEADERS = [
   'content-encoding',
   'idempotency-key',
 ];
-const forwardIndexes = new WeakMap<CompiledRoute, ReadonlyMap<string, number>>();
+/** Header name → position in a list (a route's forwardHeaders, the gate's names), built once per list. */
+const positions = new WeakMap<readonly string[], ReadonlyMap<string, number>>();
 
-function forwardIndexOf(route: CompiledRoute): ReadonlyMap<string, number> | undefined {
-  if (route.forwardHeaders.length === 0) return undefined;
-  let index = forwardIndexes.get(route);
-  if (index === undefined) {
-    index = new Map(route.forwardHeaders.map((name, i) => [name, i]));
-    forwardIndexes.set(route, index);
-  }
-  return index;
-}
-
-const gateIndexes = new WeakMap<readonly string[], ReadonlyMap<string, number>>();
-
-function gateIndexOf(names: readonly string[]): ReadonlyMap<string, number> {
-  let index = gateIndexes.get(names);
+function positionsOf(names: readonly string[]): ReadonlyMap<string, number> {
+  let index = positions.get(names);
   if (index === undefined) {
     index = new Map(names.map((name, i) => [name, i]));
-    gateIndexes.set(names, index);
+    positions.set(names, index);
   }
   return index;
 }
