@@ -298,16 +298,21 @@ describe('readiness during a graceful stop', { timeout: 60_000 }, () => {
     assert.equal(r.ready, false);
     for (const w of r.workers) {
       assert.equal(w.ready, false);
+      // A worker with nothing in flight finishes its drain at once, and closing its broker
+      // connection is the drain's last step: seen in a CI run, reported beside 'draining' only.
+      const drainSteps = w.reasons.includes('draining')
+        ? ['not listening', 'draining', 'broker disconnected']
+        : ['not listening', 'draining', 'not running'];
       assert.ok(
-        w.reasons.length > 0 &&
-          w.reasons.every((reason) =>
-            ['not listening', 'draining', 'not running'].includes(reason),
-          ),
+        w.reasons.length > 0 && w.reasons.every((reason) => drainSteps.includes(reason)),
         `slot ${w.slot}: ${w.reasons.join(', ')}`,
       );
     }
-    const draining = r.workers.find((w) => w.reasons.includes('draining'));
-    assert.deepEqual(draining?.reasons, ['not listening', 'draining']);
+    // The worker holding the upload drains with its broker connection still up.
+    assert.ok(
+      r.workers.some((w) => w.reasons.join() === 'not listening,draining'),
+      JSON.stringify(r.workers),
+    );
     await assertHealthy(bridge);
 
     upload.req.end(body.slice(half.length));
