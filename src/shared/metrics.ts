@@ -85,6 +85,12 @@ export const WORKER_METRICS = {
     kind: 'counter',
     labelNames: [],
   },
+  channelReplacements: {
+    name: 'bridge_amqp_channel_replacements_total',
+    help: 'Confirm channels replaced on the same connection because a publish was nacked before any to its route was confirmed on them (a quorum queue channel stuck on a dead leader; also a full reject-publish queue, at most every 5 s), summed over workers.',
+    kind: 'counter',
+    labelNames: [],
+  },
   stalled: {
     name: 'bridge_amqp_stalled',
     help: 'Workers whose broker has confirmed nothing for amqp.stallMs while publishes wait (frozen node, stuck disk).',

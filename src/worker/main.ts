@@ -67,6 +67,11 @@ async function start(
     topology: withCeleryTopology(config.topology, config.routes),
     connectionName: `xml-amqp-bridge worker ${slot} pid ${process.pid}`,
     firstUrl: slot,
+    // A replaced channel stays open until every confirm and reply still due on it has come.
+    retireMs:
+      config.amqp.confirmTimeoutMs +
+      Math.max(0, ...config.routes.map((r) => (r.mode === 'publish' ? 0 : r.timeoutMs))) +
+      1000,
   });
   const publisher = new Publisher(link, config.amqp);
   const replies = new ReplyRouter(link);
@@ -116,9 +121,21 @@ async function start(
     problem = undefined;
   });
   link.on('channel-closed', (info) => log.warn('confirm channel closed', { info }));
+  link.on('moved-home', (node) =>
+    log.info('broker connection moved back to its first node; the old one closes when drained', {
+      node,
+    }),
+  );
   link.on('topology-reasserted', () =>
     log.info('topology declared again after a publish came back unroutable'),
   );
+  publisher.on('replace', (exchange, routingKey) => {
+    log.warn('confirm channel replaced: a publish was nacked before any was confirmed on it', {
+      exchange,
+      routingKey,
+    });
+    metrics.channelReplaced();
+  });
   publisher.on('stall', (stalled) => {
     if (stalled)
       log.warn('broker stalled: publishes wait and nothing was confirmed; answering 503', {

@@ -255,8 +255,10 @@ export class WorkerMetrics implements RecordObserver {
     rateLimited: new CounterTable(WORKER_METRICS.rateLimited),
     partnerRequests: new CounterTable(WORKER_METRICS.partnerRequests),
     reconnects: new CounterTable(WORKER_METRICS.reconnects),
+    channelReplacements: new CounterTable(WORKER_METRICS.channelReplacements),
   };
   readonly #reconnects: CounterCell;
+  readonly #channelReplacements: CounterCell;
   readonly #partners = new Map<string, PartnerCells>();
   readonly #confirm: HistogramCell;
   readonly #routes = new Map<string, RouteCells>();
@@ -266,6 +268,7 @@ export class WorkerMetrics implements RecordObserver {
     this.#live = live;
     this.#confirm = this.tables.confirm.cell({});
     this.#reconnects = this.tables.reconnects.cell({});
+    this.#channelReplacements = this.tables.channelReplacements.cell({});
     collectDefaultMetrics({
       register: this.registry,
       eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS,
@@ -310,6 +313,10 @@ export class WorkerMetrics implements RecordObserver {
     this.#reconnects.value += 1;
   }
 
+  channelReplaced(): void {
+    this.#channelReplacements.value += 1;
+  }
+
   /** A reply arrived for a request that had stopped waiting (its route when still known). */
   lateReply(route: string | undefined): void {
     this.#route(route ?? UNMATCHED_ROUTE).replies('late').value += 1;
@@ -331,6 +338,7 @@ export class WorkerMetrics implements RecordObserver {
       t.rateLimited.json(),
       t.partnerRequests.json(),
       t.reconnects.json(),
+      t.channelReplacements.json(),
       nodeGaugeJson(live.node()),
       gaugeJson(WORKER_METRICS.inFlight, live.inFlight()),
       gaugeJson(WORKER_METRICS.connected, live.connected() ? 1 : 0),

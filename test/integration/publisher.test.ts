@@ -22,6 +22,8 @@ import { startBrokerProxy, type BrokerProxy } from '../helpers/broker-proxy.js';
 import { openBroker, rabbitmqctl, uniqueName, type TestBroker } from '../helpers/broker.js';
 
 const CONFIRM_TIMEOUT_MS = 20_000;
+/** How long a replaced channel stays open in these tests. */
+const RETIRE_MS = 300;
 
 function amqpOptions(over: Partial<Config['amqp']> = {}): Config['amqp'] {
   return {
@@ -35,7 +37,8 @@ function amqpOptions(over: Partial<Config['amqp']> = {}): Config['amqp'] {
   };
 }
 
-function templateFor(exchange: string): PublishTemplate {
+/** A fresh template: to the publisher, a route of its own (it tracks which routes confirmed). */
+function newTemplate(exchange: string): PublishTemplate {
   return new PublishTemplate({
     exchange,
     mandatory: true,
@@ -45,6 +48,17 @@ function templateFor(exchange: string): PublishTemplate {
     constantHeaders: { 'x-http-path': '/integration' },
     headerNames: ['x-request-id'],
   });
+}
+
+const templates = new Map<string, PublishTemplate>();
+/** One template per exchange, as a route has one for the life of a worker. */
+function templateFor(exchange: string): PublishTemplate {
+  let template = templates.get(exchange);
+  if (template === undefined) {
+    template = newTemplate(exchange);
+    templates.set(exchange, template);
+  }
+  return template;
 }
 
 /** Records of settled publishes, for asserting what each publish wrote into its request's record. */
@@ -57,6 +71,7 @@ function send(
   routingKey: string,
   body: Buffer | string,
   messageId: string = randomUUID(),
+  template: PublishTemplate = templateFor(exchange),
 ): Promise<void> {
   const requestId = randomUUID();
   const record = new RequestRecord('integration', requestId, performance.now(), {
@@ -64,7 +79,7 @@ function send(
     ended: (r) => settled.push(r),
   });
   const done = publisher.publish(
-    templateFor(exchange),
+    template,
     {
       routingKey,
       contentType: 'application/xml',
@@ -114,6 +129,7 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
       amqp: amqpOptions(),
       topology: { exchanges: [], queues: [], bindings: [] },
       connectionName,
+      retireMs: RETIRE_MS,
     });
     // Before start(): the Publisher attaches to every channel the link emits, the first included.
     publisher = new Publisher(link, { confirmTimeoutMs: CONFIRM_TIMEOUT_MS, stallMs: 0 });
@@ -201,6 +217,101 @@ describe('BrokerLink + Publisher (real broker)', { timeout: 90_000 }, () => {
       got.map((m) => m.content.toString()),
       ['<first/>'],
     );
+  });
+
+  it('keeps the channel when a route that confirmed on it is nacked (a full queue is no stuck channel)', async () => {
+    const queue = await broker.queue(uniqueName('pub-proven'), {
+      'x-max-length': 1,
+      'x-overflow': 'reject-publish',
+    });
+    const route = newTemplate('');
+    const channel = link.channel;
+    let replaced = 0;
+    const count = (): void => void (replaced += 1);
+    publisher.on('replace', count);
+    try {
+      await send(publisher, '', queue, '<fits/>', randomUUID(), route);
+      await assert.rejects(
+        send(publisher, '', queue, '<nacked/>', randomUUID(), route),
+        isBridgeError('BRIDGE_PUBLISH_NACKED'),
+      );
+      // A replacement would be asked for by a timer due at once: a round trip later it is done.
+      await send(publisher, '', await broker.queue(uniqueName('pub-proven-next')), '<next/>');
+      assert.equal(replaced, 0);
+      assert.equal(link.channel, channel, 'the same channel');
+    } finally {
+      publisher.off('replace', count);
+    }
+    await broker.drain(queue);
+  });
+
+  it('replaces the channel when a route is nacked before any of its publishes confirmed there, at growing gaps while that goes on', async () => {
+    // Every publish to this queue is nacked, as on a channel stuck on a quorum queue's dead
+    // leader (RabbitMQ 3.10, docs/failure-modes.md #18): the route never confirms on a channel.
+    const refusing = await broker.queue(uniqueName('pub-refusing'), {
+      'x-max-length': 0,
+      'x-overflow': 'reject-publish',
+    });
+    const good = await broker.queue(uniqueName('pub-refusing-good'));
+    const route = newTemplate('');
+    const first = link.channel;
+    assert.ok(first !== undefined);
+    const replacements: number[] = [];
+    const note = (): void => void replacements.push(performance.now());
+    publisher.on('replace', note);
+    try {
+      const fresh = once(link, 'channel');
+      await assert.rejects(
+        send(publisher, '', refusing, '<a/>', randomUUID(), route),
+        isBridgeError('BRIDGE_PUBLISH_NACKED'),
+      );
+      const [second] = (await fresh) as [ConfirmChannel];
+      assert.notEqual(second, first, 'a new channel');
+      assert.equal(link.channel, second);
+      assert.equal(link.ready, true);
+      // The replaced channel closes once its answers are in: after retireMs.
+      await once(first, 'close');
+      // Still nacked on the new channel: replaced again, but not sooner than the first gap.
+      const third = once(link, 'channel');
+      await assert.rejects(
+        send(publisher, '', refusing, '<b/>', randomUUID(), route),
+        isBridgeError('BRIDGE_PUBLISH_NACKED'),
+      );
+      await third;
+      assert.equal(replacements.length, 2);
+      const gap = (replacements[1] ?? 0) - (replacements[0] ?? 0);
+      assert.ok(gap >= 49, `second replacement ${gap.toFixed(0)} ms after the first`);
+      // Other routes publish on throughout.
+      await send(publisher, '', good, '<fine/>');
+      assert.equal(await broker.count(good), 1);
+    } finally {
+      publisher.off('replace', note);
+    }
+    await broker.drain(good);
+  });
+
+  it('settles every publish in flight on a replaced channel, and publishes on the new one at once', async () => {
+    const queue = await broker.queue(uniqueName('pub-swap'));
+    const old = link.channel;
+    assert.ok(old !== undefined);
+    const before = Array.from({ length: 200 }, (_, i) =>
+      send(publisher, '', queue, `<b i="${i}"/>`),
+    );
+    assert.ok(publisher.unconfirmed > 0, 'publishes wait on the old channel');
+    const swapped = once(link, 'channel');
+    assert.equal(link.replaceChannel(), true);
+    assert.equal(link.replaceChannel(), false, 'one replacement at a time');
+    await swapped;
+    assert.notEqual(link.channel, old);
+    const after = Array.from({ length: 200 }, (_, i) =>
+      send(publisher, '', queue, `<a i="${i}"/>`),
+    );
+    await Promise.all([...before, ...after]);
+    assert.equal(publisher.unconfirmed, 0);
+    assert.equal(await broker.count(queue), 400);
+    await once(old, 'close');
+    assert.equal(link.ready, true);
+    await broker.drain(queue);
   });
 
   it('settles many publishes of one turn, each with its own outcome, in any order the broker confirms them', async () => {

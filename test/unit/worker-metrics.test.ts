@@ -26,6 +26,7 @@ function reference(): {
   limited: Counter;
   partners: Counter;
   reconnects: Counter;
+  channelReplacements: Counter;
 } {
   const registry = new Registry();
   const registers = [registry];
@@ -74,6 +75,7 @@ function reference(): {
       registers,
     }),
     reconnects: new Counter({ ...m.reconnects, labelNames: [], registers }),
+    channelReplacements: new Counter({ ...m.channelReplacements, labelNames: [], registers }),
   };
   new Gauge({
     ...m.connections,
@@ -226,6 +228,8 @@ describe('worker metrics', { timeout: 10_000 }, () => {
     ours.reconnected();
     ours.reconnected();
     ref.reconnects.inc(2);
+    ours.channelReplaced();
+    ref.channelReplacements.inc();
     ours.lateReply('b');
     ours.lateReply(undefined);
     ref.replies.inc({ route: 'b', outcome: 'late' });

@@ -23,7 +23,20 @@ export interface BrokerLinkOptions {
    * workers of a bridge spread over a cluster's nodes instead of all taking the first URL.
    */
   readonly firstUrl?: number;
+  /**
+   * How long a channel replaced by `replaceChannel` stays open: long enough for every confirm
+   * and reply still due on it (the confirm timeout plus the longest reply wait).
+   */
+  readonly retireMs?: number;
+  /**
+   * While connected elsewhere than its first URL, how often a worker tries that URL again, to
+   * move back once it answers (see `#tryHome`). Default 10 s.
+   */
+  readonly homeCheckMs?: number;
 }
+
+/** Default of BrokerLinkOptions.homeCheckMs. */
+const HOME_CHECK_MS = 10_000;
 
 /** Server-side reason a channel was closed: AMQP reply code (e.g. 404 NOT_FOUND) and the method that caused it. */
 export interface ChannelCloseInfo {
@@ -61,6 +74,8 @@ export interface BrokerLinkEvents {
   'channel-closed': [info: ChannelCloseInfo | undefined];
   /** The topology was declared again after the broker returned a publish as unroutable. */
   'topology-reasserted': [];
+  /** Moved back to its first URL's node (`host:port`) after a failover had taken it elsewhere. */
+  'moved-home': [node: string];
   problem: [problem: LinkProblem];
 }
 
@@ -91,6 +106,16 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   readonly #options: BrokerLinkOptions;
   #node: string | undefined;
   #everConnected = false;
+  #replacing = false;
+  /** Replaced channels still open for the answers due on them, each with its closing timer. */
+  readonly #retiring = new Map<ConfirmChannel, NodeJS.Timeout>();
+  /** Immediate attempts left at the other URLs after a lost connection (see `start`). */
+  #failoverAttempts = 0;
+  /** A second manager connecting to the first URL while the current one still serves. */
+  #homeManager: AmqpConnectionManager | undefined;
+  #homeTimer: NodeJS.Timeout | undefined;
+  /** Managers moved away from, kept until the answers due on their channel are in. */
+  readonly #retiringManagers = new Map<AmqpConnectionManager, NodeJS.Timeout>();
 
   constructor(options: BrokerLinkOptions) {
     super();
@@ -166,12 +191,23 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   }
 
   start(): void {
-    const { amqp: opts, connectionName, firstUrl = 0 } = this.#options;
+    const manager = this.#createManager();
+    this.#manager = manager;
+    this.#wire(manager);
+  }
+
+  /** The worker's URLs from its own first one on: where it connects first, and its failover order. */
+  #urls(): string[] {
+    const { amqp: opts, firstUrl = 0 } = this.#options;
     const first = firstUrl % opts.urls.length;
+    return [...opts.urls.slice(first), ...opts.urls.slice(0, first)];
+  }
+
+  #createManager(): AmqpConnectionManager {
+    const { amqp: opts, connectionName } = this.#options;
     // amqp-connection-manager tries the list in order from its start, and moves on to the next
     // entry after each failure, so the rotation only decides where each worker begins.
-    const urls = [...opts.urls.slice(first), ...opts.urls.slice(0, first)];
-    const manager = amqp.connect(urls, {
+    return amqp.connect(this.#urls(), {
       heartbeatIntervalInSeconds: opts.heartbeatSeconds,
       reconnectTimeInSeconds: opts.reconnectSeconds,
       connectionOptions: {
@@ -180,8 +216,16 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
         clientProperties: { connection_name: connectionName },
       },
     });
-    this.#manager = manager;
+  }
+
+  /** The current manager's events drive the link; a manager moved away from is not heard any more. */
+  #wire(manager: AmqpConnectionManager): void {
+    const opts = this.#options.amqp;
+    const waitSeconds = opts.reconnectSeconds;
     manager.on('connect', ({ connection, url }) => {
+      if (manager !== this.#manager) return;
+      this.#failoverAttempts = 0;
+      manager.reconnectTimeInSeconds = waitSeconds;
       // ACM types the connection as amqplib's Connection; at runtime it is the ChannelModel.
       this.#model = connection as unknown as ChannelModel;
       this.#reopenAttempts = 0;
@@ -189,30 +233,173 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
       this.emit('connected', this.#node, this.#everConnected);
       this.#everConnected = true;
       void this.#openChannel(this.#model);
+      this.#scheduleHomeCheck();
     });
     manager.on('disconnect', ({ err }) => {
+      if (manager !== this.#manager) return;
       this.#model = undefined;
       this.#node = undefined;
       if (this.#reopenTimer !== undefined) clearTimeout(this.#reopenTimer);
       this.#reopenTimer = undefined;
+      this.#forgetRetiring();
+      // The manager reads reconnectTimeInSeconds right after this event to wait before its next
+      // attempt: with other nodes listed, try each of them once at once, since the node that went
+      // away says nothing about them. The stale quorum-queue leader a channel opened this early can
+      // meet is handled by replaceChannel (docs/failure-modes.md #18).
+      if (this.#closing === undefined && opts.urls.length > 1) {
+        this.#failoverAttempts = opts.urls.length - 1;
+        manager.reconnectTimeInSeconds = 0;
+      }
       this.#dropChannel(undefined);
       this.#setState('disconnected');
       this.emit('problem', { what: 'broker connection lost', err });
     });
     manager.on('connectFailed', ({ err }) => {
+      if (manager !== this.#manager) return;
+      this.#failoverAttempts = Math.max(0, this.#failoverAttempts - 1);
+      if (this.#failoverAttempts === 0) manager.reconnectTimeInSeconds = waitSeconds;
       this.#setState('disconnected');
       this.emit('problem', { what: 'broker connection failed', err });
     });
     manager.on('blocked', ({ reason }) => {
+      if (manager !== this.#manager) return;
       this.#setState('blocked');
       this.emit('problem', { what: 'broker blocked publishing', err: new Error(reason) });
     });
     manager.on('unblocked', () => {
+      if (manager !== this.#manager) return;
       this.#setState(this.#channel ? 'connected' : 'connecting');
     });
   }
 
-  async #openChannel(model: ChannelModel): Promise<void> {
+  /** The node of the worker's first URL. */
+  #homeNode(): string {
+    return nodeOf(this.#urls()[0]);
+  }
+
+  #scheduleHomeCheck(): void {
+    if (this.#homeTimer !== undefined || this.#closing !== undefined) return;
+    if (this.#options.amqp.urls.length < 2 || this.#node === this.#homeNode()) return;
+    this.#homeTimer = setTimeout(() => {
+      this.#homeTimer = undefined;
+      this.#tryHome();
+    }, this.#options.homeCheckMs ?? HOME_CHECK_MS);
+    this.#homeTimer.unref();
+  }
+
+  /**
+   * Moves the worker back to its first URL after a failover took it elsewhere, so that a
+   * bridge's workers stay spread over the cluster's nodes. A second manager connects there while
+   * the current connection keeps serving; once its channel is ready (topology asserted, reply
+   * consumer set up) it becomes the one publishes use, and the old connection is closed only
+   * after `retireMs`, when every confirm and reply due on it has come: nothing in flight is cut.
+   * When the first URL does not answer, the attempt is dropped and made again later.
+   */
+  #tryHome(): void {
+    const home = this.#homeNode();
+    if (this.#closing !== undefined || this.#homeManager !== undefined) return;
+    if (this.#node === undefined || this.#node === home) return;
+    if (this.#channel === undefined || this.#replacing) {
+      this.#scheduleHomeCheck();
+      return;
+    }
+    const candidate = this.#createManager();
+    this.#homeManager = candidate;
+    const abandon = (): void => {
+      if (this.#homeManager !== candidate) return;
+      this.#homeManager = undefined;
+      candidate.removeAllListeners();
+      void candidate.close().catch(() => undefined);
+      this.#scheduleHomeCheck();
+    };
+    candidate.on('connectFailed', abandon);
+    candidate.on('disconnect', abandon);
+    candidate.on('connect', ({ connection, url }) => {
+      const current = this.#channel;
+      if (nodeOf(url) !== home || current === undefined || this.#closing !== undefined) {
+        abandon();
+        return;
+      }
+      const model = connection as unknown as ChannelModel;
+      void this.#openChannel(model, current, () => this.#adoptHome(candidate, model, home)).then(
+        () => {
+          if (this.#homeManager === candidate) abandon();
+        },
+      );
+    });
+  }
+
+  /** The home connection's channel is ready: it becomes the link's, the old manager retires. */
+  #adoptHome(candidate: AmqpConnectionManager, model: ChannelModel, node: string): boolean {
+    const old = this.#manager;
+    if (this.#homeManager !== candidate || old === undefined) return false;
+    this.#homeManager = undefined;
+    candidate.removeAllListeners();
+    this.#manager = candidate;
+    this.#model = model;
+    this.#node = node;
+    this.#reopenAttempts = 0;
+    if (this.#reopenTimer !== undefined) clearTimeout(this.#reopenTimer);
+    this.#reopenTimer = undefined;
+    this.#forgetRetiring();
+    this.#wire(candidate);
+    // The old connection's channel is the one being replaced: it goes with its manager.
+    this.#retiringManagers.set(
+      old,
+      setTimeout(() => {
+        this.#retiringManagers.delete(old);
+        void old.close().catch(() => undefined);
+      }, this.#options.retireMs ?? 0),
+    );
+    this.emit('connected', node, true);
+    this.emit('moved-home', node);
+    return true;
+  }
+
+  /**
+   * Opens a fresh confirm channel on the current connection and makes it the one publishes use;
+   * the replaced channel stays open for `retireMs`, so that the confirms and replies still due
+   * on it arrive. RabbitMQ 3.10 keeps a channel's view of a quorum queue's leader from its first
+   * publish to that queue: a channel that first published while the queue's record still named a
+   * dead leader gets every publish to it nacked until that node returns, and only a new channel
+   * looks the leader up again (docs/failure-modes.md #18). False when there is no channel to
+   * replace or a replacement is under way.
+   */
+  replaceChannel(): boolean {
+    const model = this.#model;
+    const current = this.#channel;
+    if (model === undefined || current === undefined || this.#closing !== undefined) return false;
+    if (this.#replacing) return false;
+    this.#replacing = true;
+    void this.#openChannel(model, current).finally(() => {
+      this.#replacing = false;
+    });
+    return true;
+  }
+
+  #retire(channel: ConfirmChannel): void {
+    const timer = setTimeout(() => {
+      this.#retiring.delete(channel);
+      channel.close().catch(() => undefined);
+    }, this.#options.retireMs ?? 0);
+    this.#retiring.set(channel, timer);
+  }
+
+  /** The connection is gone: its retired channels went with it. */
+  #forgetRetiring(): void {
+    for (const timer of this.#retiring.values()) clearTimeout(timer);
+    this.#retiring.clear();
+  }
+
+  /**
+   * `replacing`: the channel this one takes over from (it stays current until this one is ready).
+   * `adopt`: the new channel is on another connection, which this makes the link's; false if not.
+   */
+  async #openChannel(
+    model: ChannelModel,
+    replacing?: ConfirmChannel,
+    adopt?: () => boolean,
+  ): Promise<void> {
     let channel: ConfirmChannel | undefined;
     let closeInfo: ChannelCloseInfo | undefined;
     try {
@@ -238,15 +425,25 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
         if (this.#channel === opened) this.#dropChannel(closeInfo);
         // Only a broker-side channel error leaves the connection usable; a close without one is
         // the connection going away, and the manager's reconnect opens the next channel.
-        if (closeInfo !== undefined && this.#model === model && this.#closing === undefined)
+        if (
+          closeInfo !== undefined &&
+          this.#channel === undefined &&
+          this.#model === model &&
+          this.#closing === undefined
+        )
           this.#scheduleReopen(model);
       });
       await assertTopology(channel, this.#options.topology);
       for (const setup of this.#setups) await setup(channel);
-      if (this.#model !== model || this.#closing !== undefined) {
+      const wanted =
+        this.#closing === undefined &&
+        (replacing === undefined || this.#channel === replacing) &&
+        (adopt === undefined ? this.#model === model : adopt());
+      if (!wanted) {
         await channel.close().catch(() => undefined);
         return;
       }
+      if (replacing !== undefined && adopt === undefined) this.#retire(replacing);
       this.#channel = channel;
       this.#reopenAttempts = 0;
       this.#setState(this.#state === 'blocked' ? 'blocked' : 'connected');
@@ -254,7 +451,8 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
     } catch (err) {
       this.emit('problem', { what: 'opening the confirm channel failed (topology?)', err });
       // A failed topology assertion closes the channel; its 'close' handler schedules a retry.
-      if (channel === undefined && this.#model === model) this.#scheduleReopen(model);
+      if (channel === undefined && this.#channel === undefined && this.#model === model)
+        this.#scheduleReopen(model);
     }
   }
 
@@ -332,6 +530,19 @@ export class BrokerLink extends EventEmitter<BrokerLinkEvents> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       if (this.#reopenTimer) clearTimeout(this.#reopenTimer);
+      if (this.#homeTimer) clearTimeout(this.#homeTimer);
+      this.#forgetRetiring();
+      const retiring = [...this.#retiringManagers.keys()];
+      for (const timer of this.#retiringManagers.values()) clearTimeout(timer);
+      this.#retiringManagers.clear();
+      const home = this.#homeManager;
+      this.#homeManager = undefined;
+      home?.removeAllListeners();
+      await Promise.all(
+        [...retiring, ...(home === undefined ? [] : [home])].map((m) =>
+          m.close().catch(() => undefined),
+        ),
+      );
       const channel = this.#channel;
       this.#channel = undefined;
       try {

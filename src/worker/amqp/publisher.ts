@@ -30,6 +30,11 @@ export interface PublisherOptions {
 export interface PublisherEvents {
   /** The broker stalled (true: publishes wait and no confirm came for stallMs) or came back. */
   stall: [stalled: boolean];
+  /**
+   * The confirm channel is being replaced: a publish to this exchange and routing key was nacked
+   * before any had been confirmed on the channel (see `BrokerLink.replaceChannel`).
+   */
+  replace: [exchange: string, routingKey: string];
 }
 
 /** AMQP reply code of a basic.return for a mandatory message no queue is bound for. */
@@ -37,6 +42,16 @@ const NO_ROUTE = 312;
 
 /** The header that identifies a publish when the broker hands it back with basic.return. */
 const TRACK_HEADER = 'x-request-id';
+
+/**
+ * Channel replacements after nacks (see #suspect): the first at once, then at gaps growing by
+ * half up to the last. A quorum queue's record names its new leader within about a second of a
+ * `kill -9` (0.25–0.7 s measured, docs/failure-modes.md #18), so the first gaps are short; a queue
+ * that is merely full (reject-publish) settles at one channel open every few seconds.
+ */
+const REPLACE_GAP_FIRST_MS = 50;
+const REPLACE_GAP_GROWTH = 1.5;
+const REPLACE_GAP_MAX_MS = 5000;
 
 class PendingPublish implements Pending {
   seq = 0;
@@ -47,6 +62,7 @@ class PendingPublish implements Pending {
   readonly started: number;
   readonly exchange: string;
   readonly routingKey: string;
+  readonly template: PublishTemplate;
   readonly record: RequestRecord;
   readonly confirmed: () => void;
   readonly failed: (err: BridgeError) => void;
@@ -55,7 +71,8 @@ class PendingPublish implements Pending {
     started: number,
     timeoutMs: number,
     trackId: string,
-    fields: { readonly exchange: string; readonly routingKey: string },
+    template: PublishTemplate,
+    routingKey: string,
     record: RequestRecord,
     confirmed: () => void,
     failed: (err: BridgeError) => void,
@@ -63,8 +80,9 @@ class PendingPublish implements Pending {
     this.started = started;
     this.deadline = started + timeoutMs;
     this.trackId = trackId;
-    this.exchange = fields.exchange;
-    this.routingKey = fields.routingKey;
+    this.template = template;
+    this.exchange = template.exchange;
+    this.routingKey = routingKey;
     this.record = record;
     this.confirmed = confirmed;
     this.failed = failed;
@@ -77,6 +95,8 @@ interface OpenChannel {
   readonly wire: Wire;
   readonly writer: FrameWriter;
   readonly window: ConfirmWindow<PendingPublish>;
+  /** Templates (routes) with a publish confirmed on this channel. */
+  readonly proven: Set<PublishTemplate>;
 }
 
 const writers = new WeakMap<Wire['socket'], FrameWriter>();
@@ -85,6 +105,13 @@ export class Publisher extends EventEmitter<PublisherEvents> {
   readonly #link: BrokerLink;
   readonly #options: PublisherOptions;
   #open: OpenChannel | undefined;
+  /** Replaced channels with publishes still waiting for their confirm. */
+  readonly #draining = new Set<OpenChannel>();
+  /** Templates whose nack on an unproven channel asked for a replacement, until one is confirmed. */
+  readonly #suspects = new Set<PublishTemplate>();
+  #replaceGapMs = REPLACE_GAP_FIRST_MS;
+  #lastReplaceAt = -Infinity;
+  #replaceTimer: NodeJS.Timeout | undefined;
   /** Armed for the oldest publish's deadline while any publish waits. */
   #deadlineTimer: NodeJS.Timeout | undefined;
   /** Exchanges that confirmed a publish on this connection: a 404 on publish cannot be theirs. */
@@ -109,7 +136,18 @@ export class Publisher extends EventEmitter<PublisherEvents> {
 
   /** Publishes waiting for their confirm. */
   get unconfirmed(): number {
-    return this.#open?.window.size ?? 0;
+    let n = this.#open?.window.size ?? 0;
+    for (const d of this.#draining) n += d.window.size;
+    return n;
+  }
+
+  /** The oldest publish waiting on any channel (a replaced channel's are older than the current's). */
+  #oldest(): PendingPublish | undefined {
+    for (const d of this.#draining) {
+      const p = d.window.oldest;
+      if (p !== undefined) return p;
+    }
+    return this.#open?.window.oldest;
   }
 
   /** Confirms received so far (for the admission's rate estimate). */
@@ -139,7 +177,7 @@ export class Publisher extends EventEmitter<PublisherEvents> {
 
   /** When the oldest publish still waiting was made (performance.now()), if any waits. */
   get oldestWaitingSince(): number | undefined {
-    return this.#open?.window.oldest?.started;
+    return this.#oldest()?.started;
   }
 
   /**
@@ -177,7 +215,8 @@ export class Publisher extends EventEmitter<PublisherEvents> {
       performance.now(),
       this.#options.confirmTimeoutMs,
       trackId,
-      { exchange: template.exchange, routingKey: fields.routingKey },
+      template,
+      fields.routingKey,
       record,
       confirmed,
       failed,
@@ -233,7 +272,7 @@ export class Publisher extends EventEmitter<PublisherEvents> {
 
   readonly #onStallCheck = (): void => {
     this.#stallTimer = undefined;
-    const oldest = this.#open?.window.oldest;
+    const oldest = this.#oldest();
     if (oldest === undefined) return;
     const since = Math.max(oldest.started, this.#lastConfirmAt);
     if (performance.now() - since >= this.#options.stallMs) this.#setStalled(true);
@@ -244,7 +283,7 @@ export class Publisher extends EventEmitter<PublisherEvents> {
     if (stalled === this.#stalled) return;
     this.#stalled = stalled;
     if (!stalled) {
-      const oldest = this.#open?.window.oldest;
+      const oldest = this.#oldest();
       if (oldest !== undefined && this.#stallTimer === undefined)
         this.#armStallCheck(this.#lastConfirmAt);
     }
@@ -270,10 +309,10 @@ export class Publisher extends EventEmitter<PublisherEvents> {
 
   readonly #onDeadline = (): void => {
     this.#deadlineTimer = undefined;
-    const window = this.#open?.window;
-    if (window === undefined) return;
-    window.expire(performance.now());
-    const oldest = window.oldest;
+    const now = performance.now();
+    for (const d of this.#draining) d.window.expire(now);
+    this.#open?.window.expire(now);
+    const oldest = this.#oldest();
     if (oldest !== undefined) this.#armDeadline(oldest.deadline);
   };
 
@@ -285,8 +324,10 @@ export class Publisher extends EventEmitter<PublisherEvents> {
       writers.set(wire.socket, writer);
     }
     let lostBecause: ChannelCloseInfo | undefined;
-    const window = new ConfirmWindow<PendingPublish>((p, how) => this.#settle(p, how, lostBecause));
-    const open: OpenChannel = { channel, wire, writer, window };
+    const window = new ConfirmWindow<PendingPublish>((p, how) =>
+      this.#settle(open, p, how, lostBecause),
+    );
+    const open: OpenChannel = { channel, wire, writer, window, proven: new Set() };
     channel.on('ack', (f: { deliveryTag: number; multiple: boolean }) => {
       this.#confirmArrived();
       window.confirm(f.deliveryTag, f.multiple, 'ack');
@@ -308,15 +349,46 @@ export class Publisher extends EventEmitter<PublisherEvents> {
     channel.on('close', () => {
       // The channel's 'error' (if any) came first: the reason is known here.
       lostBecause = this.#link.closeInfoOf(channel);
-      if (this.#open === open) this.#open = undefined;
+      this.#draining.delete(open);
       window.loseAll();
+      if (this.#open !== open) return;
+      this.#open = undefined;
       // Nothing waits on a stalled broker any more; the link's state tells what comes next.
       this.#setStalled(false);
     });
+    // A replacement on the same connection: the previous channel's publishes still settle there.
+    const previous = this.#open;
+    if (previous !== undefined && previous.window.size > 0) this.#draining.add(previous);
     this.#open = open;
   }
 
-  #settle(p: PendingPublish, how: Settlement, lostBecause: ChannelCloseInfo | undefined): void {
+  /**
+   * A publish of `template` was nacked on `open` before any of its publishes was confirmed there:
+   * the channel may be stuck on a quorum queue's dead leader (BrokerLink.replaceChannel), so the
+   * link replaces it, at once the first time and then at growing gaps while the nacks go on.
+   */
+  #suspect(open: OpenChannel, p: PendingPublish): void {
+    if (open !== this.#open) return;
+    this.#suspects.add(p.template);
+    if (this.#replaceTimer !== undefined) return;
+    const wait = Math.max(0, this.#lastReplaceAt + this.#replaceGapMs - performance.now());
+    this.#replaceTimer = setTimeout(() => {
+      this.#replaceTimer = undefined;
+      if (this.#open !== open || !this.#link.replaceChannel()) return;
+      this.#lastReplaceAt = performance.now();
+      this.#replaceGapMs = Math.min(this.#replaceGapMs * REPLACE_GAP_GROWTH, REPLACE_GAP_MAX_MS);
+      this.emit('replace', p.exchange, p.routingKey);
+    }, wait);
+    this.#replaceTimer.unref();
+  }
+
+  #settle(
+    open: OpenChannel,
+    p: PendingPublish,
+    how: Settlement,
+    lostBecause: ChannelCloseInfo | undefined,
+  ): void {
+    if (open !== this.#open && open.window.size === 0) this.#draining.delete(open);
     const seconds = (performance.now() - p.started) / 1000;
     let code: ErrorCode | undefined;
     let detail = '';
@@ -328,9 +400,13 @@ export class Publisher extends EventEmitter<PublisherEvents> {
         } else {
           this.#confirmed += 1;
           this.#existingExchanges.add(p.exchange);
+          open.proven.add(p.template);
+          if (this.#suspects.size !== 0 && this.#suspects.delete(p.template))
+            if (this.#suspects.size === 0) this.#replaceGapMs = REPLACE_GAP_FIRST_MS;
         }
         break;
       case 'nack':
+        if (!open.proven.has(p.template)) this.#suspect(open, p);
         code = 'BRIDGE_PUBLISH_NACKED';
         detail = 'the broker refused the message (nack), e.g. a full queue';
         break;
@@ -375,5 +451,7 @@ export class Publisher extends EventEmitter<PublisherEvents> {
     this.#deadlineTimer = undefined;
     if (this.#stallTimer !== undefined) clearTimeout(this.#stallTimer);
     this.#stallTimer = undefined;
+    if (this.#replaceTimer !== undefined) clearTimeout(this.#replaceTimer);
+    this.#replaceTimer = undefined;
   }
 }
