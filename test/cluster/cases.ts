@@ -14,6 +14,12 @@ import { is2xx, type KeyedAnswer } from '../helpers/keyed-load.js';
 import { scaledMs, type FaultCase, type FaultContext } from '../faults/harness.js';
 import { CLUSTER_SCALE } from './scale.js';
 
+/**
+ * The bridge's wait before it tries a node again. A worker that loses its node tries the other
+ * nodes at once, so no outage may last this long while another node is up.
+ */
+export const RECONNECT_SECONDS = 2;
+
 /** What a case's answers say about its failover (times in ms from the fault's start). */
 export interface ClusterStats {
   readonly case: string;
@@ -42,6 +48,19 @@ export interface ClusterStats {
   readonly outages: ReadonlyArray<{ readonly worker: string; readonly ms: number | undefined }>;
   /** Lines for the report: where the workers were, leader moves, metrics. */
   readonly facts: string[];
+  /** Failed answers and channel replacements per worker, from the bridge's log. */
+  readonly byWorker: string;
+  /** The workers' broker events from the fault's start on (state, connected, lost), from the log. */
+  readonly events: string;
+  /** From each lost connection to the worker's next connection (ms), from the log. */
+  readonly reconnectDelays: readonly number[];
+  /** When the node went down, from the fault's start (cases that record it). */
+  readonly downAt: number | undefined;
+  /**
+   * Failed answers to requests begun after the node was back and the cluster whole (cases that
+   * record it): the workers' moves back to their own nodes happen then, and must cost nothing.
+   */
+  readonly failuresAfterBack: number | undefined;
 }
 
 /** Failover figures from a case's answers. */
@@ -52,6 +71,8 @@ function failoverStats(
   healedAt: number,
   facts: string[],
   logs: readonly LogLine[],
+  downAt: number | undefined,
+  backAt: number | undefined,
 ): ClusterStats {
   const since = answers.filter((a) => a.endedAt >= faultFrom);
   const failed = since.filter((a) => !is2xx(a)).sort((a, b) => a.endedAt - b.endedAt);
@@ -89,6 +110,9 @@ function failoverStats(
     longestGapMs: Math.round(longestGapMs),
     faultMs: Math.round(healedAt - faultFrom),
     failuresBefore: answers.filter((a) => a.endedAt < faultFrom && !is2xx(a)).length,
+    byWorker: failuresByWorker(logs, performance.timeOrigin + faultFrom),
+    events: brokerEvents(logs, performance.timeOrigin + faultFrom),
+    reconnectDelays: reconnectDelays(logs, performance.timeOrigin + faultFrom),
     outages: outagesFromLog(
       logs,
       performance.timeOrigin + faultFrom,
@@ -96,6 +120,9 @@ function failoverStats(
       performance.timeOrigin + answers.reduce((max, a) => Math.max(max, a.endedAt), healedAt),
     ),
     facts,
+    downAt: downAt === undefined ? undefined : Math.round(downAt - faultFrom),
+    failuresAfterBack:
+      backAt === undefined ? undefined : failed.filter((a) => a.startedAt >= backAt).length,
   };
 }
 
@@ -121,6 +148,87 @@ function outagesFromLog(
   }
   for (const worker of down.keys()) out.push({ worker, ms: undefined });
   return out;
+}
+
+/**
+ * Per worker, from the bridge's log after `from` (epoch ms): failed answers by status with the
+ * time of the first and last (ms after `from`), and when its confirm channel was replaced.
+ */
+function failuresByWorker(logs: readonly LogLine[], from: number): string {
+  const by = new Map<
+    string,
+    { statuses: Map<number, number>; first: number; last: number; replaced: number[] }
+  >();
+  const entry = (worker: string) => {
+    let e = by.get(worker);
+    if (e === undefined) {
+      e = { statuses: new Map(), first: Infinity, last: -Infinity, replaced: [] };
+      by.set(worker, e);
+    }
+    return e;
+  };
+  for (const line of logs) {
+    const time = Number(line['time']);
+    if (!(time >= from)) continue;
+    const worker = String(line['worker']);
+    if (line.msg === 'access' && typeof line['status'] === 'number' && line['status'] >= 300) {
+      const e = entry(worker);
+      e.statuses.set(line['status'], (e.statuses.get(line['status']) ?? 0) + 1);
+      e.first = Math.min(e.first, time - from);
+      e.last = Math.max(e.last, time - from);
+    } else if (String(line.msg).startsWith('confirm channel replaced'))
+      entry(worker).replaced.push(Math.round(time - from));
+  }
+  return [...by]
+    .map(
+      ([w, e]) =>
+        `w${w}: ${[...e.statuses].map(([st, n]) => `${n}×${st}`).join(' ') || 'no failures'}` +
+        (e.first === Infinity ? '' : ` +${Math.round(e.first)}…+${Math.round(e.last)} ms`) +
+        (e.replaced.length === 0
+          ? ''
+          : `, channel replaced at ${e.replaced.map((t) => `+${t}`).join(', ')} ms`),
+    )
+    .join('; ');
+}
+
+/**
+ * Per lost connection after `from` (epoch ms), how long until the worker's next `broker
+ * connected` line: the failover's own delay, before its channel is opened and the topology
+ * declared (which can wait for the queue's leader election).
+ */
+function reconnectDelays(logs: readonly LogLine[], from: number): number[] {
+  const lostAt = new Map<string, number>();
+  const delays: number[] = [];
+  for (const line of logs) {
+    const time = Number(line['time']);
+    if (!(time >= from)) continue;
+    const worker = String(line['worker']);
+    if (line.msg === 'broker connection lost' && !lostAt.has(worker)) lostAt.set(worker, time);
+    else if (line.msg === 'broker connected' && lostAt.has(worker)) {
+      delays.push(Math.round(time - (lostAt.get(worker) ?? time)));
+      lostAt.delete(worker);
+    }
+  }
+  return delays;
+}
+
+/** The bridge's broker events after `from` (epoch ms), per worker: what an outage consisted of. */
+function brokerEvents(logs: readonly LogLine[], from: number): string {
+  const wanted: Record<string, (l: LogLine) => string> = {
+    'broker state': (l) => String(l['state']),
+    'broker connected': (l) => `connected ${String(l['node'])}`,
+    'broker connection lost': () => 'lost',
+    'broker connection failed': () => 'connect failed',
+    'broker connection moved back to its first node; the old one closes when drained': () =>
+      'moved home',
+  };
+  return logs
+    .filter((l) => Number(l['time']) >= from && wanted[String(l.msg)] !== undefined)
+    .map(
+      (l) =>
+        `w${String(l['worker'])} ${wanted[String(l.msg)]?.(l) ?? ''} +${Math.round(Number(l['time']) - from)}`,
+    )
+    .join(', ');
 }
 
 /** Where the bridge's workers are connected, from the broker's side: `worker N pid P` → node. */
@@ -207,6 +315,9 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
   const stats: ClusterStats[] = [];
   const facts = new Map<string, string[]>();
   const bridges = new Map<string, RunningBridge>();
+  /** performance.now() when a case's node went down, and when it was back with the cluster whole. */
+  const downAt = new Map<string, number>();
+  const backAt = new Map<string, number>();
   const fact = (name: string, text: string): void => {
     const list = facts.get(name) ?? [];
     list.push(text);
@@ -215,10 +326,12 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
 
   const base = (
     name: string,
-  ): Pick<FaultCase, 'name' | 'queueType' | 'amqp' | 'account' | 'ratePerSecond'> => ({
+  ): Pick<FaultCase, 'name' | 'queueType' | 'amqp' | 'config' | 'account' | 'ratePerSecond'> => ({
     name,
     queueType: 'quorum',
-    amqp: { urls: [...cluster.urls], reconnectSeconds: 0.5, heartbeatSeconds: 5 },
+    amqp: { urls: [...cluster.urls], reconnectSeconds: RECONNECT_SECONDS, heartbeatSeconds: 5 },
+    // Every failed answer in the log, for the failures per worker (the default keeps 20 a second).
+    config: { logging: { level: 'info', errorAccessLogPerSecond: 100_000 } },
     // A quarter of the fault suite's rate (half in the longer run): three nodes, the bridge and
     // the load share 2 cores, and a node's boot under 400 req/s takes 25 s instead of 7.
     ratePerSecond: CLUSTER_SCALE > 1 ? 400 : 200,
@@ -230,11 +343,15 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
         healedAt,
         facts.get(name) ?? [],
         bridges.get(name)?.logs ?? [],
+        downAt.get(name),
+        backAt.get(name),
       );
       stats.push(row);
       return [
         `failover ${row.failoverMs === undefined ? '—' : `${row.failoverMs} ms`}`,
         `503s ${row.status503}${row.window503 === undefined ? '' : ` at +${row.window503[0]}…+${row.window503[1]} ms`}`,
+        `by worker (log): ${row.byWorker || 'no failures'}`,
+        `connected again ${row.reconnectDelays.map((d) => `${d}`).join('/') || '—'} ms after each lost connection`,
         ...row.facts,
       ];
     },
@@ -266,6 +383,26 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
       `bridge_amqp_connections names two nodes: ${listMetricNodes(metrics.nodes)}`,
     );
     return placed;
+  };
+  /**
+   * The workers back on two different nodes: a worker that failed over moves back to its own
+   * node by itself once it answers (BrokerLink's home check, every 10 s), under the case's load.
+   */
+  const placementRestored = async (name: string, ctx: FaultContext): Promise<void> => {
+    backAt.set(name, performance.now());
+    const t0 = performance.now();
+    const placed = await waitForWorkers(
+      cluster,
+      ctx,
+      (ps) => new Set(ps.map((p) => p.node?.index)).size === 2,
+      30_000,
+    );
+    const nodes = new Set(placed.map((p) => p.node?.index));
+    assert.equal(nodes.size, 2, `workers spread over two nodes again: ${describeNodes(placed)}`);
+    fact(
+      name,
+      `spread again after ${((performance.now() - t0) / 1000).toFixed(1)} s: ${describeNodes(placed)}`,
+    );
   };
   const reconnectsCounted = async (name: string, ctx: FaultContext, min: number): Promise<void> => {
     const metrics = await placementMetrics(ctx);
@@ -310,7 +447,8 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
         killName,
         `n${killed.index} back in ${((performance.now() - t0) / 1000).toFixed(1)} s, leader ${leader}`,
       );
-      await reconnectsCounted(killName, ctx, 1);
+      await placementRestored(killName, ctx);
+      await reconnectsCounted(killName, ctx, 2);
     },
   };
 
@@ -356,6 +494,55 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
     },
   };
 
+  const leaderKillName = "cluster: kill -9 the quorum leader's node under a worker, keep it down";
+  let killedLeader: ClusterNode | undefined;
+  const killLeader: FaultCase = {
+    ...base(leaderKillName),
+    // Long enough to tell "recovers while the node is down" from "recovers when it returns".
+    holdMs: scaledMs(10_000, 20_000),
+    inject: async (ctx) => {
+      const placed = await before(leaderKillName, ctx);
+      // The leader moves first to the first worker's node (if it is not there): the worker that
+      // fails over then meets the queue's record still naming the dead leader.
+      const target = placed[0]?.node;
+      assert.ok(target !== undefined, `no worker connection found: ${describeNodes(placed)}`);
+      const q = await waitForQuorum(cluster, ctx.queue, 3);
+      if (q.leader !== target.name) {
+        await transferLeadership(cluster, ctx.queue, target);
+        await waitUntil(
+          `the leader of ${ctx.queue} to move to n${target.index}`,
+          () => cluster.quorumStatus(ctx.queue),
+          (s) => s.leader === target.name,
+          { timeoutMs: 20_000, intervalMs: 250 },
+        );
+        fact(leaderKillName, `leader moved to n${target.index}`);
+      }
+      killedLeader = target;
+      await target.ctl('eval', 'mnesia:sync_log(), [dets:sync(T) || T <- dets:all()].');
+      downAt.set(leaderKillName, performance.now());
+      await target.kill();
+      const next = await waitForQuorum(cluster, ctx.queue, 2);
+      fact(
+        leaderKillName,
+        `killed leader n${target.index}; new leader n${cluster.nodeNamed(next.leader)?.index ?? '?'}`,
+      );
+      const moved = await waitForWorkers(cluster, ctx, (ps) => ps.every((p) => p.node !== target));
+      fact(leaderKillName, `during: ${describeNodes(moved)}`);
+    },
+    heal: async (ctx) => {
+      assert.ok(killedLeader !== undefined);
+      const replaced = await scrapeText(ctx.bridge.adminUrl).then((s) =>
+        valueOf(s, 'bridge_amqp_channel_replacements_total'),
+      );
+      fact(leaderKillName, `channel replacements while it was down: ${replaced}`);
+      await killedLeader.start();
+      const leader = await clusterWhole(cluster, ctx);
+      fact(leaderKillName, `n${killedLeader.index} back, leader ${leader}`);
+      await placementRestored(leaderKillName, ctx);
+      await reconnectsCounted(leaderKillName, ctx, 2);
+    },
+  };
+
   const rollingName = 'cluster: rolling restart of all three nodes';
   const rounds = Math.max(1, Math.floor(CLUSTER_SCALE / 5) + 1);
   const rolling: FaultCase = {
@@ -374,15 +561,14 @@ export function clusterCases(cluster: Cluster): ClusterCaseSet {
           steps.push(`n${node.index} ${((performance.now() - t0) / 1000).toFixed(1)} s→${leader}`);
         }
       fact(rollingName, `restarts (time, then leader): ${steps.join(', ')}`);
-      const placed = await waitForWorkers(cluster, ctx, () => true);
-      fact(rollingName, `after: ${describeNodes(placed)}`);
+      await placementRestored(rollingName, ctx);
     },
     heal: async (ctx) => {
       await reconnectsCounted(rollingName, ctx, 2);
     },
   };
 
-  return { cases: [killConnected, stopLeader, rolling], stats };
+  return { cases: [killConnected, stopLeader, killLeader, rolling], stats };
 }
 
 const ms = (v: number | undefined): string => (v === undefined ? '—' : `${v} ms`);

@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { runCase, SCALE, type FaultSuite } from '../faults/harness.js';
 import { markdownTable } from '../faults/ledger.js';
-import { clusterCases, clusterTable, type ClusterCaseSet } from './cases.js';
+import { clusterCases, clusterTable, RECONNECT_SECONDS, type ClusterCaseSet } from './cases.js';
 import { CLUSTER_SCALE } from './scale.js';
 
 const LEDGER = ((): string => {
@@ -56,6 +56,9 @@ function report(suite: FaultSuite, set: ClusterCaseSet): string {
   ].join('\n');
 }
 
+/** How long after a node's death the last failure may come while the node stays down. */
+const RECOVERED_WITHIN_MS = 5000;
+
 describe('cluster suite: failover under load loses no 2xx', { timeout: 300_000 * SCALE }, () => {
   let cluster: Cluster | undefined;
   let suite: FaultSuite | undefined;
@@ -83,6 +86,7 @@ describe('cluster suite: failover under load loses no 2xx', { timeout: 300_000 *
   const names = [
     "kill -9 of the workers' node, restart",
     'graceful stop of the quorum leader, start',
+    "kill -9 of the quorum leader's node under a worker, kept down",
     'rolling restart of the three nodes',
   ];
   for (const [i, name] of names.entries())
@@ -105,6 +109,27 @@ describe('cluster suite: failover under load loses no 2xx', { timeout: 300_000 *
         assert.ok(
           stats.failureWindow[1] <= stats.faultMs + 5000,
           `failures until +${stats.failureWindow[1]} ms, the fault ended at +${stats.faultMs} ms`,
+        );
+      // The node stays down for the whole hold: the worker that was on it must publish again
+      // through another node long before the node returns (a channel stuck on the dead leader
+      // would fail until then: docs/failure-modes.md #18).
+      if (stats.downAt !== undefined && stats.failureWindow !== undefined)
+        assert.ok(
+          stats.failureWindow[1] - stats.downAt <= RECOVERED_WITHIN_MS,
+          `failures until +${stats.failureWindow[1]} ms, the node died at +${stats.downAt} ms and stayed down until +${stats.faultMs} ms`,
+        );
+      if (stats.failuresAfterBack !== undefined)
+        assert.equal(
+          stats.failuresAfterBack,
+          0,
+          'no failure once the node was back (the workers moved back to their own nodes meanwhile)',
+        );
+      // Failover to another node does not wait reconnectSeconds: the next connection is made at
+      // once (its channel may then wait for the queue's leader election, which is the cluster's).
+      for (const ms of stats.reconnectDelays)
+        assert.ok(
+          ms < RECONNECT_SECONDS * 1000,
+          `a worker connected again ${ms} ms after losing its connection: ${stats.events}`,
         );
       assert.ok(
         stats.outages.every((o) => o.ms !== undefined),
