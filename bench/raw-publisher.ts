@@ -1,7 +1,9 @@
 /**
  * The broker's raw ingest rate: a plain amqplib ConfirmChannel publisher keeping `window`
  * persistent 1 KiB messages unconfirmed, for `seconds`. Prints one JSON line with msgs/s.
- * Usage: node dist/bench/raw-publisher.js QUEUE [seconds=10] [window=256] [format=bare|bridge] [type=classic|quorum]
+ * Usage: node dist/bench/raw-publisher.js QUEUE [seconds=10] [window=256] [format=bare|bridge] [type=classic|quorum] [url]
+ * `url` defaults to the shared broker, amqp://guest:guest@127.0.0.1:5672/ (bench/cluster-throughput.ts
+ * passes its private nodes').
  *
  * `bridge` sends the properties and headers the bridge sets (README, "The AMQP message"): the like-for-like
  * ceiling, since encoding and routing those costs the broker about a quarter of its rate here.
@@ -9,10 +11,16 @@
 import { randomUUID } from 'node:crypto';
 import amqplib from 'amqplib';
 
-const [queue, secondsArg = '10', windowArg = '256', format = 'bare', queueType = 'classic'] =
-  process.argv.slice(2);
+const [
+  queue,
+  secondsArg = '10',
+  windowArg = '256',
+  format = 'bare',
+  queueType = 'classic',
+  url = 'amqp://guest:guest@127.0.0.1:5672/',
+] = process.argv.slice(2);
 if (queue === undefined)
-  throw new Error('usage: raw-publisher QUEUE [seconds] [window] [format] [type]');
+  throw new Error('usage: raw-publisher QUEUE [seconds] [window] [format] [type] [url]');
 const seconds = Number(secondsArg);
 const window = Number(windowArg);
 const body = Buffer.alloc(1024, 'x');
@@ -37,7 +45,7 @@ const options = (): amqplib.Options.Publish =>
       }
     : { persistent: true, mandatory: true };
 
-const conn = await amqplib.connect('amqp://guest:guest@127.0.0.1:5672/', { noDelay: true });
+const conn = await amqplib.connect(url, { noDelay: true });
 const ch = await conn.createConfirmChannel();
 // Re-declaring with other arguments than the queue has would close the channel (406).
 await ch.assertQueue(queue, {

@@ -3,7 +3,9 @@
  * process started and stopped by PID; writes bench/results/<date>-<host>.md, .svg and .json.
  * Then the "partner-auth" section (bench/partner-auth.ts): what partner verification costs, per
  * verification and end to end; `--scenarios partner-auth` runs it alone, and a --scenarios list
- * without it leaves it out.
+ * without it leaves it out. Then the "cluster-throughput" section (bench/cluster-throughput.ts): one
+ * private RabbitMQ node against a private 3-node cluster, the broker alone and through the bridge
+ * (its own nodes only; never the shared broker); selected the same way.
  *
  * Usage: node dist/bench/run.js [--quick | --full] [--seconds N] [--rounds N] [--workers N]
  *        [--timeout S] [--warmup S] [--scenarios a,b] [--stacks a,b] [--conns 100,1000]
@@ -16,6 +18,13 @@ import { parseArgs } from 'node:util';
 import { ROOT } from './harness.js';
 import type { Measured } from './measure.js';
 import { QueueAdmin } from './measure.js';
+import {
+  CLUSTER_THROUGHPUT_ID,
+  clusterThroughputMarkdown,
+  clusterThroughputSeconds,
+  runClusterThroughput,
+  type ClusterThroughputResult,
+} from './cluster-throughput.js';
 import {
   PARTNER_AUTH_ID,
   partnerAuthMarkdown,
@@ -59,6 +68,11 @@ const partnerAuthSection = (result: PartnerAuthResult): string =>
   `\n## Partner access control (issue #13): what verification costs\n\n` +
   `Run by \`bench/partner-auth.ts\` (alone: \`node dist/bench/partner-auth.js\`).\n\n` +
   partnerAuthMarkdown(result, '###');
+/** The cluster-throughput section, appended after it. */
+const clusterThroughputSection = (result: ClusterThroughputResult): string =>
+  `\n## Cluster throughput: 1 node vs a 3-node cluster\n\n` +
+  `Run by \`bench/cluster-throughput.ts\` (alone: \`node dist/bench/cluster-throughput.js\`).\n\n` +
+  clusterThroughputMarkdown(result, '###');
 
 if (values.render !== undefined) {
   // Re-render a saved run (report layout changes need no new measurements).
@@ -66,11 +80,14 @@ if (values.render !== undefined) {
     info: RunInfo;
     runs: Measured[];
     partnerAuth?: PartnerAuthResult;
+    clusterThroughput?: ClusterThroughputResult;
   }; // written by this script below
   const base = values.render.replace(/\.json$/, '');
   const { counts } = renderReport(saved.info, saved.runs, base);
   if (saved.partnerAuth !== undefined)
     appendFileSync(`${base}.md`, partnerAuthSection(saved.partnerAuth));
+  if (saved.clusterThroughput !== undefined)
+    appendFileSync(`${base}.md`, clusterThroughputSection(saved.clusterThroughput));
   log(`bench: rendered ${base}.md and ${base}.svg\n${counts}`);
   process.exit(0);
 }
@@ -133,6 +150,17 @@ const partnerAuth =
         e2e: true,
       }
     : undefined;
+const clusterThroughput =
+  onlyScenarios === undefined || onlyScenarios.includes(CLUSTER_THROUGHPUT_ID)
+    ? {
+        seconds: info0.seconds,
+        // Ratios against (a) again: at least 3 alternated rounds.
+        rounds: Math.max(3, info0.rounds),
+        conns: onlyConns?.[0] ?? 100,
+        warmupSeconds: info0.warmupSeconds,
+        quietWaitSeconds: 30,
+      }
+    : undefined;
 
 const plan = scenarios.flatMap((s) =>
   s.conns.flatMap((c) =>
@@ -144,10 +172,12 @@ const startCount = scenarios.reduce((n, s) => n + s.stacks.length, 0);
 const estimate =
   info0.rounds * plan.reduce((t, c) => t + runSeconds(info0.seconds, c) + 2.5, 0) +
   startCount * (info0.warmupSeconds + 5.5) + // + idle RSS: quiet, then 2 s of samples
-  (partnerAuth === undefined ? 0 : partnerAuthSeconds(partnerAuth));
+  (partnerAuth === undefined ? 0 : partnerAuthSeconds(partnerAuth)) +
+  (clusterThroughput === undefined ? 0 : clusterThroughputSeconds(clusterThroughput));
 log(
   `bench: ${size} run: ${runCount} runs of ${info0.seconds} s in ${scenarios.length} scenarios, ${info0.rounds} round(s)` +
-    `${partnerAuth === undefined ? '' : `, then ${PARTNER_AUTH_ID} (${partnerAuth.rounds} rounds × 3 routes at ${partnerAuth.conns} connections)`}; about ${Math.round(estimate / 60)} min`,
+    `${partnerAuth === undefined ? '' : `, then ${PARTNER_AUTH_ID} (${partnerAuth.rounds} rounds × 3 routes at ${partnerAuth.conns} connections)`}` +
+    `${clusterThroughput === undefined ? '' : `, then ${CLUSTER_THROUGHPUT_ID} (${clusterThroughput.rounds} rounds × 3 setups)`}; about ${Math.round(estimate / 60)} min`,
 );
 log(`bench: ${machine.lines.join('\n       ')}`);
 if (values['dry-run']) {
@@ -158,6 +188,10 @@ if (values['dry-run']) {
   if (partnerAuth !== undefined)
     log(
       `  ${PARTNER_AUTH_ID}: verifier costs (${partnerAuth.microRounds} rounds); routes open, apikey, webhook at ${partnerAuth.conns} connections, ${partnerAuth.rounds} rounds`,
+    );
+  if (clusterThroughput !== undefined)
+    log(
+      `  ${CLUSTER_THROUGHPUT_ID}: 1 node classic, 1 node quorum, 3-node cluster quorum; raw publisher and bridge at ${clusterThroughput.conns} connections, ${clusterThroughput.rounds} rounds`,
     );
   await admin.close();
   process.exit(0);
@@ -221,6 +255,25 @@ if (partnerAuth !== undefined) {
     process.exitCode = 1;
   }
 }
+let clusterThroughputResult: ClusterThroughputResult | undefined;
+let clusterThroughputError: string | undefined;
+if (clusterThroughput !== undefined) {
+  try {
+    clusterThroughputResult = await runClusterThroughput({
+      ...clusterThroughput,
+      tag,
+      nofile,
+      timeoutSeconds: info0.timeoutSeconds,
+      live,
+      log: (line) =>
+        log(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)}s] ${line}`),
+    });
+  } catch (err) {
+    clusterThroughputError = err instanceof Error ? err.message : String(err);
+    log(`bench: ${CLUSTER_THROUGHPUT_ID} failed: ${clusterThroughputError}`);
+    process.exitCode = 1;
+  }
+}
 await admin.close();
 
 const date = new Date().toISOString().slice(0, 10);
@@ -243,7 +296,7 @@ const info: RunInfo = {
 };
 writeFileSync(
   `${base}.json`,
-  `${JSON.stringify({ info, runs, ...(partnerAuthResult === undefined ? {} : { partnerAuth: partnerAuthResult }) }, null, 1)}\n`,
+  `${JSON.stringify({ info, runs, ...(partnerAuthResult === undefined ? {} : { partnerAuth: partnerAuthResult }), ...(clusterThroughputResult === undefined ? {} : { clusterThroughput: clusterThroughputResult }) }, null, 1)}\n`,
 );
 const { summary } = renderReport(info, runs, base);
 if (partnerAuthResult !== undefined)
@@ -253,8 +306,17 @@ if (partnerAuthError !== undefined)
     `${base}.md`,
     `\n## Partner access control (issue #13)\n\nFailed: ${partnerAuthError}\n`,
   );
+if (clusterThroughputResult !== undefined)
+  appendFileSync(`${base}.md`, clusterThroughputSection(clusterThroughputResult));
+if (clusterThroughputError !== undefined)
+  appendFileSync(
+    `${base}.md`,
+    `\n## Cluster throughput: 1 node vs a 3-node cluster\n\nFailed: ${clusterThroughputError}\n`,
+  );
 log(`\n${summary}\n`);
 if (partnerAuthResult !== undefined) log(`${partnerAuthMarkdown(partnerAuthResult)}\n`);
+if (clusterThroughputResult !== undefined)
+  log(`${clusterThroughputMarkdown(clusterThroughputResult)}\n`);
 log(`bench: done in ${info.minutes.toFixed(1)} min: ${base}.md, ${base}.svg, ${base}.json`);
 if (size === 'full' && !values['no-readme'] && values.out === undefined) {
   log(
