@@ -29,7 +29,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import amqplib from 'amqplib';
 import {
   cpuSeconds,
   median,
@@ -41,7 +40,8 @@ import {
   WRK_THREADS,
   type BenchBridge,
 } from './harness.js';
-import { quiet } from './measure.js';
+import { QueueAdmin, quiet, settledCount } from './measure.js';
+import { machineBusySeconds, ownSeconds } from './machine-cpu.js';
 import type { Live } from './run-scenario.js';
 import { bridgeStatuses } from './stacks.js';
 import { describeMachine, ensureDebianPackages, raisableNofile } from './system.js';
@@ -144,26 +144,6 @@ export function clusterThroughputSeconds(o: {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** CPU seconds the whole machine has been busy (all cores; /proc/stat, USER_HZ 100). */
-function machineBusySeconds(): number {
-  const [user, nice, system, , , irq, softirq, steal] = (
-    readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? ''
-  )
-    .trim()
-    .split(/\s+/)
-    .slice(1)
-    .map(Number);
-  return (
-    ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / 100
-  );
-}
-
-/** CPU seconds of this process and of its children that ended (wrk, raw-publisher). */
-function ownSeconds(): number {
-  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100; // utime stime cutime cstime
-}
-
 /** CPU seconds so far and name of every process (/proc), to name what else used the machine. */
 function allProcesses(): Map<number, { comm: string; cpu: number }> {
   const out = new Map<number, { comm: string; cpu: number }>();
@@ -214,69 +194,6 @@ function ownUrl(url: string): string {
   return url;
 }
 
-/** Queue administration on one private node: one channel, re-opened after a channel error. */
-class NodeAdmin {
-  #conn: amqplib.ChannelModel | undefined;
-  #ch: amqplib.Channel | undefined;
-  constructor(readonly url: string) {
-    ownUrl(url);
-  }
-
-  async #channel(): Promise<amqplib.Channel> {
-    if (this.#conn === undefined) {
-      const conn = await amqplib.connect(this.url);
-      conn.on('error', () => undefined);
-      conn.on('close', () => {
-        if (this.#conn === conn) [this.#conn, this.#ch] = [undefined, undefined];
-      });
-      this.#conn = conn;
-    }
-    if (this.#ch === undefined) {
-      const ch = await this.#conn.createChannel();
-      ch.on('error', () => undefined); // a 404/406 closes the channel; the next call opens another
-      ch.on('close', () => {
-        if (this.#ch === ch) this.#ch = undefined;
-      });
-      this.#ch = ch;
-    }
-    return this.#ch;
-  }
-
-  async declare(queue: string, args: Record<string, unknown>): Promise<void> {
-    await (await this.#channel()).assertQueue(queue, { durable: true, arguments: args });
-  }
-
-  async count(queue: string): Promise<number> {
-    return (await (await this.#channel()).checkQueue(queue)).messageCount;
-  }
-
-  async purge(queue: string): Promise<void> {
-    await (await this.#channel()).purgeQueue(queue);
-  }
-
-  async remove(queue: string): Promise<void> {
-    await (await this.#channel()).deleteQueue(queue).catch(() => undefined);
-  }
-
-  async close(): Promise<void> {
-    await this.#conn?.close().catch(() => undefined);
-    [this.#conn, this.#ch] = [undefined, undefined];
-  }
-}
-
-/** The queue count once it stopped moving (1 s unchanged; at most `boundMs`). */
-async function settled(admin: NodeAdmin, queue: string, boundMs = 20_000): Promise<number> {
-  const deadline = Date.now() + boundMs;
-  let last = -1;
-  let since = Date.now();
-  for (;;) {
-    const n = await admin.count(queue);
-    if (n !== last) [last, since] = [n, Date.now()];
-    else if (Date.now() - since >= 1000 || Date.now() > deadline) return n;
-    await sleep(250); // the broker has no "queue stopped growing" event
-  }
-}
-
 /** One setup, running: its node(s), queue, admin connection and bridge. */
 interface Setup {
   readonly id: SetupId;
@@ -287,7 +204,7 @@ interface Setup {
   readonly urls: readonly string[];
   /** The Erlang VMs whose CPU is the broker's (read at each run: a PID is per boot). */
   readonly brokerPids: () => number[];
-  readonly admin: NodeAdmin;
+  readonly admin: QueueAdmin;
   bridge?: BenchBridge;
 }
 
@@ -363,7 +280,7 @@ export async function runClusterThroughput(
       rawUrl: ownUrl(urls[0] ?? ''),
       urls: urls.map(ownUrl),
       brokerPids: () => (id === 'c' ? three.nodes.map((n) => n.pid) : [one.pid]),
-      admin: new NodeAdmin(urls[0] ?? ''),
+      admin: new QueueAdmin(ownUrl(urls[0] ?? '')),
     });
     setups.push(mk('a', 'classic', [one.url]), mk('b', 'quorum', [one.url]));
     setups.push(mk('c', 'quorum', three.urls));
@@ -372,7 +289,7 @@ export async function runClusterThroughput(
     // the run being measured. Not x-max-length with drop-head: dropping the oldest is more work
     // per message for the broker than a plain append, and the queue would hold the cap's worth of
     // messages in every run, so the runs would measure a full queue rather than publishing.
-    for (const s of setups) await s.admin.declare(s.queue, queueArgs(s.queueType));
+    for (const s of setups) await s.admin.declare(s.queue, s.queueType);
     const q = await waitForQuorum(three, setups[2]?.queue ?? '', 3);
     const leader = three.nodeNamed(q.leader);
     // The raw publisher's one channel goes to the leader's node: the broker at its best.
@@ -446,7 +363,7 @@ export async function runClusterThroughput(
         nofile: o.nofile,
         signal: bounded((o.warmupSeconds + o.timeoutSeconds + 30) * 1000),
       });
-      await settled(s.admin, s.queue);
+      await settledCount(s.admin, s.queue);
       await s.admin.purge(s.queue);
       o.log(`${CLUSTER_THROUGHPUT_ID}: warm-up ${s.id}: ${Math.round(w.rps)}/s`);
     }
@@ -519,7 +436,7 @@ export async function runClusterThroughput(
       );
       const otherTop =
         other > DISTURBED_CORES ? topOthers(snapshot, new Set([process.pid, ...pids]), wall) : '';
-      const inQueue = await settled(s.admin, s.queue);
+      const inQueue = await settledCount(s.admin, s.queue);
       await s.admin.purge(s.queue);
       await quiet(tree, 10_000);
       const statuses1 = kind === 'bridge' ? await bridgeStatuses(bridge.adminPort) : undefined;

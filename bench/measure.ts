@@ -88,10 +88,16 @@ const sumCpu = (pids: readonly number[]): number =>
 export class QueueAdmin {
   #conn: amqplib.ChannelModel | undefined;
   #ch: amqplib.Channel | undefined;
+  readonly #url: string;
+
+  /** `url`: the broker (node) to administer; the shared local broker unless said. */
+  constructor(url = 'amqp://guest:guest@127.0.0.1:5672/') {
+    this.#url = url;
+  }
 
   async #channel(): Promise<amqplib.Channel> {
     if (this.#conn === undefined) {
-      const conn = await amqplib.connect('amqp://guest:guest@127.0.0.1:5672/');
+      const conn = await amqplib.connect(this.#url);
       // A connection the broker closes (a restart, an alarm) is replaced at the next call.
       conn.on('error', () => undefined);
       conn.on('close', () => {

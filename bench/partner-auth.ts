@@ -18,7 +18,7 @@
  * Loopback only; bounded (rounds × 3 runs of --seconds); every process it starts is stopped by
  * PID and every queue it declares is deleted.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -54,6 +54,7 @@ import {
   type VerifierCost,
 } from './partner-auth-cost.js';
 import { fmtInt } from './report.js';
+import { machineBusySeconds, ownSeconds } from './machine-cpu.js';
 import type { Live } from './run-scenario.js';
 import { bridgeStatuses, type HttpStack } from './stacks.js';
 import { brokerPid, describeMachine, ensureDebianPackages, raisableNofile } from './system.js';
@@ -128,26 +129,6 @@ export interface OtherLoad {
 /** Other processes' CPU (cores) above which a run counts as disturbed and is measured again. */
 const DISTURBED_CORES = 0.25;
 const MAX_ATTEMPTS = 3;
-
-/** CPU seconds the whole machine has been busy (all cores; /proc/stat, USER_HZ 100). */
-function machineBusySeconds(): number {
-  const [user, nice, system, , , irq, softirq, steal] = (
-    readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? ''
-  )
-    .trim()
-    .split(/\s+/)
-    .slice(1)
-    .map(Number);
-  return (
-    ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / 100
-  );
-}
-
-/** CPU seconds of this process and of its children that ended (wrk), from /proc/self/stat. */
-function ownSeconds(): number {
-  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100; // utime stime cutime cstime
-}
 
 /**
  * Waits until the machine is quiet (under `cores` of CPU over a second: this is a shared machine,
