@@ -83,6 +83,11 @@ export function startKeyedLoad(options: KeyedLoadOptions): KeyedLoad {
     maxSockets: options.connections,
     // Node's default keeps only 256 idle sockets: more connections would churn instead of staying open.
     maxFreeSockets: options.connections,
+    // An idle socket is closed here before uWS's idle timer (8.7–13 s, docs/failure-modes.md 1.5)
+    // closes it there: a request sent on a socket the server is closing at that moment fails with
+    // ECONNRESET, a failure of the load generator's making (seen once in a cluster run, on sockets
+    // left idle while the agent reused the most recent ones).
+    timeout: 5000,
   });
   const maxRequests = options.maxRequests ?? 1_000_000;
   const intervalMs = options.ratePerSecond === undefined ? 0 : 1000 / options.ratePerSecond;
