@@ -143,10 +143,12 @@ export class Publisher extends EventEmitter<PublisherEvents> {
 
   /** The oldest publish waiting on any channel (a replaced channel's are older than the current's). */
   #oldest(): PendingPublish | undefined {
-    for (const d of this.#draining) {
-      const p = d.window.oldest;
-      if (p !== undefined) return p;
-    }
+    // Admission asks for every request; replaced channels are rare, so skip the iterator.
+    if (this.#draining.size !== 0)
+      for (const d of this.#draining) {
+        const p = d.window.oldest;
+        if (p !== undefined) return p;
+      }
     return this.#open?.window.oldest;
   }
 
