@@ -62,8 +62,15 @@ function describeFailure(a: Attempt): string {
   return `${String(a.status)} ${(a.body ?? '').slice(0, 160)}`;
 }
 
-function emit(line: unknown): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`);
+/**
+ * Resolves once the line is handed to the pipe. A write larger than the pipe's buffer (the result
+ * line carries both bridges' logs and every id) finishes later, and process.exit() before then
+ * cuts it: the test then saw exit code 0 and no result (seen once in CI).
+ */
+function emit(line: unknown): Promise<void> {
+  return new Promise((resolve) =>
+    process.stdout.write(`${JSON.stringify(line)}\n`, () => resolve()),
+  );
 }
 
 function parseArgs(raw: string | undefined): ScenarioArgs {
@@ -135,7 +142,7 @@ async function main(): Promise<void> {
           const started = /started the new release as pid (\d+)/.exec(line);
           if (started && newPid === undefined) {
             newPid = Number(started[1]);
-            emit({ type: 'new-pid', pid: newPid });
+            void emit({ type: 'new-pid', pid: newPid });
           }
         },
       },
@@ -185,7 +192,7 @@ async function main(): Promise<void> {
       loads: reports,
       logText: `${oldLogText}\n${old.stderr()}\n${newLogText}`,
     };
-    emit(result);
+    await emit(result);
   } finally {
     if (newPid !== undefined && !newStopped) await stopPid(newPid, 20_000);
     await old.stop();
