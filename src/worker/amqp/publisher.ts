@@ -60,7 +60,6 @@ class PendingPublish implements Pending {
   readonly deadline: number;
   readonly trackId: string;
   readonly started: number;
-  readonly exchange: string;
   readonly routingKey: string;
   readonly template: PublishTemplate;
   readonly record: RequestRecord;
@@ -81,7 +80,6 @@ class PendingPublish implements Pending {
     this.deadline = started + timeoutMs;
     this.trackId = trackId;
     this.template = template;
-    this.exchange = template.exchange;
     this.routingKey = routingKey;
     this.record = record;
     this.confirmed = confirmed;
@@ -379,7 +377,7 @@ export class Publisher extends EventEmitter<PublisherEvents> {
       if (this.#open !== open || !this.#link.replaceChannel()) return;
       this.#lastReplaceAt = performance.now();
       this.#replaceGapMs = Math.min(this.#replaceGapMs * REPLACE_GAP_GROWTH, REPLACE_GAP_MAX_MS);
-      this.emit('replace', p.exchange, p.routingKey);
+      this.emit('replace', p.template.exchange, p.routingKey);
     }, wait);
     this.#replaceTimer.unref();
   }
@@ -398,10 +396,10 @@ export class Publisher extends EventEmitter<PublisherEvents> {
       case 'ack':
         if (p.returned) {
           code = 'BRIDGE_UNROUTABLE';
-          detail = `no queue is bound for routing key "${p.routingKey}" on exchange "${p.exchange}"`;
+          detail = `no queue is bound for routing key "${p.routingKey}" on exchange "${p.template.exchange}"`;
         } else {
           this.#confirmed += 1;
-          this.#existingExchanges.add(p.exchange);
+          this.#existingExchanges.add(p.template.exchange);
           open.proven.add(p.template);
           if (this.#suspects.size !== 0 && this.#suspects.delete(p.template))
             if (this.#suspects.size === 0) this.#replaceGapMs = REPLACE_GAP_FIRST_MS;
@@ -419,9 +417,12 @@ export class Publisher extends EventEmitter<PublisherEvents> {
       case 'lost':
         // A publish to a missing exchange closes the channel (404 on basic.publish): publishes to
         // exchanges that confirmed before were not the cause, and may have been delivered.
-        if (isMissingExchangeOnPublish(lostBecause) && !this.#existingExchanges.has(p.exchange)) {
+        if (
+          isMissingExchangeOnPublish(lostBecause) &&
+          !this.#existingExchanges.has(p.template.exchange)
+        ) {
           code = 'BRIDGE_UNROUTABLE';
-          detail = `exchange "${p.exchange}" does not exist (broker: ${lostBecause?.message ?? ''})`;
+          detail = `exchange "${p.template.exchange}" does not exist (broker: ${lostBecause?.message ?? ''})`;
         } else {
           code = 'BRIDGE_CONNECTION_LOST';
           detail = 'the broker connection or channel was lost before the confirm';
